@@ -1,0 +1,56 @@
+# Flywheel: the two commands are `make demo` and `make test`. Both create/update .venv themselves.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+# uv does not read pip's find-links setting: hand it the same location (the local CPU torch wheel) when set.
+export UV_FIND_LINKS ?= $(PIP_FIND_LINKS)
+export UV_LINK_MODE ?= copy
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv lock lint typecheck test test-fast demo stop bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q "uv==$(UV_VERSION)"
+
+$(STAMP): $(UV) pyproject.toml requirements.lock
+	@start=$$(date +%s); \
+	$(UV) pip install --python $(PY) -c requirements.lock -e '.[dev]' && \
+	echo "venv ready in $$(( $$(date +%s) - start )) s"
+	@touch $(STAMP)
+
+venv: $(STAMP)  ## create or update .venv from the lock
+
+lock: $(UV)  ## re-resolve requirements.lock from pyproject.toml
+	scripts/lock.sh
+
+lint: venv  ## ruff + mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: venv lint  ## lint, type-check, then the whole test suite (unit, integration, dags, e2e)
+	scripts/run_tests.sh
+
+test-fast: venv  ## unit + dag tests only
+	$(VENV)/bin/pytest -q tests/unit tests/dags
+
+demo: venv  ## start local Airflow, backfill the demo window, print a summary
+	$(PY) -m scripts.demo
+
+stop:  ## stop the local Airflow started by `make demo`
+	$(PY) -m scripts.airflow_local stop
+
+bench: venv  ## benchmarks (ratios against floors measured in the same run)
+	$(PY) bench/etl_throughput.py
+
+clean: stop  ## remove local state (.flywheel) but keep the venv
+	rm -rf .flywheel

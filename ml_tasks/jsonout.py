@@ -1,0 +1,24 @@
+"""The one-JSON-line contract: every CLI subcommand ends by printing its summary on stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+XCOM_ENV = "FLYWHEEL_XCOM_FILE"
+
+
+def emit(summary: dict[str, Any]) -> None:
+    """Print ``summary`` as one JSON line; also write it to ``$FLYWHEEL_XCOM_FILE`` when set.
+
+    The file is how a KubernetesPodOperator pod hands XCom back (``/airflow/xcom/return.json``).
+    """
+    line = json.dumps(summary, sort_keys=True, default=str, separators=(",", ":"))
+    target = os.environ.get(XCOM_ENV)
+    if target:
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(line + "\n")
+    print(line, flush=True)

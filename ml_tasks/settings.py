@@ -1,0 +1,58 @@
+"""Typed settings read from the environment (prefix ``FLYWHEEL_``) and overridable by CLI flags.
+
+Importing this module has no side effects: nothing is created or contacted until a value is used.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CHICAGO_TZ = "America/Chicago"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration shared by every ``ml-tasks`` step."""
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", extra="ignore")
+
+    data_root: str = Field(
+        default=".flywheel/data",
+        description="Root of all partitions: a local folder or any fsspec/pyarrow URI (s3://..., gs://...).",
+    )
+    timezone: str = Field(default=CHICAGO_TZ, description="Time zone of the source's floating timestamps.")
+    code_version: str | None = Field(
+        default=None, description="Code version recorded in manifests (default: package version + git sha)."
+    )
+    chicago_app_token: SecretStr | None = Field(
+        default=None, description="Optional Socrata app token for the City of Chicago portal."
+    )
+    chicago_base_url: str = Field(
+        default="https://data.cityofchicago.org", description="City of Chicago data portal base URL."
+    )
+    postgres_uri: SecretStr | None = Field(
+        default=None, description="SQLAlchemy URI of the postgres source (secret: never logged)."
+    )
+    max_reject_rate: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Batch fails when more than this share of rows is rejected."
+    )
+    allow_empty: bool = Field(default=False, description="Accept an interval with no trips.")
+    synthetic_trips_per_day: int = Field(default=20_000, ge=0, description="Synthetic source volume.")
+    synthetic_drift_from: str | None = Field(
+        default=None, description="ISO date from which the synthetic source drifts (None: never)."
+    )
+
+    def resolved_data_root(self) -> str:
+        """The data root as an absolute local path or an unchanged URI."""
+        if "://" in self.data_root:
+            return self.data_root.rstrip("/")
+        return str(Path(self.data_root).expanduser().resolve())
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process."""
+    return Settings()

@@ -1,0 +1,292 @@
+"""Partitioned storage under a data root (a local folder or any pyarrow/fsspec URI).
+
+Layout (ARCHITECTURE.md)::
+
+    <root>/<layer>/<dataset>/dt=YYYY-MM-DD/part-00000.parquet ... _manifest.json
+
+Every partition is written whole to a temporary sibling and moved into place, replacing what was
+there: re-running an interval replaces its partition and never duplicates rows. ``_manifest.json`` is
+written last; a partition without one is incomplete and readers refuse it. Manifests hold no
+wall-clock time, so the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+import ml_tasks
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "_manifest.json"
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "write_statistics": True}
+
+
+class PartitionError(RuntimeError):
+    """A partition that is missing, incomplete, or cannot be written."""
+
+
+def code_version() -> str:
+    """Package version plus the git commit of the working tree when available."""
+    env = os.environ.get("FLYWHEEL_CODE_VERSION")
+    if env:
+        return env
+    version = ml_tasks.__version__
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+g{sha}" if sha else version
+
+
+def file_sha256(fs: pafs.FileSystem, path: str) -> str:
+    digest = hashlib.sha256()
+    with fs.open_input_stream(path) as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Manifest:
+    """Lineage record of one partition: what went in, what came out, which code made it."""
+
+    dataset: str
+    partition: str
+    step: str
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    row_counts: dict[str, int] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    code_version: str = field(default_factory=code_version)
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2, sort_keys=True, default=str) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        return cls(**json.loads(text))
+
+
+class DataRoot:
+    """Paths and atomic partition I/O under one data root."""
+
+    def __init__(self, root: str) -> None:
+        if "://" in root:
+            self.fs, base = pafs.FileSystem.from_uri(root)
+            self.uri_prefix = root.split("://", 1)[0] + "://"
+        else:
+            self.fs, base = pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
+            self.uri_prefix = ""
+        self.base = base.rstrip("/")
+        self.root = root
+
+    # -- paths -----------------------------------------------------------------------------
+    def dataset_path(self, layer: str, dataset: str) -> str:
+        return f"{self.base}/{layer}/{dataset}"
+
+    def partition_path(self, layer: str, dataset: str, day: dt.date | str) -> str:
+        key = day.isoformat() if isinstance(day, dt.date) else day
+        return f"{self.dataset_path(layer, dataset)}/dt={key}"
+
+    def uri(self, path: str) -> str:
+        """A path on this root as a URI other processes can open."""
+        return f"{self.uri_prefix}{path}"
+
+    # -- reading ---------------------------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def read_manifest(self, path: str) -> Manifest:
+        target = f"{path}/{MANIFEST}"
+        if not self.exists(target):
+            raise PartitionError(f"partition {self.uri(path)} is missing or incomplete (no {MANIFEST})")
+        with self.fs.open_input_stream(target) as stream:
+            return Manifest.from_json(stream.read().decode())
+
+    def parquet_files(self, path: str) -> list[str]:
+        self.read_manifest(path)  # refuses incomplete partitions
+        selector = pafs.FileSelector(path, recursive=False)
+        return sorted(i.path for i in self.fs.get_file_info(selector) if i.path.endswith(".parquet"))
+
+    def read_partition(self, path: str, schema: pa.Schema | None = None) -> pa.Table:
+        """The whole partition as one table (partitions are one day: small enough)."""
+        files = self.parquet_files(path)
+        if not files:
+            return (schema or pa.schema([])).empty_table()
+        tables = [pq.read_table(f, filesystem=self.fs, schema=schema) for f in files]
+        return pa.concat_tables(tables)
+
+    def iter_batches(self, path: str, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        for name in self.parquet_files(path):
+            yield from pq.ParquetFile(self.fs.open_input_file(name)).iter_batches(batch_size=batch_size)
+
+    def list_partitions(self, layer: str, dataset: str) -> list[str]:
+        """Partition keys (``YYYY-MM-DD``) of complete partitions, sorted."""
+        base = self.dataset_path(layer, dataset)
+        if not self.exists(base):
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=False))
+        keys = [
+            i.base_name.removeprefix("dt=")
+            for i in infos
+            if i.type == pafs.FileType.Directory and i.base_name.startswith("dt=")
+        ]
+        return sorted(k for k in keys if self.exists(f"{base}/dt={k}/{MANIFEST}"))
+
+    # -- writing ---------------------------------------------------------------------------
+    @contextmanager
+    def write_partition(self, path: str) -> Iterator[PartitionWriter]:
+        """Stage a partition in a temporary sibling, then move it into place whole.
+
+        On an exception nothing at ``path`` changes and the staging directory is removed.
+        """
+        parent, name = path.rsplit("/", 1)
+        staging = f"{parent}/.staging-{name}-{uuid.uuid4().hex[:12]}"
+        self.fs.create_dir(staging, recursive=True)
+        writer = PartitionWriter(self, staging, path)
+        try:
+            yield writer
+            writer.close()
+            if writer.manifest is None:
+                raise PartitionError(f"partition {self.uri(path)}: no manifest was set before commit")
+            with self.fs.open_output_stream(f"{staging}/{MANIFEST}") as out:
+                out.write(writer.manifest.to_json().encode())
+        except BaseException:
+            writer.abort()
+            self.fs.delete_dir(staging)
+            raise
+        self._replace(staging, path)
+
+    def _replace(self, staging: str, final: str) -> None:
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            # two renames: the old partition is moved aside, never half-overwritten
+            old = None
+            if os.path.exists(final):
+                old = f"{final}.old-{uuid.uuid4().hex[:12]}"
+                os.rename(final, old)
+            os.rename(staging, final)
+            if old:
+                self.fs.delete_dir(old)
+            return
+        # Object stores have no atomic directory rename. Readers trust a partition only when its
+        # _manifest.json exists, so the old manifest goes first and the new one arrives last.
+        if self.exists(f"{final}/{MANIFEST}"):
+            self.fs.delete_file(f"{final}/{MANIFEST}")
+        if self.exists(final):
+            self.fs.delete_dir(final)
+        manifest = f"{staging}/{MANIFEST}"
+        held = f"{staging}.{MANIFEST}"
+        self.fs.move(manifest, held)
+        self.fs.move(staging, final)
+        self.fs.move(held, f"{final}/{MANIFEST}")
+
+    def write_json(self, path: str, payload: Mapping[str, Any] | list[Any]) -> None:
+        """Write one JSON document atomically (temp file + move)."""
+        parent = path.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        with self.fs.open_output_stream(tmp) as out:
+            out.write((json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode())
+        self.fs.move(tmp, path)
+
+    def read_json(self, path: str) -> Any:
+        with self.fs.open_input_stream(path) as stream:
+            return json.loads(stream.read().decode())
+
+
+class PartitionWriter:
+    """Writes parquet parts of one staged partition; set :attr:`manifest` before the block ends."""
+
+    def __init__(self, root: DataRoot, staging: str, final: str) -> None:
+        self.root = root
+        self.staging = staging
+        self.final = final
+        self.manifest: Manifest | None = None
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self._files: list[str] = []
+
+    def write(self, data: pa.Table | pa.RecordBatch, schema: pa.Schema | None = None) -> None:
+        """Append rows (in order) to the partition's single parquet file."""
+        table = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
+        if schema is not None:
+            table = table.select(schema.names).cast(schema)
+        if self._writer is None:
+            self._schema = table.schema
+            name = f"{self.staging}/part-00000.parquet"
+            self._writer = pq.ParquetWriter(name, table.schema, filesystem=self.root.fs, **PARQUET_OPTIONS)
+            self._files.append(name)
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def write_empty(self, schema: pa.Schema) -> None:
+        """Make sure the partition has a (possibly empty) file carrying its schema."""
+        if self._writer is None:
+            self.write(schema.empty_table())
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def abort(self) -> None:
+        try:
+            self.close()
+        except Exception:  # the staging dir is deleted anyway; the original error matters
+            log.exception("closing an aborted partition writer failed")
+
+    def outputs(self) -> list[dict[str, Any]]:
+        """Final URIs, sizes and hashes of the data files (call after writing)."""
+        self.close()
+        result = []
+        for staged in self._files:
+            name = staged.rsplit("/", 1)[1]
+            result.append(
+                {
+                    "uri": self.root.uri(f"{self.final}/{name}"),
+                    "sha256": file_sha256(self.root.fs, staged),
+                    "rows": self.rows,
+                }
+            )
+        return result
+
+
+def input_record(root: DataRoot, path: str) -> dict[str, Any]:
+    """A manifest ``inputs`` entry for a partition: its URI and the hashes of its files."""
+    manifest = root.read_manifest(path)
+    return {
+        "uri": root.uri(path),
+        "files": {o["uri"].rsplit("/", 1)[1]: o["sha256"] for o in manifest.outputs},
+        "rows": manifest.row_counts,
+    }
+
+
+def sha256_of(parts: Iterable[bytes]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
