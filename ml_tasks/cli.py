@@ -23,10 +23,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-Start = Annotated[str, typer.Option("--start", help="Interval start: a local date or ISO datetime (inclusive).")]
+Start = Annotated[
+    str, typer.Option("--start", help="Interval start: a local date or ISO datetime (inclusive).")
+]
 End = Annotated[
     str | None,
-    typer.Option("--end", help="Interval end: a local date or ISO datetime (exclusive; default start + 1 day)."),
+    typer.Option(
+        "--end", help="Interval end: a local date or ISO datetime (exclusive; default start + 1 day)."
+    ),
 ]
 DataRootOpt = Annotated[
     str | None, typer.Option("--data-root", help="Override FLYWHEEL_DATA_ROOT (folder or URI).")
@@ -72,9 +76,7 @@ def _parse_options(pairs: list[str]) -> dict[str, str]:
 def extract(
     start: Start,
     end: End = None,
-    source: Annotated[
-        str, typer.Option(help="Source: synthetic | file | chicago | postgres.")
-    ] = "synthetic",
+    source: Annotated[str, typer.Option(help="Source: synthetic | file | chicago | postgres.")] = "synthetic",
     uri: Annotated[
         list[str] | None,
         typer.Option(help="file: path, URI or glob (repeatable). CSV, Parquet or JSON (lines or array)."),
@@ -103,11 +105,15 @@ def extract(
     from ml_tasks.extract import extract as run
     from ml_tasks.sources import get_source
 
-    settings = _settings(
-        data_root, synthetic_trips_per_day=trips_per_day, synthetic_drift_from=drift_from
-    )
+    settings = _settings(data_root, synthetic_trips_per_day=trips_per_day, synthetic_drift_from=drift_from)
     options: dict[str, Any] = _parse_options(option or [])
-    for key, value in {"uri": uri, "mapping": mapping, "dataset_id": dataset_id, "table": table, "query": query}.items():
+    for key, value in {
+        "uri": uri,
+        "mapping": mapping,
+        "dataset_id": dataset_id,
+        "table": table,
+        "query": query,
+    }.items():
         if value:
             options[key] = value
     src = get_source(source, settings, options)

@@ -178,10 +178,10 @@ def to_canonical(
     source_of = {canon: mapping.rename.get(canon, canon) for canon in RAW_COLUMNS}
     missing_required = [c for c in REQUIRED_COLUMNS if source_of[c] not in present]
     if missing_required:
-        names = ", ".join(f"{c}" + (f" (as {source_of[c]!r})" if source_of[c] != c else "") for c in missing_required)
-        raise SchemaError(
-            f"source {source!r} lacks required column(s) {names}; it has: {sorted(present)}"
+        names = ", ".join(
+            f"{c}" + (f" (as {source_of[c]!r})" if source_of[c] != c else "") for c in missing_required
         )
+        raise SchemaError(f"source {source!r} lacks required column(s) {names}; it has: {sorted(present)}")
     missing_optional = tuple(c for c in RAW_COLUMNS if source_of[c] not in present)
     used = {source_of[c] for c in RAW_COLUMNS if source_of[c] in present}
     extra = tuple(sorted(present - used - set(META_COLUMNS)))
@@ -225,7 +225,8 @@ def to_canonical(
         typed.append(f"{expr} AS {out}")
         typed.append(txt)
         errors.append(
-            f"CASE WHEN {txt} IS NOT NULL AND {out} IS NULL THEN {_sql_str(canon + '=')} || left({txt}, 40) END"
+            f"CASE WHEN {txt} IS NOT NULL AND {out} IS NULL"
+            f" THEN {_sql_str(canon + '=')} || left({txt}, 40) END"
         )
     err_expr = f"NULLIF(concat_ws(';', {', '.join(errors)}), '')" if errors else "NULL"
     columns = ", ".join(_ident(c) for c in RAW_COLUMNS)

@@ -117,7 +117,7 @@ class DataRoot:
 
     # -- reading ---------------------------------------------------------------------------
     def exists(self, path: str) -> bool:
-        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
+        return bool(self.fs.get_file_info(path).type != pafs.FileType.NotFound)
 
     def read_manifest(self, path: str) -> Manifest:
         target = f"{path}/{MANIFEST}"
@@ -184,10 +184,10 @@ class DataRoot:
         if isinstance(self.fs, pafs.LocalFileSystem):
             # two renames: the old partition is moved aside, never half-overwritten
             old = None
-            if os.path.exists(final):
+            if Path(final).exists():
                 old = f"{final}.old-{uuid.uuid4().hex[:12]}"
-                os.rename(final, old)
-            os.rename(staging, final)
+                Path(final).rename(old)
+            Path(staging).rename(final)
             if old:
                 self.fs.delete_dir(old)
             return

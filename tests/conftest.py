@@ -36,7 +36,9 @@ def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
 def chicago_samples() -> Path:
     """The real Chicago trips samples; tests using it skip clearly when they are absent."""
     if not (CHICAGO_SAMPLES / "tfx_simple_data.csv").is_file():
-        pytest.skip(f"real Chicago taxi samples not found at {CHICAGO_SAMPLES} (set FLYWHEEL_CHICAGO_SAMPLES)")
+        pytest.skip(
+            f"real Chicago taxi samples not found at {CHICAGO_SAMPLES} (set FLYWHEEL_CHICAGO_SAMPLES)"
+        )
     return CHICAGO_SAMPLES
 
 
@@ -54,8 +56,12 @@ def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -
     )
     if proc.returncode != 0:
         if check:
-            raise AssertionError(f"ml-tasks {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+            raise AssertionError(
+                f"ml-tasks {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+            )
         return {"returncode": proc.returncode, "stderr": proc.stderr, "stdout": proc.stdout}
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected exactly one JSON line on stdout, got {len(lines)}: {proc.stdout[-2000:]}"
+    assert len(lines) == 1, (
+        f"expected exactly one JSON line on stdout, got {len(lines)}: {proc.stdout[-2000:]}"
+    )
     return dict(json.loads(lines[0]))

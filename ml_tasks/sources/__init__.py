@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ml_tasks.sources.base import Source, SourceError
 from ml_tasks.settings import Settings
+from ml_tasks.sources.base import Source, SourceError
 
 __all__ = ["SOURCES", "Source", "SourceError", "get_source"]
 

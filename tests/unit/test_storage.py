@@ -14,7 +14,9 @@ from ml_tasks.storage import MANIFEST, DataRoot, Manifest, PartitionError
 def _write(root: DataRoot, path: str, values: list[int]) -> None:
     with root.write_partition(path) as w:
         w.write(pa.table({"x": values}))
-        w.manifest = Manifest("t/x", "2024-05-01", "test", outputs=w.outputs(), row_counts={"rows": len(values)})
+        w.manifest = Manifest(
+            "t/x", "2024-05-01", "test", outputs=w.outputs(), row_counts={"rows": len(values)}
+        )
 
 
 def test_write_read_and_replace(tmp_path: Path) -> None:
