@@ -201,6 +201,20 @@ def to_canonical(
             typed.append(f"CAST(NULL AS {_DUCK_TYPES[kind]}) AS {out}")
             continue
         txt = _ident("t_" + canon)
+        target_type = RAW_COLUMNS[canon][0]
+        if kind != "string" and kind != "epoch_seconds" and table.schema.field(src).type == target_type:
+            # already typed (Parquet, Postgres, generators): no text round trip
+            cleaned.append(f"{_ident(src)} AS {txt}")
+            if kind == "float":  # NaN / inf are not values: null them and say so
+                typed.append(f"CASE WHEN isfinite({txt}) THEN {txt} END AS {out}")
+                typed.append(txt)
+                errors.append(
+                    f"CASE WHEN {txt} IS NOT NULL AND NOT isfinite({txt})"
+                    f" THEN {_sql_str(canon + '=')} || CAST({txt} AS VARCHAR) END"
+                )
+            else:
+                typed.append(f"{txt} AS {out}")
+            continue
         cleaned.append(
             f"CASE WHEN TRIM(CAST({_ident(src)} AS VARCHAR)) IN ({nulls}) THEN NULL"
             f" ELSE TRIM(CAST({_ident(src)} AS VARCHAR)) END AS {txt}"
@@ -237,8 +251,10 @@ def to_canonical(
         f" SELECT {columns}, {_sql_str(source)} AS _source, _source_row, {err_expr} AS _parse_errors"
         f" FROM t ORDER BY _source_row"
     )
+    # no progress bar: it would print on stdout, which carries the CLI's one JSON line
     con = duckdb.connect()
     try:
+        con.execute("SET enable_progress_bar = false")
         rows = pa.array(np.arange(row_offset, row_offset + table.num_rows, dtype=np.int64))
         con.register("src", table.append_column("__row", rows))
         result = con.execute(sql).to_arrow_table()

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ class PartitionError(RuntimeError):
     """A partition that is missing, incomplete, or cannot be written."""
 
 
+@lru_cache(maxsize=1)
 def code_version() -> str:
     """Package version plus the git commit of the working tree when available."""
     env = os.environ.get("FLYWHEEL_CODE_VERSION")

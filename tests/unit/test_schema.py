@@ -87,3 +87,23 @@ def test_tfx_layout_unix_seconds_are_chicago_wall_clock() -> None:
     # 1400269500 = 2014-05-16 19:45:00 read as if UTC: the sample stores wall-clock time that way
     assert row["trip_start_timestamp"] == dt.datetime(2014, 5, 16, 19, 45)
     assert row["pickup_centroid_latitude"] == 41.9
+
+
+def test_already_typed_columns_pass_through_but_non_finite_floats_are_errors() -> None:
+    table = pa.table(
+        {
+            "trip_start_timestamp": pa.array([dt.datetime(2024, 5, 1, 8), None], pa.timestamp("us")),
+            "trip_seconds": pa.array([60, 70], pa.int64()),
+            "trip_miles": pa.array([1.5, float("nan")], pa.float64()),
+            "fare": pa.array([10.0, float("inf")], pa.float64()),
+            "tips": pa.array([1.0, 0.0], pa.float64()),
+            "payment_type": ["Cash", "NA"],
+            "pickup_community_area": pa.array([8, None], pa.int64()),
+        }
+    )
+    rows = to_canonical(table, "parquet").table.to_pylist()
+    assert rows[0]["trip_start_timestamp"] == dt.datetime(2024, 5, 1, 8)
+    assert rows[0]["trip_miles"] == 1.5 and rows[0]["_parse_errors"] is None
+    assert rows[1]["trip_miles"] is None and rows[1]["fare"] is None
+    assert rows[1]["_parse_errors"] == "trip_miles=nan;fare=inf"
+    assert rows[1]["payment_type"] is None  # null tokens still apply to strings
