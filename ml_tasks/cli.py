@@ -139,12 +139,15 @@ def validate(
     allow_empty: Annotated[
         bool | None, typer.Option("--allow-empty/--no-allow-empty", help="Accept days with no trips.")
     ] = None,
+    max_fare: Annotated[float | None, typer.Option(help="Reject fares above this (default 1000).")] = None,
     data_root: DataRootOpt = None,
 ) -> None:
     """Validate staged partitions (GX suite): accepted rows staged, rejects to quarantine/, reports/."""
     from ml_tasks.validation import validate as run
 
-    settings = _settings(data_root, max_reject_rate=max_reject_rate, allow_empty=allow_empty)
+    settings = _settings(
+        data_root, max_reject_rate=max_reject_rate, allow_empty=allow_empty, max_fare=max_fare
+    )
     emit(run(_root(settings), _interval(start, end, settings), settings))
 
 

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
         default=0.05, ge=0.0, le=1.0, description="Batch fails when more than this share of rows is rejected."
     )
     allow_empty: bool = Field(default=False, description="Accept an interval with no trips.")
+    max_fare: float = Field(default=1000.0, gt=0, description="Fares above this are rejected.")
+    max_trip_miles: float = Field(default=1000.0, gt=0, description="Longer trips are rejected.")
+    max_trip_seconds: int = Field(default=86_400, gt=0, description="Longer trips are rejected (one day).")
     synthetic_trips_per_day: int = Field(default=20_000, ge=0, description="Synthetic source volume.")
     synthetic_drift_from: str | None = Field(
         default=None, description="ISO date from which the synthetic source drifts (None: never)."

@@ -1,0 +1,235 @@
+"""Publish: re-check the row accounting, then write the accepted rows to curated/trips/dt=D.
+
+Nothing is published unless every day of the interval passes the checks below (an interval is the
+unit the DAG announces in its Asset event, so it is published whole or not at all):
+
+* validation ran for the day and its verdict is ``passed``;
+* rows add up: raw rows == staging rows == accepted + quarantined, in the partitions' manifests and in
+  the validation accounting;
+* lineage holds: staging was built from the raw files present now, and the accepted / quarantine files
+  are the ones the accounting describes (same sha256). A day re-extracted or re-transformed after
+  validation is refused until validation runs again.
+
+The curated manifest records the whole story: input partitions with hashes (raw, staging, accepted,
+quarantine, report), row counts (raw, curated, quarantined, per reject code) and the report URIs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+from ml_tasks.intervals import Interval
+from ml_tasks.schema import CURATED_SCHEMA
+from ml_tasks.settings import Settings
+from ml_tasks.storage import DataRoot, Manifest, PartitionError, input_record
+from ml_tasks.validation.layout import (
+    ACCEPTED,
+    ACCOUNTING_FILE,
+    DATA_DOCS_FILE,
+    GX_RESULT_FILE,
+    INDEX_FILE,
+    QUARANTINE,
+    REPORTS,
+    STAGING,
+    VERDICT_PASSED,
+    partition,
+)
+
+log = logging.getLogger(__name__)
+
+LAYER, DATASET = "curated", "trips"
+RAW = ("raw", "trips")
+
+
+class AccountingError(PartitionError):
+    """Rows that do not add up, or partitions that do not belong together: publishing is refused."""
+
+
+def _sha_by_name(files: list[dict[str, Any]]) -> dict[str, str]:
+    return {str(f["uri"]).rsplit("/", 1)[1]: str(f["sha256"]) for f in files if "sha256" in f}
+
+
+def _check_day(root: DataRoot, day: dt.date) -> tuple[dict[str, Any], list[str]]:
+    """Everything publish needs for ``day``, and the problems that forbid publishing it."""
+    key = day.isoformat()
+    problems: list[str] = []
+    report_path = partition(root, REPORTS, day)
+    try:
+        report_manifest = root.read_manifest(report_path)
+        accounting: dict[str, Any] = root.read_json(f"{report_path}/{ACCOUNTING_FILE}")
+    except (PartitionError, FileNotFoundError) as exc:
+        return {}, [f"dt={key}: no validation report ({exc}); run `ml-tasks validate` for this day first"]
+    if accounting.get("verdict") != VERDICT_PASSED:
+        reasons = (
+            "; ".join(str(f.get("message")) for f in accounting.get("failures", [])) or "no reason recorded"
+        )
+        return {}, [
+            f"dt={key}: validation verdict is {accounting.get('verdict')!r}, not published: {reasons}"
+        ]
+
+    paths = {
+        "raw": partition(root, RAW, day),
+        "staging": partition(root, STAGING, day),
+        "accepted": partition(root, ACCEPTED, day),
+        "quarantine": partition(root, QUARANTINE, day),
+    }
+    records: dict[str, dict[str, Any]] = {}
+    manifests: dict[str, Manifest] = {}
+    for name, path in paths.items():
+        try:
+            manifests[name] = root.read_manifest(path)
+            records[name] = input_record(root, path)
+        except PartitionError as exc:
+            problems.append(f"dt={key}: {name} partition unusable: {exc}")
+    if problems:
+        return {}, problems
+
+    rows = {name: int(m.row_counts.get("rows", -1)) for name, m in manifests.items()}
+    raw, staging, accepted, quarantined = rows["raw"], rows["staging"], rows["accepted"], rows["quarantine"]
+    if raw != accepted + quarantined:
+        problems.append(
+            f"dt={key}: rows do not add up: raw {raw} != curated {accepted} + quarantined {quarantined}"
+            f" (difference {raw - accepted - quarantined})"
+        )
+    if staging != raw:
+        problems.append(f"dt={key}: staging has {staging} rows but raw has {raw}")
+    expected = {"rows_in": staging, "accepted": accepted, "quarantined": quarantined}
+    for field, value in expected.items():
+        if accounting.get(field) != value:
+            said = accounting.get(field)
+            problems.append(f"dt={key}: accounting.json says {field}={said} but the partitions hold {value}")
+    by_reason: dict[str, int] = accounting.get("by_reason", {})
+    quarantine_reasons = {k.removeprefix("reason."): v for k, v in manifests["quarantine"].row_counts.items()
+                          if k.startswith("reason.")}  # fmt: skip
+    if quarantine_reasons != by_reason:
+        problems.append(f"dt={key}: per-reason counts differ between quarantine manifest and accounting.json")
+
+    # lineage: each layer was built from the files present now
+    staged_from = manifests["staging"].inputs[0].get("files") if manifests["staging"].inputs else None
+    if staged_from != records["raw"]["files"]:
+        problems.append(
+            f"dt={key}: staging was built from other raw files than those present: re-run transform"
+        )
+    if accounting.get("inputs", {}).get("staging", {}).get("files") != records["staging"]["files"]:
+        problems.append(
+            f"dt={key}: validation ran on other staging files than those present: re-run validate"
+        )
+    for name in ("accepted", "quarantine"):
+        described = _sha_by_name(accounting.get("outputs", {}).get(name, {}).get("files", []))
+        if described != records[name]["files"]:
+            problems.append(f"dt={key}: {name} files differ from those the validation accounting describes")
+
+    report_files = _sha_by_name(report_manifest.outputs)
+    context = {
+        "paths": paths,
+        "records": records,
+        "rows": rows,
+        "by_reason": by_reason,
+        "report": {
+            "uri": root.uri(report_path),
+            "files": report_files,
+            "links": {
+                "index": root.uri(f"{report_path}/{INDEX_FILE}"),
+                "accounting": root.uri(f"{report_path}/{ACCOUNTING_FILE}"),
+                "gx_result": root.uri(f"{report_path}/{GX_RESULT_FILE}"),
+                "data_docs": root.uri(f"{report_path}/{DATA_DOCS_FILE}"),
+            },
+        },
+        "max_reject_rate": accounting.get("max_reject_rate"),
+    }
+    return context, problems
+
+
+def publish(root: DataRoot, interval: Interval, settings: Settings) -> dict[str, Any]:
+    """Write ``curated/trips/dt=D`` for every day D of ``interval`` after checking the accounting.
+
+    Returns:
+        the step summary: per day the curated URI, counts (raw, curated, quarantined, per reason) and
+        report URIs; totals; seconds.
+
+    Raises:
+        AccountingError: a day is not validated, failed validation, or its rows do not add up
+            (nothing of the interval is published then).
+    """
+    started = time.perf_counter()
+    checked: dict[dt.date, dict[str, Any]] = {}
+    problems: list[str] = []
+    for day in interval.days():
+        context, day_problems = _check_day(root, day)
+        problems.extend(day_problems)
+        checked[day] = context
+    if problems:
+        raise AccountingError(
+            f"refusing to publish {interval}: {len(problems)} problem(s):\n  " + "\n  ".join(problems)
+        )
+
+    partitions = []
+    for day, ctx in checked.items():
+        rows = ctx["rows"]
+        target = root.partition_path(LAYER, DATASET, day)
+        written = 0
+        with root.write_partition(target) as writer:
+            for batch in root.iter_batches(ctx["paths"]["accepted"]):
+                writer.write(batch, schema=CURATED_SCHEMA)
+            writer.write_empty(CURATED_SCHEMA)
+            written = writer.rows
+            if written != rows["accepted"]:  # pragma: no cover - the files were hash-checked above
+                raise AccountingError(f"dt={day}: copied {written} rows, expected {rows['accepted']}")
+            records = ctx["records"]
+            writer.manifest = Manifest(
+                dataset=f"{LAYER}/{DATASET}",
+                partition=day.isoformat(),
+                step="publish",
+                inputs=[
+                    {"role": "raw", **records["raw"]},
+                    {"role": "staging", **records["staging"]},
+                    {"role": "accepted", **records["accepted"]},
+                    {"role": "quarantine", **records["quarantine"]},
+                    {
+                        "role": "validation_report",
+                        "uri": ctx["report"]["uri"],
+                        "files": ctx["report"]["files"],
+                    },
+                ],
+                outputs=writer.outputs(),
+                row_counts={
+                    "raw": rows["raw"],
+                    "curated": written,
+                    "quarantined": rows["quarantine"],
+                    **{f"quarantined.{code}": n for code, n in sorted(ctx["by_reason"].items())},
+                },
+                params={
+                    "reports": ctx["report"]["links"],
+                    "quarantine_uri": root.uri(ctx["paths"]["quarantine"]),
+                    "max_reject_rate": ctx["max_reject_rate"],
+                },
+            )
+        log.info(
+            "publish %s: %d raw = %d curated + %d quarantined", day, rows["raw"], written, rows["quarantine"]
+        )
+        partitions.append(
+            {
+                "dt": day.isoformat(),
+                "uri": root.uri(target),
+                "rows": written,
+                "raw": rows["raw"],
+                "quarantined": rows["quarantine"],
+                "by_reason": {k: v for k, v in ctx["by_reason"].items() if v},
+                "quarantine_uri": root.uri(ctx["paths"]["quarantine"]),
+                "report_uri": ctx["report"]["links"]["index"],
+            }
+        )
+    return {
+        "step": "publish",
+        "interval": {"start": interval.start.isoformat(), "end": interval.end.isoformat()},
+        "partitions": partitions,
+        "totals": {
+            "raw": sum(p["raw"] for p in partitions),
+            "curated": sum(p["rows"] for p in partitions),
+            "quarantined": sum(p["quarantined"] for p in partitions),
+        },
+        "seconds": round(time.perf_counter() - started, 3),
+    }

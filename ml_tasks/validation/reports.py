@@ -1,0 +1,129 @@
+"""Validation reports: the GX result as JSON, GX's data docs page for it, and a readable index page.
+
+Data docs: GX 1.24 *can* build a full data docs site from a temporary file context (a Checkpoint with
+``UpdateDataDocsAction``; measured 0.4 s), but every site carries 4.1 MB of static assets. We render the
+same validation page with GX's own data docs renderer (``ValidationResultsPageRenderer`` +
+``DefaultJinjaPageView``) into one self-contained ``data_docs.html`` per partition instead; it loads its
+CSS from GX's usual CDNs and stays readable (unstyled) offline.
+
+The GX result JSON and the data docs page carry GX's validation time and run ids, so they differ between
+runs; ``accounting.json`` and ``index.html`` are deterministic.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from great_expectations.core import ExpectationSuiteValidationResult
+from great_expectations.render.renderer.page_renderer import ValidationResultsPageRenderer
+from great_expectations.render.view.view import DefaultJinjaPageView
+
+from ml_tasks.validation.suite import RESULT_FORMAT, ROW_ID
+
+# Row ids kept per expectation in the report files (the quarantine partition holds every row).
+MAX_LISTED_ROWS = 1000
+_INDEX_LISTS = ("unexpected_index_list", "partial_unexpected_index_list")
+_VALUE_LISTS = ("unexpected_list", "partial_unexpected_list")
+
+
+def trim_result(result: ExpectationSuiteValidationResult, limit: int = MAX_LISTED_ROWS) -> None:
+    """Cut the per-expectation row-id and value lists to ``limit`` (partial lists to GX's partial count).
+
+    In place: the full lists were already used to pick the rows, and serialising 1M ids per
+    expectation would cost seconds and megabytes per report. A trimmed list is flagged with
+    ``flywheel_listed_rows`` (how many are listed) next to GX's own ``unexpected_count``.
+    """
+    partial = int(RESULT_FORMAT["partial_unexpected_count"])
+    for res in result.results:
+        body = res.result
+        trimmed = False
+        for key in _INDEX_LISTS:
+            cap = limit if key.startswith("unexpected") else partial
+            entries = body.get(key)
+            if not isinstance(entries, list):
+                continue
+            # new dicts: GX shares one dict between the full and the partial list
+            cut = []
+            for entry in entries:
+                ids = entry.get(ROW_ID) if isinstance(entry, dict) else None
+                if isinstance(ids, list) and len(ids) > cap:
+                    entry = {**entry, ROW_ID: ids[:cap]}
+                    trimmed = True
+                cut.append(entry)
+            body[key] = cut
+        for key in _VALUE_LISTS:
+            cap = limit if key.startswith("unexpected") else partial
+            values = body.get(key)
+            if isinstance(values, list) and len(values) > cap:
+                body[key] = values[:cap]
+                trimmed = True
+        if trimmed:
+            body["flywheel_listed_rows"] = limit
+
+
+def gx_result_json(result: ExpectationSuiteValidationResult) -> bytes:
+    """GX's JSON rendering of the suite result (trim it first)."""
+    payload = result.to_json_dict()  # type: ignore[no-untyped-call]  # GX leaves it unannotated
+    return (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
+def data_docs_html(result: ExpectationSuiteValidationResult) -> bytes:
+    """GX's data docs validation page for ``result`` (trim it first)."""
+    document = ValidationResultsPageRenderer().render(result)
+    page: str = DefaultJinjaPageView().render(document)  # type: ignore[no-untyped-call]
+    return page.encode()
+
+
+def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def index_html(accounting: dict[str, Any]) -> bytes:
+    """One readable page per partition: verdict, row accounting, every rule (GX or not), links."""
+    esc = html.escape
+    verdict = str(accounting["verdict"])
+    failures = "".join(f"<li>{esc(str(f['message']))}</li>" for f in accounting.get("failures", []))
+    counts = _table(
+        [
+            (k, accounting.get(k))
+            for k in ("rows_in", "accepted", "quarantined", "reject_rate", "max_reject_rate")
+        ],
+        ("", "value"),
+    )
+    row_rules = _table(
+        [
+            (r["code"], r["engine"], r["expectation"], r["unexpected_count"], r["description"])
+            for r in accounting.get("row_rules", [])
+        ],
+        ("reject code", "engine", "expectation", "rows", "rule"),
+    )
+    batch_rules = _table(
+        [
+            (r["code"], r["engine"], r["status"], r.get("detail", ""))
+            for r in accounting.get("batch_rules", [])
+        ],
+        ("batch rule", "engine", "status", "detail"),
+    )
+    links = "".join(
+        f'<li><a href="{esc(name)}">{esc(name)}</a></li>' for name in accounting.get("report_files", [])
+    )
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Validation {esc(str(accounting["partition"]))}: {esc(verdict)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}
+.passed{{color:#060}}.failed{{color:#b00}}</style>
+</head><body>
+<h1>trips dt={esc(str(accounting["partition"]))}: <span class="{esc(verdict)}">{esc(verdict)}</span></h1>
+<ul>{failures}</ul>
+<h2>Row accounting</h2>{counts}
+<h2>Batch rules</h2>{batch_rules}
+<h2>Row rules (reject codes, in reason order)</h2>{row_rules}
+<h2>Files</h2><ul>{links}</ul>
+</body></html>
+"""
+    return page.encode()

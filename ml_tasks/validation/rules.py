@@ -1,0 +1,231 @@
+"""The validation rules: one stable reject code each, expressed as great-expectations expectations.
+
+Row rules (a failing row is quarantined with the rule's code) are GX expectations evaluated on the
+day's rows; GX's unexpected row ids pick the rows. Their order here is the order of codes in
+``reject_reason`` ("fare_out_of_range;payment_type_unknown"). Codes are a contract: dashboards and
+quarantine consumers key on them, so change a code only with a migration note.
+
+Batch rules fail the whole partition (:class:`~ml_tasks.validation.ValidationFailed`):
+
+* ``schema_mismatch``: columns, order and Arrow types differ from :data:`CURATED_SCHEMA`. Checked on the
+  Arrow schema, not by GX: GX only sees pandas dtypes, which cannot tell int8 from int64 or a date from
+  a string, and a partition whose columns are wrong cannot be split row by row anyway.
+* ``empty_partition``: no rows while ``allow_empty`` is off (GX ``expect_table_row_count_to_be_between``).
+* ``reject_rate_exceeded``: quarantined share above ``max_reject_rate``. An aggregate over the union
+  of all row rules: computed by the accounting, shown in accounting.json and index.html.
+
+Nulls: range and domain rules ignore nulls (GX column-map semantics); the ``missing_*`` rules own them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+from great_expectations.expectations.core.expect_column_pair_values_a_to_be_greater_than_b import (
+    ExpectColumnPairValuesAToBeGreaterThanB,
+)
+from great_expectations.expectations.core.expect_column_values_to_be_between import (
+    ExpectColumnValuesToBeBetween,
+)
+from great_expectations.expectations.core.expect_column_values_to_be_in_set import ExpectColumnValuesToBeInSet
+from great_expectations.expectations.core.expect_column_values_to_be_null import ExpectColumnValuesToBeNull
+from great_expectations.expectations.core.expect_column_values_to_not_be_null import (
+    ExpectColumnValuesToNotBeNull,
+)
+from great_expectations.expectations.core.expect_table_row_count_to_be_between import (
+    ExpectTableRowCountToBeBetween,
+)
+from great_expectations.expectations.expectation import Expectation
+from great_expectations.expectations.row_conditions import Column
+
+from ml_tasks.schema import COMMUNITY_AREAS, PAYMENT_TYPES, RAW_COLUMNS
+from ml_tasks.settings import Settings
+
+# suite parameters filled per partition at validation time
+PARTITION_START = "partition_start"
+PARTITION_END = "partition_end"
+
+# prefix of the unparseable code; the full reason names the columns: "unparseable:fare,tips"
+UNPARSEABLE = "unparseable"
+# columns that must be non-null for a trip to be usable for the big-tipper label and its features
+NOT_NULL_COLUMNS: tuple[str, ...] = (
+    "trip_key",
+    "trip_start_timestamp",
+    "trip_seconds",
+    "trip_miles",
+    "fare",
+    "tips",
+    "payment_type",
+)
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """Thresholds of the rules (defaults: the portal's plausible ranges)."""
+
+    max_fare: float = 1000.0
+    max_trip_miles: float = 1000.0
+    max_trip_seconds: int = 86_400
+    max_reject_rate: float = 0.05
+    allow_empty: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RuleConfig:
+        """Thresholds from settings (env ``FLYWHEEL_MAX_FARE`` etc., or CLI flags)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class RowRule:
+    """A row-level rule: its reject code, what it means, and the GX expectation that checks it."""
+
+    code: str
+    description: str
+    columns: tuple[str, ...]  # what GX reads (the frame handed to GX holds only these)
+    build: Callable[[RuleConfig], Expectation]
+
+    def expectation(self, config: RuleConfig) -> Expectation:
+        exp = self.build(config)
+        exp.meta = {"reject_code": self.code}
+        exp.notes = self.description
+        return exp
+
+
+def _param(name: str) -> dict[str, str]:
+    return {"$PARAMETER": name}
+
+
+def _not_null(column: str) -> RowRule:
+    return RowRule(
+        code=f"missing_{column}",
+        description=f"{column} is required and must not be null",
+        columns=(column,),
+        build=lambda c: ExpectColumnValuesToNotBeNull(column=column),
+    )
+
+
+ROW_RULES: tuple[RowRule, ...] = (
+    RowRule(
+        code=UNPARSEABLE,
+        description="a source value could not be typed (see _parse_errors); reason lists the columns",
+        columns=("_parse_errors",),
+        build=lambda c: ExpectColumnValuesToBeNull(column="_parse_errors"),
+    ),
+    *(_not_null(col) for col in NOT_NULL_COLUMNS),
+    RowRule(
+        code="fare_out_of_range",
+        description="fare must be > 0 and <= max_fare",
+        columns=("fare",),
+        build=lambda c: ExpectColumnValuesToBeBetween(
+            column="fare", min_value=0.0, max_value=c.max_fare, strict_min=True
+        ),
+    ),
+    RowRule(
+        code="tips_negative",
+        description="tips must be >= 0",
+        columns=("tips",),
+        build=lambda c: ExpectColumnValuesToBeBetween(column="tips", min_value=0.0),
+    ),
+    RowRule(
+        code="trip_seconds_out_of_range",
+        description="trip_seconds must be within 0..max_trip_seconds (one day)",
+        columns=("trip_seconds",),
+        build=lambda c: ExpectColumnValuesToBeBetween(
+            column="trip_seconds", min_value=0, max_value=c.max_trip_seconds
+        ),
+    ),
+    RowRule(
+        code="trip_miles_out_of_range",
+        description="trip_miles must be within 0..max_trip_miles",
+        columns=("trip_miles",),
+        build=lambda c: ExpectColumnValuesToBeBetween(
+            column="trip_miles", min_value=0.0, max_value=c.max_trip_miles
+        ),
+    ),
+    RowRule(
+        code="zero_seconds_positive_miles",
+        description="a trip of 0 seconds cannot cover a positive distance",
+        columns=("trip_miles", "trip_seconds"),
+        build=lambda c: ExpectColumnValuesToBeBetween(
+            column="trip_miles", max_value=0.0, row_condition=Column("trip_seconds") == 0
+        ),
+    ),
+    RowRule(
+        code="end_before_start",
+        description="trip_end_timestamp must not be before trip_start_timestamp (compared as UTC instants)",
+        columns=("trip_end_ts_utc", "trip_start_ts_utc"),
+        build=lambda c: ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="trip_end_ts_utc",
+            column_B="trip_start_ts_utc",
+            or_equal=True,
+            ignore_row_if="either_value_is_missing",
+        ),
+    ),
+    RowRule(
+        code="payment_type_unknown",
+        description="payment_type must be one of schema.PAYMENT_TYPES",
+        columns=("payment_type",),
+        build=lambda c: ExpectColumnValuesToBeInSet(column="payment_type", value_set=list(PAYMENT_TYPES)),
+    ),
+    RowRule(
+        code="pickup_community_area_unknown",
+        description="pickup_community_area must be 1..77 or null (null: outside Chicago)",
+        columns=("pickup_community_area",),
+        build=lambda c: ExpectColumnValuesToBeInSet(
+            column="pickup_community_area", value_set=list(COMMUNITY_AREAS)
+        ),
+    ),
+    RowRule(
+        code="dropoff_community_area_unknown",
+        description="dropoff_community_area must be 1..77 or null (null: outside Chicago)",
+        columns=("dropoff_community_area",),
+        build=lambda c: ExpectColumnValuesToBeInSet(
+            column="dropoff_community_area", value_set=list(COMMUNITY_AREAS)
+        ),
+    ),
+    RowRule(
+        code="outside_partition",
+        description="trip_start_timestamp (local wall clock) must fall inside the partition's day [D, D+1)",
+        columns=("trip_start_timestamp",),
+        build=lambda c: ExpectColumnValuesToBeBetween(
+            column="trip_start_timestamp",
+            min_value=_param(PARTITION_START),  # a GX suite parameter
+            max_value=_param(PARTITION_END),
+            strict_max=True,
+        ),
+    ),
+    RowRule(
+        code="duplicate_trip",
+        description="a later copy of a trip_key already seen in the partition (transform keeps the first)",
+        columns=("_is_duplicate",),
+        build=lambda c: ExpectColumnValuesToBeInSet(column="_is_duplicate", value_set=[False]),
+    ),
+)
+
+ROW_CODES: tuple[str, ...] = tuple(r.code for r in ROW_RULES)
+
+SCHEMA_MISMATCH = "schema_mismatch"
+EMPTY_PARTITION = "empty_partition"
+REJECT_RATE_EXCEEDED = "reject_rate_exceeded"
+BATCH_CODES: tuple[str, ...] = (SCHEMA_MISMATCH, EMPTY_PARTITION, REJECT_RATE_EXCEEDED)
+
+# the raw columns _parse_errors can name, in schema order (the order of columns in "unparseable:...")
+PARSEABLE_COLUMNS: tuple[str, ...] = tuple(RAW_COLUMNS)
+
+
+def gx_columns() -> list[str]:
+    """The columns GX needs, in schema order of first use."""
+    seen: dict[str, None] = {}
+    for rule in ROW_RULES:
+        for col in rule.columns:
+            seen.setdefault(col, None)
+    return list(seen)
+
+
+def row_count_expectation(config: RuleConfig) -> Expectation:
+    """The ``empty_partition`` batch rule (a GX table expectation)."""
+    exp = ExpectTableRowCountToBeBetween(min_value=0 if config.allow_empty else 1)
+    exp.meta = {"batch_code": EMPTY_PARTITION}
+    exp.notes = "a day partition must have trips unless allow_empty is set"
+    return exp

@@ -1,0 +1,167 @@
+"""The GX side: an ephemeral context, the suite defined in code, and row ids of failing rows.
+
+Measured choices (1M rows, 2 cores, GX 1.24):
+
+* The frame handed to GX has a named index ``_row_id`` (the row's position in the staging partition)
+  and ``result_format`` COMPLETE with ``unexpected_index_column_names=["_row_id"]`` and
+  ``exclude_unexpected_values``: GX then returns every failing row id as one list. With ``_row_id`` as a
+  plain column GX builds one dict per failing row with per-row lookups: 8.5 s instead of 0.25 s for
+  200k failing rows of one expectation.
+* ``Batch.validate(suite)`` instead of ``ValidationDefinition.run()``: ``run()`` also serialises the
+  result into the context's store (deep copies of the row-id lists), 2.5 s instead of 0.25 s above;
+  nothing here reads that store (the reports are written by :mod:`.reports`).
+* The frame holds only the columns the rules read: converting all 43 columns to pandas costs more than
+  the validation itself (object columns), and GX fingerprints every column of the frame.
+
+Result: the whole suite (20 expectations) takes 2.0-2.9 s per 1M rows including the pandas conversion
+(also with 30 % of the rows failing), ~0.5 s per 100k-row day; a tiny partition still costs ~0.25 s.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import great_expectations as gx
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from great_expectations.core import ExpectationSuiteValidationResult
+from great_expectations.data_context.types.base import ProgressBarsConfig
+
+from ml_tasks.validation.rules import (
+    EMPTY_PARTITION,
+    PARTITION_END,
+    PARTITION_START,
+    ROW_RULES,
+    RuleConfig,
+    gx_columns,
+    row_count_expectation,
+)
+
+log = logging.getLogger(__name__)
+
+ROW_ID = "_row_id"
+SUITE_NAME = "flywheel_taxi_trips"
+RESULT_FORMAT: dict[str, Any] = {
+    "result_format": "COMPLETE",
+    "unexpected_index_column_names": [ROW_ID],
+    "exclude_unexpected_values": True,
+    "return_unexpected_index_query": False,
+    "partial_unexpected_count": 20,
+}
+
+
+class GxEvaluationError(RuntimeError):
+    """GX could not evaluate an expectation (a bug or a broken frame, never a data verdict)."""
+
+
+@dataclass
+class GxOutcome:
+    """What one GX run decided about one partition."""
+
+    result: ExpectationSuiteValidationResult
+    row_ids: dict[str, npt.NDArray[np.int64]]  # reject code -> failing row positions (sorted)
+    row_count_ok: bool
+    seconds: float
+    unexpected_counts: dict[str, int] = field(default_factory=dict)  # as GX reported them
+
+
+# pandas nanosecond timestamps span 1677-09-21 .. 2262-04-11
+NS_SAFE_MIN = dt.datetime(1678, 1, 1)
+NS_SAFE_MAX = dt.datetime(2262, 1, 1)
+
+
+def _clamp_to_ns_range(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Clamp absurd timestamps (year 9999 parses fine) into pandas' nanosecond range.
+
+    A clamped value stays far outside any day partition, so ``outside_partition`` still rejects the
+    row; without the clamp the conversion to pandas would fail for the whole partition.
+    """
+    typ = values.type
+    tz = dt.UTC if typ.tz else None
+    low = pa.scalar(NS_SAFE_MIN.replace(tzinfo=tz), typ)
+    high = pa.scalar(NS_SAFE_MAX.replace(tzinfo=tz), typ)
+    # if_else keeps nulls null (min/max_element_wise would replace them by the bound)
+    capped = pc.if_else(pc.greater(values, high), high, values)
+    return pc.if_else(pc.less(capped, low), low, capped)
+
+
+def gx_frame(table: pa.Table) -> pd.DataFrame:
+    """The columns the rules read, as pandas, indexed by ``_row_id`` (position in ``table``)."""
+    columns = table.select(gx_columns())
+    for i, fld in enumerate(columns.schema):
+        if pa.types.is_timestamp(fld.type):
+            columns = columns.set_column(i, fld.name, _clamp_to_ns_range(columns[fld.name]))
+    # Strings as pandas categoricals (dictionary-encoded in Arrow): GX fingerprints and copies the frame
+    # per metric, and object columns make that the dominant cost (1M rows: 3.5 s -> 2.1 s).
+    for i, fld in enumerate(columns.schema):
+        if pa.types.is_string(fld.type):
+            columns = columns.set_column(i, fld.name, pc.dictionary_encode(columns[fld.name]))
+    # nanosecond timestamps: GX's between-check is vectorised only for datetime64[ns] (per-row Python
+    # otherwise: 7 s instead of 0.1 s per 1M rows)
+    frame: pd.DataFrame = columns.to_pandas(coerce_temporal_nanoseconds=True)
+    frame.index = pd.RangeIndex(table.num_rows, name=ROW_ID)
+    return frame
+
+
+class TripSuite:
+    """The trips expectation suite in an ephemeral GX context, reusable across day partitions."""
+
+    def __init__(self, config: RuleConfig) -> None:
+        self.config = config
+        self.context = gx.get_context(mode="ephemeral")
+        # tqdm bars on stderr would drown the step's own log lines
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        asset = self.context.data_sources.add_pandas("flywheel").add_dataframe_asset("staging_trips")
+        self.batch_definition = asset.add_batch_definition_whole_dataframe("day_partition")
+        expectations = [rule.expectation(config) for rule in ROW_RULES] + [row_count_expectation(config)]
+        self.suite = self.context.suites.add(gx.ExpectationSuite(name=SUITE_NAME, expectations=expectations))
+
+    def run(self, table: pa.Table, day: dt.date) -> GxOutcome:
+        """Validate one day's rows; return GX's result and the failing row ids per reject code."""
+        started = time.perf_counter()
+        frame = gx_frame(table)
+        batch = self.batch_definition.get_batch(batch_parameters={"dataframe": frame})
+        bounds = {
+            PARTITION_START: dt.datetime.combine(day, dt.time()),
+            PARTITION_END: dt.datetime.combine(day + dt.timedelta(days=1), dt.time()),
+        }
+        result = batch.validate(self.suite, result_format=RESULT_FORMAT, expectation_parameters=bounds)
+        seconds = time.perf_counter() - started
+        row_ids: dict[str, npt.NDArray[np.int64]] = {}
+        counts: dict[str, int] = {}
+        row_count_ok = True
+        for res in result.results:
+            meta = (res.expectation_config.meta or {}) if res.expectation_config else {}
+            info = res.exception_info or {}
+            if info.get("raised_exception"):
+                raise GxEvaluationError(
+                    f"GX could not evaluate {res.expectation_config.type if res.expectation_config else '?'}"
+                    f" ({meta}): {info.get('exception_message')}"
+                )
+            if meta.get("batch_code") == EMPTY_PARTITION:
+                row_count_ok = bool(res.success)
+                continue
+            code = meta["reject_code"]
+            ids = _row_ids(res.result)
+            count = int(res.result.get("unexpected_count") or 0)
+            if len(ids) != count:  # pragma: no cover - would mean GX changed its result format
+                raise GxEvaluationError(f"GX returned {len(ids)} row ids for {code} but counted {count}")
+            row_ids[code] = ids
+            counts[code] = count
+        log.info("GX: %d expectations on %d rows in %.2f s", len(result.results), table.num_rows, seconds)
+        return GxOutcome(result, row_ids, row_count_ok, seconds, counts)
+
+
+def _row_ids(result: dict[str, Any]) -> npt.NDArray[np.int64]:
+    """Failing row ids from a COMPLETE result with ``exclude_unexpected_values`` ([{"_row_id": [...]}])."""
+    ids: list[int] = []
+    for entry in result.get("unexpected_index_list") or []:
+        ids.extend(entry[ROW_ID])
+    return np.unique(np.asarray(ids, dtype=np.int64))
