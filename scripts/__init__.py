@@ -1,0 +1,1 @@
+"""Developer scripts: the local Airflow platform and the demo."""

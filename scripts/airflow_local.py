@@ -1,0 +1,740 @@
+"""The local Airflow 3 platform: api-server, scheduler and dag-processor as separate processes.
+
+LocalExecutor on SQLite, low parallelism for a 2-core laptop, the repo's ``dags/`` and ``plugins/``,
+state (metadata DB, logs, PIDs, generated keys) in a git-ignored AIRFLOW_HOME (``.flywheel/airflow``).
+
+Usage::
+
+    python -m scripts.airflow_local start [--port 8080] [--home DIR] [--data-root DIR]
+    python -m scripts.airflow_local status | wait | stop
+    python -m scripts.airflow_local airflow -- dags list      # the airflow CLI against this platform
+
+Tests and the demo use :class:`Platform` (start/stop/ready for a given home, port and data root) and
+:class:`AirflowApi` (REST v2 client, backfills with the recipe that holds on SQLite).
+
+Why separate processes rather than ``airflow standalone``: standalone left orphans on SIGTERM and
+defaults to parallelism 32; here each component stops on SIGTERM and a harness can check the scheduler
+is alive (nothing restarts a crashed one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_HOME = REPO / ".flywheel" / "airflow"
+DEFAULT_DATA_ROOT = REPO / ".flywheel" / "data"
+SETTINGS_FILE = REPO / "config" / "airflow.local.yaml"
+BIN = Path(sys.executable).parent
+#: start order; stop goes in reverse (the scheduler stops before the API it reports to)
+COMPONENTS = ("api-server", "dag-processor", "scheduler")
+STATE_FILE = "platform.json"
+TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+class PlatformError(RuntimeError):
+    """The platform cannot start, is unhealthy, or an API call failed."""
+
+
+def log(message: str) -> None:
+    print(f"[airflow-local] {message}", file=sys.stderr, flush=True)
+
+
+def free_port(count: int = 3) -> int:
+    """A port P such that P .. P+count-1 are free on 127.0.0.1 (API, worker and trigger log servers)."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + count < 65535 and all(port_free(base + i) for i in range(count)):
+            return base
+    raise PlatformError(f"no run of {count} free ports found")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (exited, not yet reaped by its parent) is not alive
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def load_settings(path: Path = SETTINGS_FILE) -> dict[str, Any]:
+    """The checked-in local settings (``airflow`` options, ``env``, ``connections``, ``variables``)."""
+    if not path.is_file():
+        raise PlatformError(f"local Airflow settings file {path} not found")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise PlatformError(f"{path}: expected a mapping at the top level")
+    unknown = set(data) - {"airflow", "env", "connections", "variables"}
+    if unknown:
+        raise PlatformError(f"{path}: unknown top-level keys {sorted(unknown)}")
+    return data
+
+
+def settings_env(settings: Mapping[str, Any]) -> dict[str, str]:
+    """Environment variables for the settings: AIRFLOW__S__O, plain env, AIRFLOW_CONN_*, AIRFLOW_VAR_*."""
+    env: dict[str, str] = {}
+    for section, options in (settings.get("airflow") or {}).items():
+        for option, value in (options or {}).items():
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            env[f"AIRFLOW__{section.upper()}__{option.upper()}"] = text
+    for key, value in (settings.get("env") or {}).items():
+        env[str(key)] = str(value)
+    for conn_id, conn in (settings.get("connections") or {}).items():
+        if not isinstance(conn, dict) or "conn_type" not in conn:
+            raise PlatformError(f"connection {conn_id!r}: expected a mapping with conn_type")
+        if "password" in conn:
+            raise PlatformError(f"connection {conn_id!r}: no passwords in checked-in settings")
+        env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn, sort_keys=True)
+    for key, value in (settings.get("variables") or {}).items():
+        env[f"AIRFLOW_VAR_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
+@dataclass
+class Platform:
+    """One local Airflow installation: its home, API port and data root."""
+
+    home: Path = DEFAULT_HOME
+    port: int = 8080
+    data_root: Path = DEFAULT_DATA_ROOT
+    dags_folder: Path = REPO / "dags"
+    plugins_folder: Path = REPO / "plugins"
+    settings_file: Path = SETTINGS_FILE
+    #: overrides applied last (tests: retries, start dates, ...)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    username: str = "admin"
+    password: str = "admin"
+
+    def __post_init__(self) -> None:
+        self.home = Path(self.home).expanduser().resolve()
+        self.data_root = Path(self.data_root).expanduser().resolve()
+        self.dags_folder = Path(self.dags_folder).resolve()
+        self.plugins_folder = Path(self.plugins_folder).resolve()
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Platform:
+        """A platform configured by, in order of precedence: ``overrides`` (CLI flags), the environment
+        (FLYWHEEL_AIRFLOW_HOME / FLYWHEEL_AIRFLOW_PORT / FLYWHEEL_DATA_ROOT), the port and data root a
+        platform was last started with in that home (so ``stop`` / ``status`` find it), the defaults."""
+        values: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+        values.setdefault("home", Path(os.environ.get("FLYWHEEL_AIRFLOW_HOME", DEFAULT_HOME)))
+        state = cls(home=values["home"]).read_state() or {}
+        env_port, env_root = os.environ.get("FLYWHEEL_AIRFLOW_PORT"), os.environ.get("FLYWHEEL_DATA_ROOT")
+        values.setdefault("port", int(env_port or state.get("port") or 8080))
+        values.setdefault("data_root", Path(env_root or state.get("data_root") or DEFAULT_DATA_ROOT))
+        return cls(**values)
+
+    # -- layout ------------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    def pid_file(self, component: str) -> Path:
+        return self.home / "pids" / f"{component}.pid"
+
+    def component_log(self, component: str) -> Path:
+        return self.log_dir / f"{component}.log"
+
+    def read_state(self) -> dict[str, Any] | None:
+        path = self.home / STATE_FILE
+        return dict(json.loads(path.read_text())) if path.is_file() else None
+
+    # -- configuration -------------------------------------------------------------------------------
+    def _secrets(self) -> dict[str, str]:
+        """JWT secret, API secret key and Fernet key: generated once, kept in the home (0600)."""
+        path = self.home / "secrets.json"
+        if path.is_file():
+            return dict(json.loads(path.read_text()))
+        from cryptography.fernet import Fernet
+
+        values = {
+            "jwt_secret": secrets.token_urlsafe(48),
+            "api_secret_key": secrets.token_urlsafe(48),
+            "fernet_key": Fernet.generate_key().decode(),
+        }
+        self.home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(values, out)
+        return values
+
+    def _passwords_file(self) -> Path:
+        path = self.home / "simple_auth_manager_passwords.json"
+        path.write_text(json.dumps({self.username: self.password}))
+        path.chmod(0o600)
+        return path
+
+    def env(self) -> dict[str, str]:
+        """The environment of every Airflow process (and so of the tasks and the steps they run)."""
+        keys = self._secrets()
+        env = dict(os.environ)
+        env.update(settings_env(load_settings(self.settings_file)))
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.plugins_folder),
+                "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
+                # tasks talk to the API server; the default assumes localhost:8080
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.username}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self._passwords_file()),
+                # every process must share these, or tokens minted by one are refused by another
+                "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
+                "AIRFLOW__API__SECRET_KEY": keys["api_secret_key"],
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.log_dir),
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.port + 1),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.port + 2),
+                # sqlite3 busy timeout: writers wait for the lock instead of failing at once
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}?timeout=30",
+                "FLYWHEEL_DATA_ROOT": str(self.data_root),
+                # task -> API calls on 127.0.0.1 must never go through a proxy
+                "NO_PROXY": _no_proxy(env.get("NO_PROXY")),
+                "no_proxy": _no_proxy(env.get("no_proxy")),
+                "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    # -- processes -------------------------------------------------------------------------------------
+    def pids(self) -> dict[str, int | None]:
+        out: dict[str, int | None] = {}
+        for component in COMPONENTS:
+            path = self.pid_file(component)
+            out[component] = int(path.read_text()) if path.is_file() else None
+        return out
+
+    def alive(self) -> dict[str, bool]:
+        return {c: pid is not None and pid_alive(pid) for c, pid in self.pids().items()}
+
+    def running(self) -> bool:
+        return all(self.alive().values())
+
+    def api(self) -> AirflowApi:
+        return AirflowApi(self.url, self.username, self.password)
+
+    def airflow(
+        self, *args: str, timeout: float = 300, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the ``airflow`` CLI against this platform."""
+        proc = subprocess.run(
+            [str(BIN / "airflow"), *args],
+            env=self.env(),
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise PlatformError(
+                f"airflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+            )
+        return proc
+
+    def start(self, timeout: float = 180) -> float:
+        """Start the three components (idempotent) and wait until the API answers and DAGs are registered.
+
+        Returns:
+            seconds until ready.
+        """
+        started = time.monotonic()
+        if self.running() and self._healthy():
+            log(f"already running at {self.url} (home {self.home})")
+            self.wait_ready(timeout)
+            return time.monotonic() - started
+        self.stop(quiet=True)  # a partial platform (crashed component, stale pids) restarts whole
+        busy = [p for p in (self.port, self.port + 1, self.port + 2) if not port_free(p)]
+        if busy:
+            raise PlatformError(f"ports {busy} are in use: choose another --port (API uses P, logs P+1, P+2)")
+        for folder in (self.home, self.log_dir, self.home / "pids", self.data_root):
+            folder.mkdir(parents=True, exist_ok=True)
+        env = self.env()
+        log(f"migrating the metadata DB {self.home / 'airflow.db'}")
+        migrate_started = time.monotonic()
+        migrate = subprocess.run(
+            [str(BIN / "airflow"), "db", "migrate"], env=env, cwd=self.home, capture_output=True, text=True
+        )
+        (self.log_dir / "db-migrate.log").write_text(migrate.stdout + migrate.stderr)
+        if migrate.returncode != 0:
+            raise PlatformError(f"airflow db migrate failed:\n{migrate.stderr[-3000:]}")
+        self._use_wal()
+        log(f"DB ready in {time.monotonic() - migrate_started:.1f} s; starting {', '.join(COMPONENTS)}")
+        for component in COMPONENTS:
+            out = self.component_log(component).open("a")
+            out.write(f"\n==== {dt.datetime.now().isoformat(timespec='seconds')} starting {component}\n")
+            out.flush()
+            # own session = own process group: stop() can reach the component's children too
+            proc = subprocess.Popen(
+                [str(BIN / "airflow"), component],
+                env=env,
+                cwd=self.home,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            out.close()
+            self.pid_file(component).write_text(str(proc.pid))
+        state = {
+            "port": self.port,
+            "data_root": str(self.data_root),
+            "url": self.url,
+            "dags": str(self.dags_folder),
+        }
+        (self.home / STATE_FILE).write_text(json.dumps(state, indent=2))
+        try:
+            self.wait_ready(timeout - (time.monotonic() - started))
+        except BaseException:
+            log(f"start failed; logs in {self.log_dir}")
+            self.stop(quiet=True)
+            raise
+        seconds = time.monotonic() - started
+        log(f"ready at {self.url} in {seconds:.1f} s (login {self.username}/{self.password})")
+        return seconds
+
+    def _use_wal(self) -> None:
+        """Switch the metadata DB to WAL (persistent in the file).
+
+        In the default rollback journal a reader blocks a writer's commit: with the API server, the
+        scheduler and every task heartbeat sharing one file, requests waited out the whole busy timeout
+        (30 s) and tasks were killed. In WAL mode readers never block the writer.
+        """
+        with contextlib.closing(sqlite3.connect(self.home / "airflow.db", timeout=30)) as db:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise PlatformError(f"could not switch {self.home / 'airflow.db'} to WAL (journal_mode={mode})")
+
+    def _healthy(self) -> bool:
+        try:
+            health = self.api().health()
+        except (requests.RequestException, PlatformError):
+            return False
+        return all(health.get(k, {}).get("status") == "healthy" for k in ("metadatabase", "scheduler"))
+
+    def expected_dag_ids(self) -> set[str]:
+        """DAG ids by convention: the stems of the DAG files in the dags folder (helpers excluded)."""
+        return {p.stem for p in self.dags_folder.glob("*.py") if not p.name.startswith("_")}
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        """Wait until all components live, the API is healthy and every DAG file is registered."""
+        deadline = time.monotonic() + max(timeout, 1)
+        api = self.api()
+        expected = self.expected_dag_ids()
+        last = "nothing yet"
+        while time.monotonic() < deadline:
+            dead = [c for c, ok in self.alive().items() if not ok]
+            if dead:
+                tails = "\n".join(f"--- {c}:\n{_tail(self.component_log(c))}" for c in dead)
+                raise PlatformError(f"{', '.join(dead)} exited during start:\n{tails}")
+            try:
+                if not self._healthy():
+                    last = "API not healthy yet"
+                else:
+                    errors = api.import_errors()
+                    if errors:
+                        raise PlatformError(
+                            "DAG import errors:\n"
+                            + "\n".join(f"{e['filename']}: {e['stack_trace'][-1500:]}" for e in errors)
+                        )
+                    missing = expected - set(api.dag_ids())
+                    if not missing:
+                        return
+                    last = f"DAGs not registered yet: {sorted(missing)}"
+            except requests.RequestException as exc:
+                last = f"API not answering: {exc.__class__.__name__}"
+            time.sleep(0.5)
+        raise PlatformError(f"platform not ready after {timeout:.0f} s: {last} (logs in {self.log_dir})")
+
+    def stop(self, timeout: float = 30, quiet: bool = False) -> None:
+        """SIGTERM each component (scheduler first), wait, then kill what is left of our processes."""
+        pids = self.pids()
+        for component in reversed(COMPONENTS):
+            pid = pids[component]
+            if pid is None or not pid_alive(pid):
+                continue
+            if not quiet:
+                log(f"stopping {component} (pid {pid})")
+            _signal(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if pid_alive(pid):
+                log(f"{component} ignored SIGTERM for {timeout:.0f} s: killing it")
+                _killpg(pid, signal.SIGKILL)
+            # children (executor workers, uvicorn workers, running tasks) share the group
+            _killpg(pid, signal.SIGTERM)
+        for component in COMPONENTS:
+            self.pid_file(component).unlink(missing_ok=True)
+        orphans = self.orphans()
+        if orphans:
+            log(f"terminating {len(orphans)} leftover process(es) of {self.home}: {orphans}")
+            for pid in orphans:
+                _signal(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while any(pid_alive(p) for p in orphans) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            for pid in orphans:
+                if pid_alive(pid):
+                    _signal(pid, signal.SIGKILL)
+        if not quiet:
+            log("stopped")
+
+    def orphans(self) -> list[int]:
+        """Our own processes (any name) whose environment has this AIRFLOW_HOME."""
+        marker = f"AIRFLOW_HOME={self.home}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                if entry.stat().st_uid != os.getuid():
+                    continue
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if marker in environ and pid_alive(int(entry.name)):
+                found.append(int(entry.name))
+        return found
+
+    def status(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "home": str(self.home),
+            "url": self.url,
+            "data_root": str(self.data_root),
+            "processes": {c: {"pid": self.pids()[c], "alive": ok} for c, ok in self.alive().items()},
+        }
+        try:
+            info["health"] = self.api().health()
+        except requests.RequestException as exc:
+            info["health"] = f"unreachable: {exc.__class__.__name__}"
+        return info
+
+
+def _no_proxy(current: str | None) -> str:
+    hosts = [h for h in (current or "").split(",") if h]
+    return ",".join(dict.fromkeys([*hosts, "127.0.0.1", "localhost"]))
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _killpg(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    if not path.is_file():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class AirflowApi:
+    """A small client for the Airflow 3 REST API (``/api/v2``) with the simple auth manager."""
+
+    def __init__(self, base_url: str, username: str, password: str, timeout: float = 30) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        self.password = password
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.trust_env = False  # no proxies for 127.0.0.1
+        self._token: str | None = None
+
+    def _login(self) -> str:
+        resp = self.session.post(
+            f"{self.base_url}/auth/token",
+            json={"username": self.username, "password": self.password},
+            timeout=self.timeout,
+        )
+        if resp.status_code >= 400:
+            raise PlatformError(f"login as {self.username} failed: {resp.status_code} {resp.text[:300]}")
+        self._token = str(resp.json()["access_token"])
+        return self._token
+
+    def request(self, method: str, path: str, ok: Iterable[int] = (), **kwargs: Any) -> requests.Response:
+        """Call ``/api/v2{path}``; a 4xx/5xx not in ``ok`` raises PlatformError with the server's detail."""
+        url = f"{self.base_url}/api/v2{path}"
+        for attempt in range(2):
+            token = self._token or self._login()
+            resp = self.session.request(
+                method, url, headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout, **kwargs
+            )
+            if resp.status_code == 401 and attempt == 0:
+                self._token = None  # expired: log in again once
+                continue
+            break
+        if resp.status_code >= 400 and resp.status_code not in set(ok):
+            raise PlatformError(f"{method} {path} -> {resp.status_code}: {resp.text[:1000]}")
+        return resp
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params or None).json()
+
+    # -- reads ----------------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        resp = self.session.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
+        resp.raise_for_status()
+        return dict(resp.json())
+
+    def dag_ids(self) -> list[str]:
+        return [d["dag_id"] for d in self.get("/dags", limit=1000)["dags"]]
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        return list(self.get("/importErrors", limit=100)["import_errors"])
+
+    def dag_runs(self, dag_id: str, **params: Any) -> list[dict[str, Any]]:
+        params.setdefault("limit", 1000)
+        return list(self.get(f"/dags/{dag_id}/dagRuns", **params)["dag_runs"])
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return dict(self.get(f"/dags/{dag_id}/dagRuns/{run_id}"))
+
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+        data = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=1000)
+        return {ti["task_id"]: ti for ti in data["task_instances"]}
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        value = self.get(path, deserialize=True)["value"]
+        return json.loads(value) if isinstance(value, str) else value
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+        data = self.get(path, full_content=True)
+        content = data.get("content", "")
+        if not isinstance(content, list):
+            return str(content)
+        lines = []
+        for entry in content:  # structured log lines: event text plus any exception details
+            if not isinstance(entry, dict):
+                lines.append(str(entry))
+                continue
+            lines.append(str(entry.get("event", "")))
+            for err in entry.get("error_detail") or []:
+                if isinstance(err, dict):
+                    lines.append(f"{err.get('exc_type')}: {err.get('exc_value')}")
+        return "\n".join(lines)
+
+    def asset_events(self, asset_name: str) -> list[dict[str, Any]]:
+        assets = self.get("/assets", name_pattern=asset_name, limit=100)["assets"]
+        ids = [a["id"] for a in assets if a["name"] == asset_name]
+        if not ids:
+            return []
+        return list(self.get("/assets/events", asset_id=ids[0], limit=1000)["asset_events"])
+
+    # -- writes ---------------------------------------------------------------------------------------
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": paused})
+
+    def trigger(
+        self, dag_id: str, conf: Mapping[str, Any] | None = None, logical_date: str | None = None
+    ) -> str:
+        """Trigger a run (``logical_date`` None: a run without data interval) and return its run id."""
+        body = {"logical_date": logical_date, "conf": dict(conf or {})}
+        return str(self.request("POST", f"/dags/{dag_id}/dagRuns", json=body).json()["dag_run_id"])
+
+    def clear_run(self, dag_id: str, run_id: str) -> None:
+        """Clear every task of a run: the scheduler runs it again."""
+        self.request("POST", f"/dags/{dag_id}/dagRuns/{run_id}/clear", json={"dry_run": False})
+
+    def wait_runs(
+        self, dag_id: str, run_ids: Iterable[str], timeout: float = 600, poll: float = 1.0
+    ) -> dict[str, dict[str, Any]]:
+        """Wait until every run is finished (success or failed); returns the runs by id."""
+        pending = set(run_ids)
+        done: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout
+        while pending:
+            for run_id in sorted(pending):
+                run = self.dag_run(dag_id, run_id)
+                if run["state"] in TERMINAL_RUN_STATES:
+                    done[run_id] = run
+                    pending.discard(run_id)
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                raise PlatformError(
+                    f"{dag_id}: runs still not finished after {timeout:.0f} s: {sorted(pending)}"
+                )
+            time.sleep(poll)
+        return done
+
+    def backfill(
+        self,
+        dag_id: str,
+        from_date: dt.date | str,
+        to_date: dt.date | str,
+        *,
+        tz: str = "America/Chicago",
+        conf: Mapping[str, Any] | None = None,
+        max_active_runs: int = 2,
+        reprocess_behavior: str = "completed",
+        timeout: float = 900,
+        leave_unpaused: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Backfill ``dag_id`` for logical dates in [from_date, to_date] and wait for every run.
+
+        Dates (``datetime.date``) mean local midnight in ``tz``: for a daily timetable in that zone,
+        ``from_date=D1, to_date=D2`` gives one run per day D1..D2 (both included). Strings are passed
+        through as ISO datetimes.
+
+        The recipe that holds on SQLite (ARCHITECTURE.md): pause, create (retry on 503 "database is
+        locked" and on 409 "another backfill is running": the scheduler marks a finished backfill
+        complete only on a ~30 s timer), unpause, poll the runs. The backfill is cancelled only when
+        waiting fails: cancelling PAUSES the backfill, and a queued run of a paused backfill is never
+        started, so clearing one of its runs later (a re-run from the UI) would leave it queued forever
+        (measured on Airflow 3.3.2).
+
+        Returns:
+            the backfill's runs (finished), ordered by logical date.
+        """
+        body = {
+            "dag_id": dag_id,
+            "from_date": _local_midnight(from_date, tz),
+            "to_date": _local_midnight(to_date, tz),
+            "dag_run_conf": dict(conf or {}),
+            "max_active_runs": max_active_runs,
+            "reprocess_behavior": reprocess_behavior,
+        }
+        dry = self.request("POST", "/backfills/dry_run", json=body).json()
+        expected = {b["logical_date"] for b in dry["backfills"]}
+        if not expected:
+            raise PlatformError(f"backfill {dag_id} [{from_date}, {to_date}] would create no runs")
+        self.set_paused(dag_id, True)
+        backfill: dict[str, Any] | None = None
+        for attempt in range(45):  # 409 lasts up to the scheduler's ~30 s completion timer
+            resp = self.request("POST", "/backfills", json=body, ok=(409, 503))
+            if resp.status_code < 400:
+                backfill = resp.json()
+                break
+            log(f"backfill create: {resp.status_code} {resp.text[:200]} (retry {attempt + 1})")
+            time.sleep(2)
+        if backfill is None:
+            raise PlatformError(f"could not create a backfill of {dag_id} after 45 attempts (90 s)")
+        self.set_paused(dag_id, False)
+        ok = False
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                runs = [
+                    r
+                    for r in self.dag_runs(dag_id, run_type="backfill", order_by="logical_date")
+                    if r["logical_date"] in expected or _same_instant(r["logical_date"], expected)
+                ]
+                finished = [r for r in runs if r["state"] in TERMINAL_RUN_STATES]
+                if len(finished) >= len(expected):
+                    ok = True
+                    return finished
+                if time.monotonic() > deadline:
+                    states = {r["logical_date"]: r["state"] for r in runs}
+                    raise PlatformError(f"backfill of {dag_id} not finished after {timeout:.0f} s: {states}")
+                time.sleep(1)
+        finally:
+            if not ok:  # stop what is left of it (its queued runs are failed)
+                self.request("PUT", f"/backfills/{backfill['id']}/cancel", ok=(409,))
+            if not leave_unpaused:
+                self.set_paused(dag_id, True)
+
+
+def _local_midnight(day: dt.date | str, tz: str) -> str:
+    if isinstance(day, str):
+        return day
+    from zoneinfo import ZoneInfo
+
+    return dt.datetime.combine(day, dt.time(), tzinfo=ZoneInfo(tz)).isoformat()
+
+
+def _same_instant(value: str, candidates: set[str]) -> bool:
+    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return any(dt.datetime.fromisoformat(c.replace("Z", "+00:00")) == moment for c in candidates)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.airflow_local",
+        description="Local Airflow 3 platform (api-server, scheduler, dag-processor).",
+        epilog="airflow: `python -m scripts.airflow_local airflow -- dags list` runs the airflow CLI here",
+    )
+    parser.add_argument("command", choices=["start", "stop", "status", "wait", "airflow"])
+    parser.add_argument("--home", type=Path, help="AIRFLOW_HOME (default .flywheel/airflow)")
+    parser.add_argument("--port", type=int, help="API port (default 8080; log servers use port+1, port+2)")
+    parser.add_argument(
+        "--data-root", type=Path, help="FLYWHEEL_DATA_ROOT for the steps (default .flywheel/data)"
+    )
+    parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for readiness")
+    ns, rest = parser.parse_known_args(argv)
+    if rest and ns.command != "airflow":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    platform = Platform.from_env(home=ns.home, port=ns.port, data_root=ns.data_root)
+    try:
+        if ns.command == "start":
+            platform.start(ns.timeout)
+            print(f"Airflow UI: {platform.url}  login: {platform.username} / {platform.password}")
+            print("stop with: make stop  (or python -m scripts.airflow_local stop)")
+        elif ns.command == "stop":
+            platform.stop()
+        elif ns.command == "status":
+            print(json.dumps(platform.status(), indent=2))
+            return 0 if platform.running() else 1
+        elif ns.command == "wait":
+            platform.wait_ready(ns.timeout)
+            print(f"ready: {platform.url}")
+        elif ns.command == "airflow":
+            args = rest[1:] if rest[:1] == ["--"] else rest
+            if shutil.which("airflow", path=str(BIN)) is None:
+                raise PlatformError(f"airflow CLI not found in {BIN}")
+            return subprocess.call([str(BIN / "airflow"), *args], env=platform.env(), cwd=platform.home)
+    except PlatformError as exc:
+        print(f"airflow-local: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

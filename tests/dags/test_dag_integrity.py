@@ -1,0 +1,89 @@
+"""Every DAG file: imports cleanly, follows the conventions, parses fast, pulls no heavy module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.dags.conftest import DAG_FILES, DAGS, PARSE_REPORT, run_python
+
+#: modules a DAG file must never import at parse time (ARCHITECTURE.md: seconds each)
+HEAVY_MODULES = (
+    "pandas",
+    "pyarrow",
+    "torch",
+    "mlflow",
+    "feast",
+    "great_expectations",
+    "evidently",
+    "onnx",
+    "onnxruntime",
+    "duckdb",
+    "kubernetes",
+    "ml_tasks",
+)
+PARSE_BUDGET_SECONDS = 2.0
+
+# Imports airflow.sdk first (the dag-processor has it loaded already), then times the DAG file alone.
+PARSE_PROBE = """
+import json, sys, time
+t0 = time.perf_counter()
+import airflow.sdk
+sdk_seconds = time.perf_counter() - t0
+before = set(sys.modules)
+from pathlib import Path
+from airflow.dag_processing.dagbag import BundleDagBag
+path = Path({path!r})
+t1 = time.perf_counter()
+bag = BundleDagBag(dag_folder=str(path), bundle_path=path.parent)
+parse_seconds = time.perf_counter() - t1
+new = set(sys.modules) - before
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})
+print(json.dumps({{
+    "dags": sorted(bag.dags), "errors": {{k: v[-2000:] for k, v in bag.import_errors.items()}},
+    "parse_seconds": parse_seconds, "sdk_import_seconds": sdk_seconds, "heavy": heavy,
+    "new_modules": len(new),
+}}))
+"""
+
+
+def test_there_are_dag_files() -> None:
+    assert [p.name for p in DAG_FILES], f"no DAG files in {DAGS}"
+    assert "taxi_ingest.py" in {p.name for p in DAG_FILES}
+
+
+def test_dagbag_has_no_import_errors(dagbag: Any) -> None:
+    assert dagbag.import_errors == {}, dagbag.import_errors
+    assert sorted(dagbag.dags) == sorted(p.stem for p in DAG_FILES)
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_conventions(dagbag: Any, path: Path) -> None:
+    dags = [d for d in dagbag.dags.values() if Path(d.fileloc) == path]
+    assert len(dags) == 1, f"{path.name}: expected one DAG, found {[d.dag_id for d in dags]}"
+    dag = dags[0]
+    assert dag.dag_id == path.stem, "dag_id must be the file's stem"
+    assert dag.tags, f"{dag.dag_id}: no tags"
+    assert dag.doc_md and len(dag.doc_md.strip()) > 100, f"{dag.dag_id}: doc_md missing or trivial"
+    assert dag.start_date is not None, f"{dag.dag_id}: no static start_date"
+    assert dag.max_active_runs <= 4, (
+        f"{dag.dag_id}: max_active_runs {dag.max_active_runs} too high for 2 cores"
+    )
+    assert dag.tasks, f"{dag.dag_id}: no tasks"
+    for task in dag.tasks:
+        assert task.retries > 0, f"{dag.dag_id}.{task.task_id}: retries must be > 0"
+        assert task.retry_delay.total_seconds() > 0, f"{dag.dag_id}.{task.task_id}: retry_delay must be > 0"
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_parse_time_and_no_heavy_imports(path: Path) -> None:
+    result = run_python(PARSE_PROBE.format(path=str(path), heavy=set(HEAVY_MODULES)))
+    PARSE_REPORT.append({"file": path.name, **result})
+    assert result["errors"] == {}, result["errors"]
+    assert result["dags"] == [path.stem]
+    assert result["heavy"] == [], f"{path.name} pulls heavy modules at parse time: {result['heavy']}"
+    assert result["parse_seconds"] < PARSE_BUDGET_SECONDS, (
+        f"{path.name} parsed in {result['parse_seconds']:.2f} s (budget {PARSE_BUDGET_SECONDS} s)"
+    )

@@ -1,0 +1,84 @@
+"""A real local Airflow (api-server + scheduler + dag-processor, LocalExecutor, SQLite) for e2e tests.
+
+One platform per session, on free ports, with a temporary AIRFLOW_HOME and data root; stopped at the
+end, and checked to leave no process behind. Nothing restarts a crashed scheduler, so every test checks
+that all components are still alive before and after it runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts.airflow_local import AirflowApi, Platform, free_port
+
+#: wall times measured by the e2e tests, printed in the terminal summary
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="session")
+def airflow_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """The running platform. Tasks retry once after 1 s (tests see retries without waiting minutes);
+    the DAGs' end date keeps the scheduler from creating runs of its own: tests create every run."""
+    base = tmp_path_factory.mktemp("airflow-e2e")
+    platform = Platform(
+        home=base / "airflow",
+        port=free_port(),
+        data_root=base / "data",
+        extra_env={
+            "FLYWHEEL_TASK_RETRIES": "1",
+            "FLYWHEEL_RETRY_DELAY_SECONDS": "1",
+            "FLYWHEEL_INGEST_END_DATE": "2024-02-01",
+        },
+    )
+    TIMINGS["platform start"] = platform.start(timeout=300)
+    try:
+        yield platform
+    finally:
+        started = time.monotonic()
+        platform.stop()
+        TIMINGS["platform stop"] = time.monotonic() - started
+    assert not any(platform.alive().values()), "a component survived stop()"
+    assert platform.orphans() == [], f"processes left behind: {platform.orphans()}"
+
+
+@pytest.fixture(scope="session")
+def api(airflow_platform: Platform) -> AirflowApi:
+    """REST client of the platform (admin token, renewed when it expires)."""
+    return airflow_platform.api()
+
+
+@pytest.fixture(autouse=True)
+def components_alive(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test when any component (the scheduler above all) is not running before or after it."""
+    if "airflow_platform" not in request.fixturenames:
+        yield
+        return
+    platform: Platform = request.getfixturevalue("airflow_platform")
+    _assert_alive(platform, "before the test")
+    yield
+    _assert_alive(platform, "after the test")
+
+
+@pytest.fixture(scope="session")
+def data_root_e2e(airflow_platform: Platform) -> Path:
+    return airflow_platform.data_root
+
+
+def _assert_alive(platform: Platform, when: str) -> None:
+    dead = [name for name, ok in platform.alive().items() if not ok]
+    if dead:
+        logs = {name: platform.component_log(name) for name in dead}
+        pytest.fail(f"{', '.join(dead)} not running {when}; logs: {logs}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not TIMINGS:
+        return
+    terminalreporter.section("e2e wall times")
+    for name, seconds in TIMINGS.items():
+        terminalreporter.write_line(f"{name:<48} {seconds:7.1f} s")
