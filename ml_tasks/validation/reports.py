@@ -127,3 +127,34 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}
 </body></html>
 """
     return page.encode()
+
+
+def chunk_day_docs_html(day: str, payload: dict[str, Any]) -> bytes:
+    """The day's page when GX validated it within a multi-day chunk: its counts, a link to GX's docs.
+
+    GX's own data docs page (``ValidationResultsPageRenderer``, ~0.2 s each) is rendered once per chunk.
+    """
+    esc = html.escape
+    chunk = payload["flywheel_chunk"]
+    rows = [
+        (
+            r["expectation_config"]["meta"].get("reject_code")
+            or r["expectation_config"]["meta"].get("batch_code"),
+            r["expectation_config"]["type"],
+            "passed" if r["success"] else "failed",
+            r["result"].get("unexpected_count", r["result"].get("observed_value")),
+        )
+        for r in payload["results"]
+    ]
+    table = _table(rows, ("code", "expectation", "status", "rows"))
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>GX result trips dt={esc(day)}</title></head><body>
+<h1>trips dt={esc(day)}: GX expectations {"passed" if payload["success"] else "failed"}</h1>
+<p>Validated by great_expectations in one run over {chunk["n_days"]} days ({esc(chunk["days"][0])} ..
+{esc(chunk["days"][1])}); the counts below are this day's.
+GX's data docs for that run: <a href="{esc(chunk["data_docs_uri"])}">{esc(chunk["data_docs_uri"])}</a>
+(its row ids are positions in the run, this day starts at {chunk["row_offset"]}).</p>
+{table}
+</body></html>
+"""
+    return page.encode()

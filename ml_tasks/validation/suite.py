@@ -92,9 +92,21 @@ def _clamp_to_ns_range(values: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.if_else(pc.less(capped, low), low, capped)
 
 
-def gx_frame(table: pa.Table) -> pd.DataFrame:
-    """The columns the rules read, as pandas, indexed by ``_row_id`` (position in ``table``)."""
+def gx_frame(table: pa.Table, day_shift: pa.Array | None = None) -> pd.DataFrame:
+    """The columns the rules read, as pandas, indexed by ``_row_id`` (position in ``table``).
+
+    ``day_shift`` (one duration per row, multi-day chunks only): how far the row's own partition day
+    lies after the chunk's first day. ``trip_start_timestamp`` is moved back by it, so that
+    ``outside_partition`` (start in ``[D, D+1)`` for the row's own day D) becomes the same bounds
+    ``[D0, D0+1)`` for every row of the chunk: one expectation, the same verdict per row (a shift
+    by whole days preserves the comparison; timestamps are floating wall-clock times, days are 24 h).
+    """
     columns = table.select(gx_columns())
+    if day_shift is not None:
+        i = columns.schema.get_field_index("trip_start_timestamp")
+        # shift in Arrow (microseconds, +-290k years) before the clamp to pandas' nanosecond range
+        shifted = pc.subtract(columns["trip_start_timestamp"], day_shift)
+        columns = columns.set_column(i, "trip_start_timestamp", shifted)
     for i, fld in enumerate(columns.schema):
         if pa.types.is_timestamp(fld.type):
             columns = columns.set_column(i, fld.name, _clamp_to_ns_range(columns[fld.name]))
@@ -125,12 +137,35 @@ class TripSuite:
 
     def run(self, table: pa.Table, day: dt.date) -> GxOutcome:
         """Validate one day's rows; return GX's result and the failing row ids per reject code."""
+        return self.run_chunk(table, [(day, table.num_rows)])
+
+    def run_chunk(self, table: pa.Table, days: list[tuple[dt.date, int]]) -> GxOutcome:
+        """Validate the rows of several whole days at once (``table``: the days concatenated in order).
+
+        Args:
+            table: the rows of ``days``, each day's rows contiguous, in the order of ``days``.
+            days: (partition day, row count) per day; the counts add up to ``table.num_rows``.
+
+        Returns:
+            the outcome over the chunk: row ids are positions in ``table``; the row-count expectation
+            judged the whole chunk (per-day row counts are the caller's, see :mod:`.step`).
+        """
         started = time.perf_counter()
-        frame = gx_frame(table)
+        day_rows = [n for _, n in days]
+        if sum(day_rows) != table.num_rows:  # pragma: no cover - a caller bug
+            raise ValueError(f"day row counts {sum(day_rows)} != {table.num_rows} rows in the chunk")
+        first = days[0][0]
+        shift = None
+        if len(days) > 1:
+            offsets = np.repeat(
+                np.asarray([(d - first).days for d, _ in days], dtype=np.int64) * 86_400_000_000, day_rows
+            )
+            shift = pa.array(offsets.astype("timedelta64[us]"), pa.duration("us"))
+        frame = gx_frame(table, shift)
         batch = self.batch_definition.get_batch(batch_parameters={"dataframe": frame})
         bounds = {
-            PARTITION_START: dt.datetime.combine(day, dt.time()),
-            PARTITION_END: dt.datetime.combine(day + dt.timedelta(days=1), dt.time()),
+            PARTITION_START: dt.datetime.combine(first, dt.time()),
+            PARTITION_END: dt.datetime.combine(first + dt.timedelta(days=1), dt.time()),
         }
         result = batch.validate(self.suite, result_format=RESULT_FORMAT, expectation_parameters=bounds)
         seconds = time.perf_counter() - started
@@ -155,7 +190,10 @@ class TripSuite:
                 raise GxEvaluationError(f"GX returned {len(ids)} row ids for {code} but counted {count}")
             row_ids[code] = ids
             counts[code] = count
-        log.info("GX: %d expectations on %d rows in %.2f s", len(result.results), table.num_rows, seconds)
+        log.info(
+            "GX: %d expectations on %d rows of %d day(s) in %.2f s",
+            len(result.results), table.num_rows, len(days), seconds,
+        )  # fmt: skip
         return GxOutcome(result, row_ids, row_count_ok, seconds, counts)
 
 
