@@ -699,18 +699,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.airflow_local",
         description="Local Airflow 3 platform (api-server, scheduler, dag-processor).",
-        epilog="airflow: `python -m scripts.airflow_local airflow -- dags list` runs the airflow CLI here",
+        epilog=(
+            "airflow: `python -m scripts.airflow_local airflow -- dags list` runs the airflow CLI here.\n"
+            "backfill: `python -m scripts.airflow_local backfill taxi_ingest 2024-02-01 2024-02-07` runs one"
+            " interval per Chicago day, both ends included, and waits for them (safe on SQLite)."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=["start", "stop", "status", "wait", "airflow"])
+    parser.add_argument("command", choices=["start", "stop", "status", "wait", "airflow", "backfill"])
     parser.add_argument("--home", type=Path, help="AIRFLOW_HOME (default .flywheel/airflow)")
     parser.add_argument("--port", type=int, help="API port (default 8080; log servers use port+1, port+2)")
     parser.add_argument(
         "--data-root", type=Path, help="FLYWHEEL_DATA_ROOT for the steps (default .flywheel/data)"
     )
     parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for readiness")
+    parser.add_argument("--conf", default="{}", help="backfill: run conf (params) as JSON")
     ns, rest = parser.parse_known_args(argv)
-    if rest and ns.command != "airflow":
+    if rest and ns.command not in ("airflow", "backfill"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if ns.command == "backfill" and len(rest) != 3:
+        parser.error("backfill takes DAG_ID FROM_DAY TO_DAY (YYYY-MM-DD, local days, both included)")
     platform = Platform.from_env(home=ns.home, port=ns.port, data_root=ns.data_root)
     try:
         if ns.command == "start":
@@ -725,6 +733,19 @@ def main(argv: list[str] | None = None) -> int:
         elif ns.command == "wait":
             platform.wait_ready(ns.timeout)
             print(f"ready: {platform.url}")
+        elif ns.command == "backfill":
+            dag_id, first, last = rest
+            runs = platform.api().backfill(
+                dag_id,
+                dt.date.fromisoformat(first),
+                dt.date.fromisoformat(last),
+                conf=json.loads(ns.conf),
+                timeout=max(ns.timeout, 3600),
+                leave_unpaused=True,
+            )
+            for run in runs:
+                print(f"{run['logical_date']}  {run['state']:8s}  {run['dag_run_id']}")
+            return 0 if all(r["state"] == "success" for r in runs) else 1
         elif ns.command == "airflow":
             args = rest[1:] if rest[:1] == ["--"] else rest
             if shutil.which("airflow", path=str(BIN)) is None:
