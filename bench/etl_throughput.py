@@ -6,7 +6,7 @@ ETL over this data must do: read the raw partitions and write them back as Parqu
 The benchmark reports rows/s per step and the ratio ETL time / floor time, and fails when the ratio
 exceeds ``--max-ratio`` (a regression guard that holds on any machine, unlike a time budget).
 
-Usage: python bench/etl_throughput.py [--rows 1000000] [--days 10] [--max-ratio 40] [--json out.json]
+Usage: python bench/etl_throughput.py [--rows 1000000] [--days 10] [--max-ratio 20] [--json out.json]
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="approximate total synthetic rows")
     parser.add_argument("--days", type=int, default=10, help="days the rows are spread over")
     parser.add_argument("--start", default="2024-05-01", help="first day")
-    parser.add_argument("--max-ratio", type=float, default=40.0, help="fail above this ETL/floor time ratio")
+    parser.add_argument("--max-ratio", type=float, default=20.0, help="fail above this ETL/floor time ratio")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
