@@ -86,18 +86,19 @@ def extract(root: DataRoot, source: Source, interval: Interval) -> dict[str, Any
         table = pa.concat_tables(buffers.pop(day)) if day in buffers else RAW_SCHEMA.empty_table()
         path = root.partition_path(LAYER, DATASET, day)
         day_window = interval.single(day)
-        with root.write_partition(path) as writer:
-            writer.write(table, schema=RAW_SCHEMA)
-            writer.write_empty(RAW_SCHEMA)
-            writer.manifest = Manifest(
+        root.write_table(
+            path,
+            table,
+            RAW_SCHEMA,
+            Manifest(
                 dataset=f"{LAYER}/{DATASET}",
                 partition=day.isoformat(),
                 step="extract",
                 inputs=[source.describe(day_window if source.server_side_filter else interval)],
-                outputs=writer.outputs(),
                 row_counts={"rows": table.num_rows, **counts.get(day, {"rows_without_timestamp": 0})},
                 params={"source": source.name, **notes.get(day, {})},
-            )
+            ),
+        )
         rows_written += table.num_rows
         partitions.append({"dt": day.isoformat(), "uri": root.uri(path), "rows": table.num_rows})
     seconds = time.perf_counter() - started

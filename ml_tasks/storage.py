@@ -21,7 +21,7 @@ import subprocess
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -204,6 +204,18 @@ class DataRoot:
         self.fs.move(manifest, held)
         self.fs.move(staging, final)
         self.fs.move(held, f"{final}/{MANIFEST}")
+
+    def write_table(self, path: str, table: pa.Table, schema: pa.Schema, manifest: Manifest) -> Manifest:
+        """Write ``table`` as the whole partition at ``path`` (atomically) with ``manifest``.
+
+        The manifest's ``outputs`` are filled in from the written file; an empty table still gets a
+        file carrying ``schema``.
+        """
+        with self.write_partition(path) as writer:
+            writer.write(table, schema=schema)
+            writer.write_empty(schema)
+            writer.manifest = replace(manifest, outputs=writer.outputs())
+        return writer.manifest
 
     def write_json(self, path: str, payload: Mapping[str, Any] | list[Any]) -> None:
         """Write one JSON document atomically (temp file + move)."""

@@ -228,18 +228,19 @@ def _transform_day(
         "rows_without_start": int(staged["trip_start_timestamp"].null_count),
     }
     target = root.partition_path(LAYER, DATASET, day)
-    with root.write_partition(target) as writer:
-        writer.write(staged, schema=CURATED_SCHEMA)
-        writer.write_empty(CURATED_SCHEMA)
-        writer.manifest = Manifest(
+    root.write_table(
+        target,
+        staged,
+        CURATED_SCHEMA,
+        Manifest(
             dataset=f"{LAYER}/{DATASET}",
             partition=day.isoformat(),
             step="transform",
             inputs=inputs,
-            outputs=writer.outputs(),
             row_counts=counts,
             params={"timezone": settings.timezone, "ambiguous": AMBIGUOUS, "nonexistent": NONEXISTENT},
-        )
+        ),
+    )
     seconds = time.perf_counter() - t0
     log.info(
         "transform %s: %d rows (%d duplicates marked, %d hashed keys) in %.2f s",

@@ -322,15 +322,15 @@ def _write_day(
         )  # fmt: skip
 
     quarantine_path = partition(root, QUARANTINE, day)
-    with root.write_partition(quarantine_path) as writer:
-        writer.write(quarantined_rows, schema=QUARANTINE_SCHEMA)
-        writer.write_empty(QUARANTINE_SCHEMA)
-        writer.manifest = Manifest(
+    quarantine_outputs = root.write_table(
+        quarantine_path,
+        quarantined_rows,
+        QUARANTINE_SCHEMA,
+        Manifest(
             dataset=f"{QUARANTINE[0]}/{QUARANTINE[1]}",
             partition=day.isoformat(),
             step="validate",
             inputs=[staging_record],
-            outputs=writer.outputs(),
             row_counts={
                 "rows": q,
                 "rows_in": n,
@@ -338,27 +338,28 @@ def _write_day(
                 **{f"reason.{c}": k for c, k in by_reason.items()},
             },
             params={"max_reject_rate": config.max_reject_rate},
-        )
-        quarantine_outputs = writer.manifest.outputs
+        ),
+    ).outputs
     outputs: dict[str, Any] = {"quarantine": {"uri": root.uri(quarantine_path), "files": quarantine_outputs}}
 
     accepted_path = partition(root, ACCEPTED, day)
     if failures:
         _remove_partition(root, accepted_path)
     else:
-        with root.write_partition(accepted_path) as writer:
-            writer.write(accepted_rows, schema=CURATED_SCHEMA)
-            writer.write_empty(CURATED_SCHEMA)
-            writer.manifest = Manifest(
+        accepted = root.write_table(
+            accepted_path,
+            accepted_rows,
+            CURATED_SCHEMA,
+            Manifest(
                 dataset=f"{ACCEPTED[0]}/{ACCEPTED[1]}",
                 partition=day.isoformat(),
                 step="validate",
                 inputs=[staging_record],
-                outputs=writer.outputs(),
                 row_counts={"rows": a, "rows_in": n, "quarantined": q},
                 params={"max_reject_rate": config.max_reject_rate},
-            )
-            outputs["accepted"] = {"uri": root.uri(accepted_path), "files": writer.manifest.outputs}
+            ),
+        )
+        outputs["accepted"] = {"uri": root.uri(accepted_path), "files": accepted.outputs}
     accounting["outputs"] = outputs
     accounting["row_rules"] = [
         {
