@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,24 @@ class Settings(BaseSettings):
     synthetic_trips_per_day: int = Field(default=20_000, ge=0, description="Synthetic source volume.")
     synthetic_drift_from: str | None = Field(
         default=None, description="ISO date from which the synthetic source drifts (None: never)."
+    )
+
+    feature_repo: str | None = Field(
+        default=None,
+        description="Feast feature repo folder (default: feature_repo/ beside the ml_tasks package, else ./feature_repo).",
+    )
+    feast_env: Literal["local", "redis", "production"] = Field(
+        default="local",
+        description="Which feature_store yaml to load: local (SQLite online), redis, production.",
+    )
+    feast_dir: str | None = Field(
+        default=None, description="Local registry and SQLite online store folder (default <data_root>/feast)."
+    )
+    materialize_batch_rows: int = Field(
+        default=20_000, gt=0, description="Rows per online-store write batch when materializing."
+    )
+    training_set_chunk_rows: int = Field(
+        default=250_000, gt=0, description="Entity rows per point-in-time join (bounds memory)."
     )
 
     def resolved_data_root(self) -> str:

@@ -26,6 +26,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ml_tasks.features.request import request_time_features
 from ml_tasks.intervals import Interval
 from ml_tasks.schema import CURATED_SCHEMA, RAW_COLUMNS, RAW_SCHEMA, SchemaError
 from ml_tasks.settings import Settings
@@ -133,21 +134,14 @@ def trips_with_derived_columns(
     """
     keyed = _keys_and_order(raw.select(RAW_SCHEMA.names).cast(RAW_SCHEMA), con)
     start = keyed["trip_start_timestamp"]
-    seconds = keyed["trip_seconds"]
-    miles = keyed["trip_miles"]
     fare = keyed["fare"]
     tips = keyed["tips"]
-    hours = pc.divide(pc.cast(seconds, pa.float64()), 3600.0)
     derived: dict[str, Any] = {
         "trip_start_ts_utc": _localise(start, timezone),
         "trip_end_ts_utc": _localise(keyed["trip_end_timestamp"], timezone),
         "trip_date": pc.cast(start, pa.date32()),
-        "trip_start_hour": pc.hour(start),
-        "trip_start_day_of_week": pc.day_of_week(start, count_from_zero=False, week_start=1),
-        "trip_start_month": pc.month(start),
-        # if_else keeps null where the condition is null (miles or seconds unknown) or false
-        "fare_per_mile": pc.if_else(pc.greater(miles, 0.0), pc.divide(fare, miles), None),
-        "speed_mph": pc.if_else(pc.greater(seconds, 0), pc.divide(miles, hours), None),
+        # hour, weekday, month, fare per mile, speed: the one definition shared with training/prediction
+        **request_time_features(keyed),
         # comparison with a null operand is null: the label is unknown, not false
         "big_tipper": pc.greater(tips, pc.multiply(fare, 0.2)),
     }
