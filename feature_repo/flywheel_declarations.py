@@ -22,8 +22,14 @@ from feast.types import Float64, Int64, PrimitiveFeastType, String
 
 from ml_tasks.features.spec import EVENT_TIMESTAMP, FEATURE_SERVICES, FEATURES_LAYER, VIEWS, ViewSpec
 
-_DATA_ROOT = os.environ.get("FLYWHEEL_DATA_ROOT") or str(Path(__file__).resolve().parent.parent / ".flywheel/data")
-_FEAST_TYPES: dict[pa.DataType, PrimitiveFeastType] = {pa.int64(): Int64, pa.float64(): Float64, pa.string(): String}
+_DATA_ROOT = os.environ.get("FLYWHEEL_DATA_ROOT") or str(
+    Path(__file__).resolve().parent.parent / ".flywheel/data"
+)
+_FEAST_TYPES: dict[pa.DataType, PrimitiveFeastType] = {
+    pa.int64(): Int64,
+    pa.float64(): Float64,
+    pa.string(): String,
+}
 _VALUE_TYPES: dict[pa.DataType, ValueType] = {pa.int64(): ValueType.INT64, pa.string(): ValueType.STRING}
 
 

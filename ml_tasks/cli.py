@@ -177,7 +177,8 @@ def _store(settings: Any, check: bool = True) -> Any:
 @app.command("feature-apply")
 def feature_apply(
     check: Annotated[
-        bool, typer.Option("--check", help="Only compare (feast plan): exit 1 when the registry is out of date.")
+        bool,
+        typer.Option("--check", help="Only compare (feast plan): exit 1 when the registry is out of date."),
     ] = False,
     data_root: DataRootOpt = None,
 ) -> None:

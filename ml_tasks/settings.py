@@ -51,7 +51,7 @@ class Settings(BaseSettings):
 
     feature_repo: str | None = Field(
         default=None,
-        description="Feast feature repo folder (default: feature_repo/ beside the ml_tasks package, else ./feature_repo).",
+        description="Feast feature repo (default: feature_repo/ beside ml_tasks, else ./feature_repo).",
     )
     feast_env: Literal["local", "redis", "production"] = Field(
         default="local",

@@ -41,7 +41,7 @@ from .spec import AGGREGATES, COVERAGE, EVENT_TIMESTAMP, FEATURES_LAYER, MAX_WIN
 log = logging.getLogger(__name__)
 
 CURATED = ("curated", "trips")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 # (sum expression, count expression) per aggregate over the daily rows; the mean is sum / count
 _DAILY_SUMS = """
@@ -99,7 +99,8 @@ def feature_query(view: ViewSpec) -> str:
         WHERE "{key}" IS NOT NULL AND NOT coalesce(_is_duplicate, false)
         GROUP BY ALL
     ), joined AS (
-        SELECT t.day, t.{EVENT_TIMESTAMP}, t.coverage, d.k, date_diff('day', d.day, t.day) AS age, d.* EXCLUDE (day, k)
+        SELECT t.day, t.{EVENT_TIMESTAMP}, t.coverage, d.k, date_diff('day', d.day, t.day) AS age,
+            d.* EXCLUDE (day, k)
         FROM targets t JOIN daily d ON d.day <= t.day AND d.day > t.day - {MAX_WINDOW}
     )
     SELECT k AS "{key}", day, {EVENT_TIMESTAMP},
@@ -138,7 +139,7 @@ def build_features(root: DataRoot, interval: Interval, settings: Settings) -> di
         shown = ", ".join(d.isoformat() for d in missing_targets[:10])
         raise PartitionError(
             f"no curated trips for {len(missing_targets)} day(s) of the interval {interval}: {shown}"
-            f"{' ...' if len(missing_targets) > 10 else ''}; run taxi_ingest (ml-tasks publish) for them first"
+            f"{' ...' if len(missing_targets) > 10 else ''}; run taxi_ingest (ml-tasks publish) for them"
         )
     inputs = {day: input_record(root, path) for day, path in available.items()}
     files = [f for day in sorted(available) for f in root.parquet_files(available[day])]
@@ -150,7 +151,9 @@ def build_features(root: DataRoot, interval: Interval, settings: Settings) -> di
     target_table = pa.table(
         {
             "day": pa.array(targets, pa.date32()),
-            EVENT_TIMESTAMP: pa.array([end_of_day_utc(d, settings.timezone) for d in targets], pa.timestamp("us", tz="UTC")),
+            EVENT_TIMESTAMP: pa.array(
+                [end_of_day_utc(d, settings.timezone) for d in targets], pa.timestamp("us", tz="UTC")
+            ),
             "coverage": pa.array([coverage[d] for d in targets], pa.int64()),
         }
     )

@@ -68,7 +68,9 @@ def interval_files(root: DataRoot, view: ViewSpec, interval: Interval) -> list[s
     return files
 
 
-def latest_rows(root: DataRoot, view: ViewSpec, files: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+def latest_rows(
+    root: DataRoot, view: ViewSpec, files: Sequence[str], batch_rows: int
+) -> Iterator[pa.RecordBatch]:
     """The latest row per entity over ``files``, ordered by key, in record batches."""
     import pyarrow.dataset as pads
 
@@ -94,7 +96,7 @@ def _online_timestamps(handle: StoreHandle, fv: FeatureView, keys: list[Any]) ->
 
 
 def _as_utc(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def write_batch(handle: StoreHandle, fv: FeatureView, batch: pa.RecordBatch, guard: bool) -> tuple[int, int]:
@@ -120,7 +122,7 @@ def materialize(
     root: DataRoot,
     interval: Interval,
     settings: Settings,
-    views: Sequence[str] | None = None,
+    views: Sequence[str | ViewSpec] | None = None,
     batch_rows: int | None = None,
 ) -> dict[str, Any]:
     """Load the latest feature row per entity of ``interval`` into the online store, for each view.
@@ -131,19 +133,22 @@ def materialize(
     """
     started = time.perf_counter()
     batch_rows = batch_rows or settings.materialize_batch_rows
-    names = list(views) if views else list(VIEWS_BY_NAME)
-    unknown = [n for n in names if n not in VIEWS_BY_NAME]
+    specs = [VIEWS_BY_NAME.get(v, v) if isinstance(v, str) else v for v in (views or VIEWS_BY_NAME)]
+    unknown = [v for v in specs if isinstance(v, str)]
     if unknown:
         raise FeatureStoreError(f"unknown feature view(s) {unknown}: choose from {sorted(VIEWS_BY_NAME)}")
     store = handle.store
     online_type = str(getattr(store.config.online_store, "type", ""))
     guard = "redis" not in online_type  # Redis keeps the newest row per entity by itself
-    results = []
-    for name in names:
-        spec = VIEWS_BY_NAME[name]
+    results: list[dict[str, Any]] = []
+    for spec in specs:
+        assert isinstance(spec, ViewSpec)
+        name = spec.name
         fv = store.get_feature_view(name)
         if not fv.online:
-            raise FeatureStoreError(f"feature view {name} is not online (online=False): nothing to materialize")
+            raise FeatureStoreError(
+                f"feature view {name} is not online (online=False): nothing to materialize"
+            )
         files = interval_files(root, spec, interval)
         t0 = time.perf_counter()
         read = written = skipped = 0

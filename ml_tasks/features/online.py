@@ -33,7 +33,9 @@ def entity_rows(pairs: Sequence[str], key_types: dict[str, str]) -> list[dict[st
         if not sep or not key:
             raise FeatureStoreError(f"--entity expects key=value, got {pair!r}")
         if key not in key_types:
-            raise FeatureStoreError(f"unknown entity key {key!r}: the feature service joins on {sorted(key_types)}")
+            raise FeatureStoreError(
+                f"unknown entity key {key!r}: the feature service joins on {sorted(key_types)}"
+            )
         if key_types[key] == "INT64":
             try:
                 values[key].append(int(raw))
@@ -46,7 +48,9 @@ def entity_rows(pairs: Sequence[str], key_types: dict[str, str]) -> list[dict[st
     n = max(len(v) for v in values.values())
     uneven = {k: len(v) for k, v in values.items() if len(v) not in (1, n)}
     if uneven:
-        raise FeatureStoreError(f"entity keys given {uneven} times for {n} rows: give each key once or {n} times")
+        raise FeatureStoreError(
+            f"entity keys given {uneven} times for {n} rows: give each key once or {n} times"
+        )
     return [{k: v[i] if len(v) > 1 else v[0] for k, v in values.items()} for i in range(n)]
 
 
@@ -56,7 +60,9 @@ def online_features(handle: StoreHandle, service_name: str, pairs: Sequence[str]
     service, views = resolve_service(handle, service_name)
     key_types = {e.name: e.dtype.to_value_type().name for fv in views for e in fv.entity_columns}
     rows = entity_rows(pairs, key_types)
-    result = handle.store.get_online_features(features=service, entity_rows=rows, full_feature_names=True).to_dict()
+    result = handle.store.get_online_features(
+        features=service, entity_rows=rows, full_feature_names=True
+    ).to_dict()
     keys = set(key_types)
     out: list[dict[str, Any]] = []
     found: dict[str, int] = {fv.name: 0 for fv in views}

@@ -54,7 +54,7 @@ class RegistryOutOfDate(FeatureStoreError):
 
 
 def feature_repo_path(settings: Settings) -> Path:
-    """The feature repo folder: the setting, else beside the package (source checkout), else ./feature_repo."""
+    """The feature repo: the setting, else beside the package (source checkout), else ./feature_repo."""
     if settings.feature_repo:
         path = Path(settings.feature_repo).expanduser().resolve()
     else:
@@ -126,7 +126,7 @@ def open_store(settings: Settings) -> StoreHandle:
 @contextlib.contextmanager
 def _repo_on_path(repo: Path) -> Iterator[None]:
     # Feast names modules relative to the working directory and imports them from sys.path
-    cwd = os.getcwd()
+    cwd = Path.cwd()
     sys.path.insert(0, str(repo))
     os.chdir(repo)
     try:
@@ -164,7 +164,9 @@ def _changes(handle: StoreHandle, contents: RepoContents) -> list[str]:
             continue
         props = ", ".join(p.property_name for p in diff.feast_object_property_diffs)
         kind = diff.feast_object_type.value
-        changes.append(f"{diff.transition_type.name.lower()} {kind} {diff.name}" + (f" ({props})" if props else ""))
+        changes.append(
+            f"{diff.transition_type.name.lower()} {kind} {diff.name}" + (f" ({props})" if props else "")
+        )
     return sorted(changes)
 
 
@@ -200,7 +202,7 @@ def apply_declarations(handle: StoreHandle) -> dict[str, Any]:
         apply_total_with_repo_instance(
             store, store.config.project, store.registry, contents, skip_source_validation=True
         )
-    store.refresh_registry()
+    store.refresh_registry()  # type: ignore[no-untyped-call]
     log.info("feast apply: %d change(s) in %.1f s", len(changes), time.monotonic() - started)
     return {
         **handle.describe(),

@@ -23,6 +23,7 @@ counts and the label rate.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -160,14 +161,19 @@ def build_training_set(
     started = time.perf_counter()
     service, views = resolve_service(handle, service_name)
     days = list(interval.days())
-    missing = [d.isoformat() for d in days if not root.exists(f"{root.partition_path(*CURATED, d)}/_manifest.json")]
+    missing = [
+        d.isoformat() for d in days if not root.exists(f"{root.partition_path(*CURATED, d)}/_manifest.json")
+    ]
     if missing:
         raise PartitionError(
             f"no curated trips for {len(missing)} day(s) of {interval}: {', '.join(missing[:10])};"
             " run taxi_ingest for them first"
         )
     curated_inputs = {d: input_record(root, root.partition_path(*CURATED, d)) for d in days}
-    rows_by_day = {d: int(curated_inputs[d]["rows"].get("curated", curated_inputs[d]["rows"].get("rows", 0))) for d in days}
+    rows_by_day = {
+        d: int(curated_inputs[d]["rows"].get("curated", curated_inputs[d]["rows"].get("rows", 0)))
+        for d in days
+    }
     features = feature_columns(views)
     target = training_set_path(root, service.name, interval, name)
 
@@ -192,7 +198,9 @@ def build_training_set(
                 )
             out = _output_table(entities, joined, features)
             # Feast returns rows in no particular order; a stable sort makes the bytes reproducible
-            out = out.take(pc.sort_indices(out, sort_keys=[(EVENT_TIMESTAMP, "ascending"), (TRIP_KEY, "ascending")]))
+            out = out.take(
+                pc.sort_indices(out, sort_keys=[(EVENT_TIMESTAMP, "ascending"), (TRIP_KEY, "ascending")])
+            )
             if schema is None:
                 schema = out.schema
             writer.write(out, schema=schema)
@@ -201,14 +209,22 @@ def build_training_set(
             positives += int(pc.sum(out[LABEL].cast(pa.int64())).as_py() or 0)
             for fv in views:
                 cols = [f"{fv.name}__{f.name}" for f in fv.features]
-                all_null = pc.and_(*[pc.is_null(out[c]) for c in cols[:2]]) if len(cols) > 1 else pc.is_null(out[cols[0]])
+                all_null = (
+                    pc.and_(*[pc.is_null(out[c]) for c in cols[:2]])
+                    if len(cols) > 1
+                    else pc.is_null(out[cols[0]])
+                )
                 for c in cols[2:]:
                     all_null = pc.and_(all_null, pc.is_null(out[c]))
                 missing_by_view[fv.name] += int(pc.sum(all_null.cast(pa.int64())).as_py() or 0)
             for c in features:
                 null_by_feature[c] += out[c].null_count
             log.info(
-                "training-set %s..%s: %d entity rows joined in %.1f s", chunk[0], chunk[-1], n, time.perf_counter() - t0
+                "training-set %s..%s: %d entity rows joined in %.1f s",
+                chunk[0],
+                chunk[-1],
+                n,
+                time.perf_counter() - t0,
             )
         if schema is None:
             schema = _empty_schema(views)
@@ -222,11 +238,22 @@ def build_training_set(
             partition=target.rsplit("/", 1)[1],
             step="training-set",
             inputs=[curated_inputs[d] for d in days] + feature_inputs,
-            row_counts={"entity_rows": rows_in, "rows": rows_out, "labelled": labelled, "positives": positives},
+            row_counts={
+                "entity_rows": rows_in,
+                "rows": rows_out,
+                "labelled": labelled,
+                "positives": positives,
+            },
             params={
                 "feature_service": service.name,
                 "interval": {"start": interval.start.isoformat(), "end": interval.end.isoformat()},
-                "feature_views": {fv.name: {"spec_sha256": view_fingerprint(fv), "ttl_seconds": int(fv.ttl.total_seconds()) if fv.ttl else None} for fv in views},
+                "feature_views": {
+                    fv.name: {
+                        "spec_sha256": view_fingerprint(fv),
+                        "ttl_seconds": int(fv.ttl.total_seconds()) if fv.ttl else None,
+                    }
+                    for fv in views
+                },
                 "features": features,
                 "label": LABEL,
                 "label_rate": label_rate,
@@ -288,9 +315,8 @@ def _feature_inputs(root: DataRoot, views: list[FeatureView], interval: Interval
         day = interval.start - dt.timedelta(days=ttl_days + 1)
         while day < interval.end:
             path = root.partition_path(FEATURES_LAYER, spec.dataset, day)
-            try:
+            # a day without features is allowed: its trips get nulls, counted in the summary
+            with contextlib.suppress(PartitionError):
                 records.append(input_record(root, path))
-            except PartitionError:
-                pass  # a day without features: those trips get nulls, counted above
             day += dt.timedelta(days=1)
     return records
