@@ -8,7 +8,8 @@ environment picks the ``feature_store`` yaml (``FLYWHEEL_FEAST_ENV``):
 * ``production`` -> ``feature_store.production.yaml``: SQL registry, Redis online store.
 
 The yaml files use ``${ENV_VAR}`` substitution; :func:`open_store` sets ``FLYWHEEL_DATA_ROOT`` (resolved)
-and ``FLYWHEEL_FEAST_DIR`` from the settings first, so a ``--data-root`` flag reaches the declarations.
+and ``FLYWHEEL_FEAST_DIR`` from the settings while Feast reads them (and while the declarations are
+imported), so a ``--data-root`` flag reaches the declarations.
 
 ``feast apply`` belongs to deploy and test time (:func:`apply_declarations`), not to every DAG run; the
 steps call :func:`check_registry`, which fails with "run ml-tasks feature-apply" when the registry
@@ -82,6 +83,8 @@ class StoreHandle:
     repo_path: Path
     yaml_path: Path
     env: str
+    #: environment the yaml and the declarations are read with (set only while they are read)
+    variables: dict[str, str]
 
     def describe(self) -> dict[str, Any]:
         cfg = self.store.config
@@ -94,12 +97,28 @@ class StoreHandle:
         }
 
 
-def _export_environment(settings: Settings) -> None:
-    os.environ["FLYWHEEL_DATA_ROOT"] = settings.resolved_data_root()
+def store_variables(settings: Settings) -> dict[str, str]:
+    """The variables the yaml files and the declarations read, from ``settings``."""
+    variables = {"FLYWHEEL_DATA_ROOT": settings.resolved_data_root()}
     if settings.feast_env != "production":
-        folder = feast_dir(settings)
-        os.environ["FLYWHEEL_FEAST_DIR"] = folder
-        Path(folder).mkdir(parents=True, exist_ok=True)
+        variables["FLYWHEEL_FEAST_DIR"] = feast_dir(settings)
+    return variables
+
+
+@contextlib.contextmanager
+def _scoped_environment(variables: dict[str, str]) -> Iterator[None]:
+    # Set only while Feast reads the yaml / imports the declarations: left in os.environ they would
+    # leak into later Settings() of this process and into its subprocesses.
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def open_store(settings: Settings) -> StoreHandle:
@@ -108,19 +127,24 @@ def open_store(settings: Settings) -> StoreHandle:
     yaml_path = repo / YAML_BY_ENV[settings.feast_env]
     if not yaml_path.is_file():
         raise FeatureStoreError(f"{yaml_path} does not exist (FLYWHEEL_FEAST_ENV={settings.feast_env})")
-    _export_environment(settings)
-    text = os.path.expandvars(yaml_path.read_text())
-    if "${" in text:
-        missing = sorted({part.split("}", 1)[0] for part in text.split("${")[1:]})
-        raise FeatureStoreError(f"{yaml_path.name} needs the environment variables {missing}: set them")
-    started = time.monotonic()
-    from feast import FeatureStore
+    variables = store_variables(settings)
+    if "FLYWHEEL_FEAST_DIR" in variables:
+        Path(variables["FLYWHEEL_FEAST_DIR"]).mkdir(parents=True, exist_ok=True)
+    with _scoped_environment(variables):
+        text = os.path.expandvars(yaml_path.read_text())
+        if "${" in text:
+            missing = sorted({part.split("}", 1)[0] for part in text.split("${")[1:]})
+            raise FeatureStoreError(f"{yaml_path.name} needs the environment variables {missing}: set them")
+        started = time.monotonic()
+        from feast import FeatureStore
 
-    # the file registry logs every cache refresh at INFO: keep the step's log about the step
-    logging.getLogger("feast.infra.registry.registry").setLevel(logging.WARNING)
-    store = FeatureStore(repo_path=str(repo), fs_yaml_file=yaml_path)
+        # the file registry logs every cache refresh at INFO: keep the step's log about the step
+        logging.getLogger("feast.infra.registry.registry").setLevel(logging.WARNING)
+        store = FeatureStore(repo_path=str(repo), fs_yaml_file=yaml_path)
     log.info("feature store %s (%s) opened in %.1f s", yaml_path.name, repo, time.monotonic() - started)
-    return StoreHandle(store=store, repo_path=repo, yaml_path=yaml_path, env=settings.feast_env)
+    return StoreHandle(
+        store=store, repo_path=repo, yaml_path=yaml_path, env=settings.feast_env, variables=variables
+    )
 
 
 @contextlib.contextmanager
@@ -137,14 +161,14 @@ def _repo_on_path(repo: Path) -> Iterator[None]:
             sys.path.remove(str(repo))
 
 
-def load_declarations(repo: Path, project: str) -> RepoContents:
+def load_declarations(repo: Path, project: str, variables: dict[str, str]) -> RepoContents:
     """The Feast objects declared in ``repo`` (imported afresh: they read FLYWHEEL_DATA_ROOT)."""
     from feast.project import Project
     from feast.repo_operations import parse_repo
 
     for name in [m for m in sys.modules if m == DECLARATIONS_MODULE or m.startswith("flywheel_")]:
         del sys.modules[name]
-    with _repo_on_path(repo), contextlib.redirect_stdout(sys.stderr):
+    with _scoped_environment(variables), _repo_on_path(repo), contextlib.redirect_stdout(sys.stderr):
         contents = parse_repo(repo)
     if not contents.projects:  # as the feast CLI does: the project named in the yaml
         contents.projects.append(Project(name=project, description="Flywheel batch ML pipelines"))
@@ -172,7 +196,9 @@ def _changes(handle: StoreHandle, contents: RepoContents) -> list[str]:
 
 def registry_changes(handle: StoreHandle) -> list[str]:
     """What ``feast apply`` would change in the registry (empty: the registry matches the declarations)."""
-    return _changes(handle, load_declarations(handle.repo_path, handle.store.config.project))
+    return _changes(
+        handle, load_declarations(handle.repo_path, handle.store.config.project, handle.variables)
+    )
 
 
 def check_registry(handle: StoreHandle) -> None:
@@ -195,7 +221,7 @@ def apply_declarations(handle: StoreHandle) -> dict[str, Any]:
     from feast.repo_operations import apply_total_with_repo_instance
 
     started = time.monotonic()
-    contents = load_declarations(handle.repo_path, handle.store.config.project)
+    contents = load_declarations(handle.repo_path, handle.store.config.project, handle.variables)
     changes = _changes(handle, contents)
     store = handle.store
     with _repo_on_path(handle.repo_path), contextlib.redirect_stdout(sys.stderr):
