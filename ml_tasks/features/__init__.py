@@ -1,0 +1,1 @@
+"""Feature store: trailing-window entity features, Feast materialization and point-in-time training sets."""
