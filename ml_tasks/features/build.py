@@ -43,12 +43,14 @@ log = logging.getLogger(__name__)
 CURATED = ("curated", "trips")
 UTC = dt.UTC
 
-# (sum expression, count expression) per aggregate over the daily rows; the mean is sum / count
+# (sum expression, count expression) per aggregate over the daily rows; the mean is sum / count.
+# Sums are DECIMAL (exact): a sum of doubles depends on the order of additions, which DuckDB's parallel
+# aggregation changes from run to run and with the interval (the last bits of the means, so the bytes).
 _DAILY_SUMS = """
     count(*) AS trips,
-    sum(fare) AS fare_sum, count(fare) AS fare_n,
-    sum(fare_per_mile) AS fare_per_mile_sum, count(fare_per_mile) AS fare_per_mile_n,
-    sum(CASE WHEN fare > 0 THEN tips / fare END) AS tip_rate_sum,
+    sum(fare::DECIMAL(38, 10)) AS fare_sum, count(fare) AS fare_n,
+    sum(fare_per_mile::DECIMAL(38, 10)) AS fare_per_mile_sum, count(fare_per_mile) AS fare_per_mile_n,
+    sum(CASE WHEN fare > 0 THEN (tips / fare)::DECIMAL(38, 10) END) AS tip_rate_sum,
     count(CASE WHEN fare > 0 THEN tips END) AS tip_rate_n,
     count(*) FILTER (WHERE payment_type = 'Credit Card') AS credit_card_sum,
     count(payment_type) AS credit_card_n,
@@ -80,7 +82,7 @@ def _window_select(view: ViewSpec) -> str:
                 continue
             base = _RATIO_OF[agg]
             cols.append(
-                f"sum({base}_sum) FILTER (WHERE {inside})::DOUBLE"
+                f"(sum({base}_sum) FILTER (WHERE {inside}))::DOUBLE"
                 f" / nullif(sum({base}_n) FILTER (WHERE {inside}), 0) AS {agg}_{w}d"
             )
     # keep the declared column order (spec), whatever order the loop above produced

@@ -65,6 +65,8 @@ ENTITY_COLUMNS: dict[str, pa.DataType] = {
     LABEL: pa.bool_(),
 }
 _RAW_INPUTS = ("trip_start_timestamp",)
+#: rows per parquet row group: fixed, so the file's bytes do not depend on training_set_chunk_rows
+ROW_GROUP_ROWS = 131_072
 
 
 def resolve_service(handle: StoreHandle, name: str) -> tuple[FeatureService, list[FeatureView]]:
@@ -181,6 +183,7 @@ def build_training_set(
     missing_by_view = {fv.name: 0 for fv in views}
     null_by_feature = dict.fromkeys(features, 0)
     schema: pa.Schema | None = None
+    pending: list[pa.Table] = []  # sorted rows not yet written: less than one row group
     with root.write_partition(target) as writer:
         for chunk in _chunks(days, rows_by_day, settings.training_set_chunk_rows):
             t0 = time.perf_counter()
@@ -203,7 +206,11 @@ def build_training_set(
             )
             if schema is None:
                 schema = out.schema
-            writer.write(out, schema=schema)
+            pending.append(out)
+            while sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS:
+                buffered = pa.concat_tables(pending)
+                writer.write(buffered.slice(0, ROW_GROUP_ROWS), schema=schema)
+                pending = [buffered.slice(ROW_GROUP_ROWS)]
             rows_out += out.num_rows
             labelled += n - out[LABEL].null_count
             positives += int(pc.sum(out[LABEL].cast(pa.int64())).as_py() or 0)
@@ -229,6 +236,8 @@ def build_training_set(
         if schema is None:
             schema = _empty_schema(views)
             writer.write_empty(schema)
+        elif any(t.num_rows for t in pending):
+            writer.write(pa.concat_tables(pending), schema=schema)
         if rows_out != rows_in:  # pragma: no cover - guarded per chunk above
             raise FeatureStoreError(f"training set has {rows_out} rows for {rows_in} entity rows")
         feature_inputs = _feature_inputs(root, views, interval)
@@ -312,7 +321,7 @@ def _feature_inputs(root: DataRoot, views: list[FeatureView], interval: Interval
         if spec is None:
             continue
         ttl_days = fv.ttl.days + 1 if fv.ttl else 366
-        day = interval.start - dt.timedelta(days=ttl_days + 1)
+        day = interval.start - dt.timedelta(days=ttl_days)
         while day < interval.end:
             path = root.partition_path(FEATURES_LAYER, spec.dataset, day)
             # a day without features is allowed: its trips get nulls, counted in the summary
