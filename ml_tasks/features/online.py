@@ -57,29 +57,43 @@ def entity_rows(pairs: Sequence[str], key_types: dict[str, str]) -> list[dict[st
 def online_features(handle: StoreHandle, service_name: str, pairs: Sequence[str]) -> dict[str, Any]:
     """Features of ``service_name`` for the entity rows in ``pairs``, and which rows had any value."""
     started = time.perf_counter()
-    service, views = resolve_service(handle, service_name)
+    _, views = resolve_service(handle, service_name)
     key_types = {e.name: e.dtype.to_value_type().name for fv in views for e in fv.entity_columns}
     rows = entity_rows(pairs, key_types)
+    given = set(rows[0])
+    # Feast needs every join key of what it is asked for: ask only for the views whose keys were given
+    served = [fv for fv in views if {e.name for e in fv.entity_columns} <= given]
+    skipped = sorted(fv.name for fv in views if fv not in served)
+    if not served:
+        raise FeatureStoreError(
+            f"no feature view of {service_name} can be served for keys {sorted(given)}: give one of"
+            f" {sorted({e.name for fv in views for e in fv.entity_columns})}"
+        )
+    refs = [f"{fv.name}:{f.name}" for fv in served for f in fv.features]
     result = handle.store.get_online_features(
-        features=service, entity_rows=rows, full_feature_names=True
+        features=refs, entity_rows=rows, full_feature_names=True
     ).to_dict()
     keys = set(key_types)
     out: list[dict[str, Any]] = []
-    found: dict[str, int] = {fv.name: 0 for fv in views}
+    found: dict[str, int] = {fv.name: 0 for fv in served}
     for i, row in enumerate(rows):
         record: dict[str, Any] = dict(row)
-        for fv in views:
+        for fv in served:
             feats = {f"{fv.name}__{f.name}": result[f"{fv.name}__{f.name}"][i] for f in fv.features}
             record.update(feats)
             if any(v is not None for v in feats.values()):
                 found[fv.name] += 1
         out.append({k: record[k] for k in record if k in keys or "__" in k})
-    log.info("online-features %s: %d row(s), found per view %s", service_name, len(rows), found)
+    log.info(
+        "online-features %s: %d row(s), found per view %s%s", service_name, len(rows), found,
+        f", not requested (their keys were not given): {skipped}" if skipped else "",
+    )  # fmt: skip
     return {
         "step": "online-features",
         "feature_service": service_name,
         **{"online_store": handle.describe()["online_store"]},
         "rows": out,
         "found": found,
+        "views_not_requested": skipped,
         "seconds": round(time.perf_counter() - started, 3),
     }
