@@ -16,6 +16,8 @@ Policies:
   present. The column ``window_days_28d`` says how many days each row's 28-day window really had, and
   the summary and manifests count the missing days;
 * a day with no trips still gets rows for the entities active in its window (``trips_1d`` = 0);
+* the later days whose windows include the interval are rebuilt when they already have features, so
+  days may arrive in any order (a backfill after newer days, a late day) and end the same;
 * rows without the entity (no community area, no company) belong to no entity: counted, not used.
 """
 
@@ -126,17 +128,45 @@ def _curated_days(root: DataRoot, first: dt.date, end: dt.date) -> dict[dt.date,
     return days
 
 
-def build_features(root: DataRoot, interval: Interval, settings: Settings) -> dict[str, Any]:
+def dependent_days(root: DataRoot, interval: Interval) -> list[dt.date]:
+    """Days after ``interval`` that already have feature partitions and whose windows include it.
+
+    Their trailing windows read the interval's trips: when the interval is (re)built, for instance a
+    day ingested late or backfilled after the days that follow it, they are stale.
+    """
+    present = {key for view in VIEWS for key in root.list_partitions(FEATURES_LAYER, view.dataset)}
+    later = (interval.end + dt.timedelta(days=i) for i in range(MAX_WINDOW - 1))
+    return [d for d in later if d.isoformat() in present]
+
+
+def build_features(
+    root: DataRoot, interval: Interval, settings: Settings, dependents: bool = True
+) -> dict[str, Any]:
     """Write ``features/<view>/dt=D`` for every view and every day D of ``interval``.
+
+    With ``dependents`` (the default), also rebuild the existing feature partitions of the days after
+    the interval whose trailing windows include it (:func:`dependent_days`), so the order in which
+    days arrive does not matter: any order of daily builds ends with the same partitions as one build
+    of the whole range.
 
     Raises:
         PartitionError: a day of the interval has no complete curated partition.
     """
     started = time.perf_counter()
-    first_input = interval.start - dt.timedelta(days=MAX_WINDOW - 1)
-    available = _curated_days(root, first_input, interval.end)
+    later = dependent_days(root, interval) if dependents else []
     targets = list(interval.days())
-    missing_targets = [d for d in targets if d not in available]
+    first_input = interval.start - dt.timedelta(days=MAX_WINDOW - 1)
+    available = _curated_days(
+        root, first_input, max([interval.end, *(d + dt.timedelta(days=1) for d in later)])
+    )
+    skipped_later = [d for d in later if d not in available]
+    if skipped_later:
+        log.warning(
+            "build-features: later day(s) %s have feature partitions but no curated partition: not rebuilt",
+            [d.isoformat() for d in skipped_later],
+        )
+    targets += [d for d in later if d in available]
+    missing_targets = [d for d in interval.days() if d not in available]
     if missing_targets:
         shown = ", ".join(d.isoformat() for d in missing_targets[:10])
         raise PartitionError(
@@ -229,6 +259,7 @@ def build_features(root: DataRoot, interval: Interval, settings: Settings) -> di
         "interval": {"start": interval.start.isoformat(), "end": interval.end.isoformat()},
         "partitions": partitions,
         "rows": sum(p["rows"] for p in partitions),
+        "rebuilt_later_days": [d.isoformat() for d in later if d in available],
         "input_days": len(available),
         "input_trips": trip_rows,
         "missing_window_days": missing_window_days,

@@ -450,3 +450,47 @@ def test_realistic_volume_n_days_equal_n_one_day_builds(synthetic_root: DataRoot
     one_by_one = partition_files(synthetic_root, SYNTH_TARGET.days())
     changed = sorted(k for k in at_once if one_by_one[k] != at_once[k])
     assert changed == [], f"{len(changed)} files differ, e.g. {changed[:2]}"
+
+
+def _parquet_only(files: dict[str, bytes]) -> dict[str, bytes]:
+    return {k: v for k, v in files.items() if k.endswith(".parquet")}
+
+
+@pytest.mark.parametrize("dependents", [True, False])
+def test_a_day_arriving_late_rebuilds_the_days_after_it(
+    synthetic_root: DataRoot, tmp_path: Path, dependents: bool
+) -> None:
+    """Days built out of order end like one build of the whole range, because later days are rebuilt.
+
+    Without ``dependents`` the later days keep windows that miss the late day: the test shows the
+    difference, so it can fail.
+    """
+    settings = Settings(data_root=synthetic_root.base)
+    build_features(synthetic_root, SYNTH_TARGET, settings)
+    reference = _parquet_only(partition_files(synthetic_root, SYNTH_TARGET.days()))
+
+    copy = DataRoot(str(tmp_path / "data"))
+    shutil.copytree(synthetic_root.base, copy.base)
+    shutil.rmtree(Path(copy.base) / FEATURES_LAYER)
+    late = SYNTH_TARGET.start + dt.timedelta(days=2)
+    curated = Path(copy.partition_path("curated", "trips", late))
+    held = tmp_path / "held"
+    curated.rename(held)
+    # the days around the late one are built first, without it ...
+    build_features(copy, Interval(SYNTH_TARGET.start, late), settings, dependents=dependents)
+    after = build_features(
+        copy, Interval(late + dt.timedelta(days=1), SYNTH_TARGET.end), settings, dependents=dependents
+    )
+    assert after["rebuilt_later_days"] == []
+    # ... then it arrives and is built alone
+    held.rename(curated)
+    summary = build_features(copy, SYNTH_TARGET.single(late), settings, dependents=dependents)
+    later = [d.isoformat() for d in SYNTH_TARGET.days() if d > late]
+    rebuilt = _parquet_only(partition_files(copy, SYNTH_TARGET.days()))
+    if dependents:
+        assert summary["rebuilt_later_days"] == later
+        assert rebuilt == reference
+    else:
+        assert summary["rebuilt_later_days"] == []
+        stale = sorted({k.split("/")[1] for k in reference if rebuilt[k] != reference[k]})
+        assert stale == later
