@@ -39,13 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from _lib import END, START, STEP_MACROS, ml_step, opt, switch
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
+from _lib import CURATED_TRIPS, END, START, STEP_MACROS, ml_step, opt, switch
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
 TZ = "America/Chicago"
 SOURCES = ["synthetic", "file", "chicago", "postgres"]
-#: the curated trips, one event per published interval (consumers read the extra, not this URI)
-CURATED_TRIPS = Asset(name="flywheel-curated-trips", uri="flywheel://curated/trips", group="flywheel")
 
 START_DATE = pendulum.instance(
     dt.datetime.fromisoformat(os.environ.get("FLYWHEEL_INGEST_START_DATE", "2024-01-01")), tz=TZ

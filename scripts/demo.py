@@ -1,9 +1,12 @@
 """``make demo``: start local Airflow, run the pipeline stages over a demo window, print what happened.
 
-Stages run in order; each is a DAG run through Airflow (never around it) and a summary read back from
-the data root. Today there is one stage, ingest (taxi_ingest backfilled over the window); later issues
-append features, training and prediction stages to :data:`STAGES`.
+Stages run in order; each is DAG runs through Airflow (never around it) and a summary read back from
+the data root. Today: **ingest** (taxi_ingest backfilled over the window, one run per day in date
+order) and **features** (the taxi_features runs Airflow itself creates from the curated-trips Asset
+events of those ingest runs: feature tables, online store, then one online lookup). Later issues
+append training and prediction stages to :data:`STAGES`.
 
+Starting the platform also runs the deploy step ``ml-tasks feature-apply`` (Feast registry).
 Airflow is left running so the runs, logs, rendered commands and reports can be browsed in the UI;
 ``make stop`` stops it.
 """
@@ -13,16 +16,21 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scripts.airflow_local import AirflowApi, Platform, PlatformError
 
 DEFAULT_FIRST_DAY = dt.date(2024, 1, 1)
+CURATED_ASSET = "flywheel-curated-trips"
+FEATURE_VIEWS = {"pickup_area_stats": "pickup_community_area", "company_stats": "company"}
+#: the online lookup of the features stage: the Near North Side (the busiest pickup area)
+LOOKUP_AREA = 8
 
 
 @dataclass(frozen=True)
@@ -39,25 +47,51 @@ class DemoConfig:
         return self.first_day + dt.timedelta(days=self.days - 1)
 
 
+@dataclass
+class Demo:
+    """What the stages share: the platform and its API, the window, when the demo began, runs so far."""
+
+    platform: Platform
+    api: AirflowApi
+    config: DemoConfig
+    #: asset events at or after this instant belong to this demo
+    began: dt.datetime
+    #: stage name -> its finished runs
+    runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def data_root(self) -> Path:
+        return self.platform.data_root
+
+
 @dataclass(frozen=True)
 class Stage:
     """One demo stage: run DAG(s) through the API, then summarise the outputs for the terminal."""
 
     name: str
     dag_id: str
-    run: Callable[[AirflowApi, DemoConfig], list[dict[str, Any]]]
-    summarize: Callable[[Path, DemoConfig, list[dict[str, Any]]], str]
+    run: Callable[[Demo], list[dict[str, Any]]]
+    summarize: Callable[[Demo, list[dict[str, Any]]], str]
+    #: how its runs come about (printed in the stage header)
+    how: str
+    #: an Asset consumer: unpaused before any stage runs (Airflow queues no run for a paused consumer)
+    asset_triggered: bool = False
 
 
 # -- stage: ingest ---------------------------------------------------------------------------------------
-def run_ingest(api: AirflowApi, config: DemoConfig) -> list[dict[str, Any]]:
-    """Backfill taxi_ingest over the window (one run per day) and leave the DAG unpaused."""
-    return api.backfill(
+def run_ingest(demo: Demo) -> list[dict[str, Any]]:
+    """Backfill taxi_ingest over the window (one run per day) and leave the DAG unpaused.
+
+    One run at a time: the days publish in date order, so the features of each day (built as soon as
+    it is published) see every earlier day of the window in their trailing windows.
+    """
+    config = demo.config
+    return demo.api.backfill(
         "taxi_ingest",
         config.first_day,
         config.last_day,
         conf={"source": "synthetic", "trips_per_day": config.trips_per_day},
-        max_active_runs=2,
+        max_active_runs=1,
         timeout=config.timeout,
         leave_unpaused=True,
     )
@@ -67,8 +101,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return dict(json.loads(path.read_text())) if path.is_file() else None
 
 
-def summarize_ingest(data_root: Path, config: DemoConfig, runs: list[dict[str, Any]]) -> str:
+def summarize_ingest(demo: Demo, runs: list[dict[str, Any]]) -> str:
     """One line per day: run state, rows in / curated / quarantined, top reject reasons, report."""
+    data_root, config = demo.data_root, demo.config
     # a run's data interval starts at Chicago midnight = 05:00 or 06:00 UTC: the same calendar date
     states = {r["data_interval_start"][:10]: r["state"] for r in runs}
     columns = f"{'day':<10}  {'run':<7}  {'rows in':>8}  {'curated':>8}  {'quarant.':>8}  {'rate':>6}"
@@ -108,14 +143,157 @@ def _n(value: Any) -> str:
     return "-" if value is None else f"{value:,}"
 
 
+# -- stage: features -------------------------------------------------------------------------------------
+def run_features(demo: Demo) -> list[dict[str, Any]]:
+    """Wait for the taxi_features runs Airflow created from the ingest runs' curated-trips events, and for
+    any other taxi_features run created since the demo began (taxi_ingest is unpaused with catchup off, so
+    the scheduler also runs its latest interval, whose event leads to a features run too)."""
+    api = demo.api
+    ingest = [r["dag_run_id"] for r in demo.runs.get("ingest", [])]
+    if not ingest:
+        raise PlatformError("the features stage needs the ingest stage's runs")
+    ours = api.wait_consumer_runs(
+        CURATED_ASSET, "taxi_features", ingest, since=demo.began, timeout=demo.config.timeout
+    )
+    known = {r["dag_run_id"] for r in ours}
+    others = [
+        r["dag_run_id"]
+        for r in api.dag_runs("taxi_features", run_after_gte=demo.began.isoformat())
+        if r["dag_run_id"] not in known
+    ]
+    done = api.wait_runs("taxi_features", others, timeout=demo.config.timeout) if others else {}
+    return sorted([*ours, *done.values()], key=lambda r: (r["run_after"], r["dag_run_id"]))
+
+
+def _online_line(row: dict[str, Any], view: str) -> str:
+    def value(name: str, fmt: str = "{:,}") -> str:
+        v = row.get(f"{view}__{name}")
+        return "null" if v is None else fmt.format(v)
+
+    return (
+        f"trips 1d/7d/28d {value('trips_1d')}/{value('trips_7d')}/{value('trips_28d')}"
+        f"  fare mean 7d {value('fare_mean_7d', '{:.2f}')}"
+        f"  tip rate 7d {value('tip_rate_mean_7d', '{:.3f}')}"
+        f"  big tippers 28d {value('big_tipper_rate_28d', '{:.1%}')}"
+    )
+
+
+def _newest_row(data_root: Path, view: str, key: str, value: Any) -> tuple[str, dict[str, Any]] | None:
+    """The newest feature partition holding the entity, and its row: what the online store serves."""
+    import pyarrow.parquet as pq
+
+    folder = data_root / "features" / view
+    days = sorted((p.name[3:] for p in folder.glob("dt=*") if p.is_dir()), reverse=True)
+    for day in days:
+        rows = pq.read_table(folder / f"dt={day}", filters=[(key, "=", value)]).to_pylist()
+        if rows:
+            return day, rows[0]
+    return None
+
+
+def _lookup_check(row: dict[str, Any], view: str, newest: tuple[str, dict[str, Any]] | None) -> str:
+    """Whether the online values equal the newest offline row of the entity (as materialize promises)."""
+    if newest is None:
+        return "no feature partition holds this entity"
+    day, offline = newest
+    names = [k for k in offline if k not in (FEATURE_VIEWS[view], "event_timestamp")]
+    same = all(row.get(f"{view}__{name}") == offline[name] for name in names)
+    verdict = "=" if same else "DIFFERS from"
+    window = offline["window_days_28d"]
+    return f"{verdict} features/{view}/dt={day} ({len(names)} features, {window} day(s) in the 28-day window)"
+
+
+def summarize_features(demo: Demo, runs: list[dict[str, Any]]) -> str:
+    """Which intervals the runs processed, rows per view and day, and one online lookup."""
+    data_root, config, api = demo.data_root, demo.config, demo.api
+    intervals = [
+        f"[{argv[1]}, {argv[3]})"
+        for r in runs
+        if r["state"] == "success"
+        for argv in api.xcom("taxi_features", r["dag_run_id"], "plan_intervals")
+    ]
+    events = sum(len(api.upstream_asset_events("taxi_features", r["dag_run_id"])) for r in runs)
+    lines = [
+        f"{len(runs)} asset-triggered run(s) consumed {events} curated-trips event(s):"
+        f" intervals {', '.join(intervals)}",
+        "",
+    ]
+    header = f"{'day':<10}  {'area rows':>9}  {'company rows':>12}  {'window days (28d)':>17}"
+    lines += [header, "-" * len(header)]
+    day = config.first_day
+    while day <= config.last_day:
+        key = day.isoformat()
+        manifests = {
+            view: _read_json(data_root / "features" / view / f"dt={key}" / "_manifest.json")
+            for view in FEATURE_VIEWS
+        }
+        counts = {v: (m or {}).get("row_counts", {}) for v, m in manifests.items()}
+        lines.append(
+            f"{key:<10}  {_n(counts['pickup_area_stats'].get('rows')):>9}"
+            f"  {_n(counts['company_stats'].get('rows')):>12}"
+            f"  {_n(counts['pickup_area_stats'].get('window_days')):>17}"
+        )
+        day += dt.timedelta(days=1)
+    lines.append("")
+    company = _top_company(data_root, config.last_day)
+    lookup = ["-e", f"pickup_community_area={LOOKUP_AREA}"] + (
+        ["-e", f"company={company}"] if company else []
+    )
+    answer = demo.platform.ml_tasks("online-features", *lookup)
+    [row] = answer["rows"]
+    lines.append(
+        f"online lookup ({answer['online_store']} store): ml-tasks online-features {shlex.join(lookup)}"
+    )
+    area = _newest_row(data_root, "pickup_area_stats", "pickup_community_area", LOOKUP_AREA)
+    lines.append(f"  pickup area {LOOKUP_AREA:<28} {_online_line(row, 'pickup_area_stats')}")
+    lines.append(f"  {'':<40} {_lookup_check(row, 'pickup_area_stats', area)}")
+    if company:
+        newest = _newest_row(data_root, "company_stats", "company", company)
+        lines.append(f"  company {company[:32]:<32} {_online_line(row, 'company_stats')}")
+        lines.append(f"  {'':<40} {_lookup_check(row, 'company_stats', newest)}")
+    if area and area[0] > config.last_day.isoformat():
+        lines.append(
+            f"  (the online store serves each entity's newest materialized day, here {area[0]}: after the"
+            " window; taxi_ingest, unpaused with catchup off, also ran its latest interval)"
+        )
+    lines.append("")
+    lines.append(f"feature tables: {data_root / 'features'}/<view>/dt=YYYY-MM-DD")
+    return "\n".join(lines)
+
+
+def _top_company(data_root: Path, day: dt.date) -> str | None:
+    """The company with the most trips in the 28 days up to ``day`` (None without its features)."""
+    import pyarrow.parquet as pq
+
+    path = data_root / "features" / "company_stats" / f"dt={day.isoformat()}"
+    if not path.is_dir():
+        return None
+    table = pq.read_table(path, columns=["company", "trips_28d"]).sort_by([("trips_28d", "descending")])
+    return str(table.column("company")[0].as_py()) if table.num_rows else None
+
+
 STAGES: list[Stage] = [
-    Stage("ingest", "taxi_ingest", run_ingest, summarize_ingest),
-    # later issues: Stage("features", "taxi_features", ...), Stage("training", ...), Stage("predict", ...)
+    Stage(
+        "ingest", "taxi_ingest", run_ingest, summarize_ingest, how="backfill, one run per day in date order"
+    ),
+    Stage(
+        "features",
+        "taxi_features",
+        run_features,
+        summarize_features,
+        how="runs created by Airflow from the curated-trips Asset events of the ingest runs",
+        asset_triggered=True,
+    ),
+    # later issues: Stage("training", ...), Stage("predict", ...)
 ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.demo",
+        description=__doc__.split("\n")[0],
+        epilog="stages: " + "; ".join(f"{s.name} ({s.dag_id}: {s.how})" for s in STAGES),
+    )
     parser.add_argument(
         "--first-day", type=dt.date.fromisoformat, default=DEFAULT_FIRST_DAY, help="YYYY-MM-DD"
     )
@@ -134,20 +312,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nAirflow UI: {platform.url}   login: {platform.username} / {platform.password}")
         print(f"data root:  {platform.data_root}")
         print(f"(platform ready in {seconds:.1f} s)\n")
-        api = platform.api()
+        demo = Demo(platform, platform.api(), config, began=dt.datetime.now(dt.UTC))
+        for stage in STAGES:
+            if stage.asset_triggered:  # before any producer runs: a paused consumer gets no runs
+                demo.api.set_paused(stage.dag_id, False)
         for stage in STAGES:
             print(
                 f"== {stage.name}: {stage.dag_id} over {config.first_day} .. {config.last_day}"
-                f" ({config.days} days, {config.trips_per_day:,} trips/day)",
+                f" ({config.days} days, {config.trips_per_day:,} trips/day; {stage.how})",
                 flush=True,
             )
             started = time.monotonic()
-            runs = stage.run(api, config)
+            runs = stage.run(demo)
+            demo.runs[stage.name] = runs
             elapsed = time.monotonic() - started
             failed = [r["dag_run_id"] for r in runs if r["state"] != "success"]
             per_run = elapsed / max(len(runs), 1)
             print(f"   {len(runs)} runs finished in {elapsed:.1f} s ({per_run:.1f} s per run)\n")
-            print(stage.summarize(platform.data_root, config, runs))
+            try:
+                print(stage.summarize(demo, runs))
+            except PlatformError as exc:
+                if not failed:
+                    raise
+                print(f"(no summary: {exc})")
             print()
             if failed:
                 print(f"{stage.name}: {len(failed)} run(s) failed: {failed}; see the UI for the task logs")

@@ -1,5 +1,30 @@
 """Project helpers for DAG files (cheap to import: stdlib, jinja2 and airflow.sdk only)."""
 
-from _lib.steps import END, START, STEP_MACROS, MlStepOperator, ml_step, opt, resolve_interval, switch
+from _lib.assets import CURATED_TRIPS, FEATURES
+from _lib.steps import (
+    END,
+    START,
+    STEP_MACROS,
+    MlStepOperator,
+    merge_intervals,
+    ml_step,
+    opt,
+    plan_intervals,
+    resolve_interval,
+    switch,
+)
 
-__all__ = ["END", "START", "STEP_MACROS", "MlStepOperator", "ml_step", "opt", "resolve_interval", "switch"]
+__all__ = [
+    "CURATED_TRIPS",
+    "END",
+    "FEATURES",
+    "START",
+    "STEP_MACROS",
+    "MlStepOperator",
+    "merge_intervals",
+    "ml_step",
+    "opt",
+    "plan_intervals",
+    "resolve_interval",
+    "switch",
+]

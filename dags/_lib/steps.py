@@ -16,6 +16,9 @@ Argv conventions:
   :data:`STEP_MACROS` as ``user_defined_macros``: typed params ``interval_start`` / ``interval_end``
   override the run's data interval, and a run that has neither (a manual run with
   ``logical_date: null``) fails without retries and says how to fix it.
+* Asset-scheduled DAGs have no data interval: their runs learn the intervals from the triggering asset
+  events (:func:`plan_intervals`, one argv per merged interval) and map a step over them
+  (``ml_step(step, expand_argv=<XComArg>)``: one task instance per interval).
 
 Parse-time cost matters (DAG files parse in milliseconds): this module imports only the standard
 library, jinja2 (already loaded by Airflow) and ``airflow.sdk``.
@@ -32,14 +35,18 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
 from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from jinja2 import pass_context
 from jinja2.runtime import Context as JinjaContext
+
+if TYPE_CHECKING:
+    from airflow.sdk import XComArg
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
 
 RUNNER_ENV = "FLYWHEEL_RUNNER"
 RUNNERS = ("local", "kubernetes")
@@ -60,9 +67,18 @@ NO_INTERVAL_MESSAGE = (
 
 # -- interval macros ----------------------------------------------------------------------------------
 def resolve_interval(
-    params: Mapping[str, Any] | None, data_interval_start: Any, data_interval_end: Any
+    params: Mapping[str, Any] | None,
+    data_interval_start: Any,
+    data_interval_end: Any,
+    no_interval_message: str = NO_INTERVAL_MESSAGE,
 ) -> tuple[str, str]:
     """The run's interval as CLI boundaries: explicit params win, else the run's data interval.
+
+    Args:
+        params: the run's params (``interval_start`` / ``interval_end``, YYYY-MM-DD, end exclusive).
+        data_interval_start: the run's data interval start (None when the run has none).
+        data_interval_end: the run's data interval end (None when the run has none).
+        no_interval_message: the error when there is neither (says how to fix it for this DAG).
 
     Raises:
         AirflowFailException: no interval at all, or inconsistent params (retrying cannot help).
@@ -83,7 +99,7 @@ def resolve_interval(
     if end:
         raise AirflowFailException("params interval_end is set without interval_start: set both, or neither")
     if data_interval_start is None or data_interval_end is None:
-        raise AirflowFailException(NO_INTERVAL_MESSAGE)
+        raise AirflowFailException(no_interval_message)
     # Airflow renders aware datetimes (UTC); the CLI converts them to local time and checks midnight.
     return data_interval_start.isoformat(), data_interval_end.isoformat()
 
@@ -109,6 +125,120 @@ def interval_end(ctx: JinjaContext) -> str:
 STEP_MACROS: dict[str, Any] = {"interval_start": interval_start, "interval_end": interval_end}
 
 
+# -- intervals of asset-triggered runs ---------------------------------------------------------------------
+#: a run of an asset-scheduled DAG that no asset event triggered (a manual run) and that has no params
+NO_EVENTS_MESSAGE = (
+    "this run was not triggered by asset events, so it has no interval: trigger it with the params"
+    " interval_start (and optionally interval_end, exclusive; default start + 1 day) as YYYY-MM-DD"
+)
+
+
+def _event_day(value: Any, what: str) -> dt.date:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is {value!r}, not a YYYY-MM-DD string")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{what} is {value!r}, not a YYYY-MM-DD date") from None
+
+
+def event_intervals(extras: Iterable[Mapping[str, Any] | None]) -> list[tuple[dt.date, dt.date]]:
+    """The ``[start, end)`` day interval of each asset event, from its extra (``{"interval": ...}``).
+
+    Raises:
+        AirflowFailException: an event without a usable interval (for example one created by hand in
+            the UI): which data changed is unknown, so no interval is guessed; retrying cannot help.
+    """
+    extras = list(extras)
+    intervals: list[tuple[dt.date, dt.date]] = []
+    for number, extra in enumerate(extras, start=1):
+        extra = extra or {}
+        label = f"asset event {number} of {len(extras)} (producer run {extra.get('run_id')!r})"
+        interval = extra.get("interval")
+        try:
+            if not isinstance(interval, Mapping):
+                raise ValueError(f"its extra has no interval: {json.dumps(extra, default=str)[:300]}")
+            start = _event_day(interval.get("start"), "interval.start")
+            end = _event_day(interval.get("end"), "interval.end")
+            if end <= start:
+                raise ValueError(f"interval end {end} is not after start {start}")
+        except ValueError as exc:
+            raise AirflowFailException(
+                f"{label}: {exc}; events must carry extra.interval = {{start, end}} (YYYY-MM-DD, end"
+                " exclusive), or trigger this DAG with the params interval_start / interval_end"
+            ) from None
+        intervals.append((start, end))
+    return intervals
+
+
+def merge_intervals(
+    intervals: Iterable[tuple[dt.date, dt.date]], max_days: int | None = None
+) -> list[tuple[dt.date, dt.date]]:
+    """Sorted, disjoint intervals covering exactly the days of ``intervals``.
+
+    Overlapping, duplicate and adjacent intervals merge into one (a backfill of N days becomes one
+    interval); gaps stay gaps, so no day is processed that no interval named. With ``max_days``, a
+    merged interval longer than that is cut into consecutive pieces of at most ``max_days`` days (one
+    task each: bounded task time, and a failure re-runs one piece).
+    """
+    if max_days is not None and max_days < 1:
+        raise ValueError(f"max_days must be at least 1, got {max_days}")
+    merged: list[tuple[dt.date, dt.date]] = []
+    for start, end in sorted(intervals):
+        if end <= start:
+            raise ValueError(f"interval [{start}, {end}) is empty")
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    if max_days is None:
+        return merged
+    step = dt.timedelta(days=max_days)
+    pieces: list[tuple[dt.date, dt.date]] = []
+    for start, end in merged:
+        while start < end:
+            pieces.append((start, min(start + step, end)))
+            start += step
+    return pieces
+
+
+def interval_argv(intervals: Iterable[tuple[dt.date, dt.date]]) -> list[list[str]]:
+    """One CLI argv per interval: ``["--start", "YYYY-MM-DD", "--end", "YYYY-MM-DD"]``."""
+    return [["--start", start.isoformat(), "--end", end.isoformat()] for start, end in intervals]
+
+
+def plan_intervals(
+    extras: Sequence[Mapping[str, Any] | None],
+    params: Mapping[str, Any] | None = None,
+    max_days: int | None = None,
+) -> list[list[str]]:
+    """The argv lists a run of an asset-scheduled DAG maps its steps over.
+
+    Args:
+        extras: the extras of the run's triggering asset events, in any order (a run consolidates every
+            event queued since the previous run: backfills deliver several, maybe out of order).
+        params: ``interval_start`` / ``interval_end`` (YYYY-MM-DD, end exclusive) win when set: that
+            is how a manual run names its interval.
+        max_days: longest interval per argv (see :func:`merge_intervals`).
+
+    Raises:
+        AirflowFailException: no params and no events, bad params, or an event without interval.
+    """
+    params = params or {}
+    if params.get("interval_start") or params.get("interval_end") or not extras:
+        # the run's own data interval is never used: asset-triggered runs have none, and a manual run
+        # of an asset-scheduled DAG gets a zero-length one
+        start, end = resolve_interval(params, None, None, no_interval_message=NO_EVENTS_MESSAGE)
+        intervals = [(dt.date.fromisoformat(start), dt.date.fromisoformat(end))]
+    else:
+        intervals = event_intervals(extras)
+    try:
+        return interval_argv(merge_intervals(intervals, max_days))
+    except ValueError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+# -- argv templates -----------------------------------------------------------------------------------------
 def opt(flag: str, expr: str, prefix: str = "") -> str:
     """Argv element ``FLAG=PREFIXVALUE`` when the Jinja expression ``expr`` is set, else dropped.
 
@@ -270,43 +400,97 @@ def runner() -> str:
     return name
 
 
+@overload
 def ml_step(
     step: str,
     argv: Sequence[str] = (),
     *,
+    expand_argv: None = None,
     profile: Profile = "cpu",
     task_id: str | None = None,
     **kwargs: Any,
-) -> BaseOperator:
+) -> BaseOperator: ...
+
+
+@overload
+def ml_step(
+    step: str,
+    argv: Sequence[str] = (),
+    *,
+    expand_argv: XComArg,
+    profile: Profile = "cpu",
+    task_id: str | None = None,
+    **kwargs: Any,
+) -> MappedOperator: ...
+
+
+def ml_step(
+    step: str,
+    argv: Sequence[str] = (),
+    *,
+    expand_argv: XComArg | None = None,
+    profile: Profile = "cpu",
+    task_id: str | None = None,
+    **kwargs: Any,
+) -> BaseOperator | MappedOperator:
     """A task that runs ``ml-tasks <step> <argv...>`` on the configured runner.
 
     Args:
         step: CLI subcommand (``extract``, ``transform``, ...); also the default task id.
         argv: arguments after the subcommand, Jinja templates; elements rendering to "" are dropped.
+        expand_argv: instead of ``argv``, the output of an upstream task that returns a LIST of argv
+            lists: the task is mapped, one instance per argv (``MlStepOperator.partial(...).expand``).
+            Each instance's argv is used as given (plain strings, no optional elements).
         profile: resource profile, ``cpu`` or ``gpu`` (the Kubernetes runner maps it to requests/limits;
             locally it is recorded only).
         task_id: defaults to ``step``.
-        **kwargs: BaseOperator arguments (outlets, retries, doc_md, ...).
+        **kwargs: BaseOperator arguments (outlets, retries, doc_md, max_active_tis_per_dagrun, ...).
     """
     if profile not in PROFILES:
         raise ValueError(f"step {step!r}: profile {profile!r} is not one of {list(PROFILES)}")
     if isinstance(argv, str):
         raise TypeError(f"step {step!r}: argv must be a list of strings, not one string")
+    if expand_argv is not None and argv:
+        raise TypeError(f"step {step!r}: give argv or expand_argv, not both")
     kind = runner()
     if kind == "kubernetes":
-        return _kubernetes_step(step, list(argv), profile=profile, task_id=task_id or step, **kwargs)
+        return _kubernetes_step(
+            step, list(argv), expand_argv=expand_argv, profile=profile, task_id=task_id or step, **kwargs
+        )
+    if expand_argv is not None:
+        # Mapped: the unmapped operator is built per instance at run time (MlStepOperator(argv=one list));
+        # the list is an XCom value, never rendered as a template source of its own.
+        return MlStepOperator.partial(
+            task_id=task_id or step,
+            step=step,
+            profile=profile,
+            # the UI labels each instance by its argv ("--start 2024-01-02 --end 2024-01-05")
+            map_index_template="{{ task.argv[1:] | join(' ') }}",
+            **kwargs,
+        ).expand(argv=expand_argv)
     return MlStepOperator(task_id=task_id or step, step=step, argv=list(argv), profile=profile, **kwargs)
 
 
 def _kubernetes_step(
-    step: str, argv: list[str], *, profile: Profile, task_id: str, **kwargs: Any
-) -> BaseOperator:
+    step: str,
+    argv: list[str],
+    *,
+    expand_argv: XComArg | None,
+    profile: Profile,
+    task_id: str,
+    **kwargs: Any,
+) -> BaseOperator | MappedOperator:
     # The later issue adds, here and only here (the provider import costs ~4 s of parse time):
     #   from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     # with image docker/ml-tasks, arguments [step, *argv] (same templates; drop empty elements before the
     # pod is built), requests/limits and node selector from `profile`, the data root and settings as env,
-    # and do_xcom_push with FLYWHEEL_XCOM_FILE=/airflow/xcom/return.json.
+    # and do_xcom_push with FLYWHEEL_XCOM_FILE=/airflow/xcom/return.json. Mapped steps (expand_argv set):
+    #   KubernetesPodOperator.partial(task_id=..., <same pod settings>, outlets=...)
+    #       .expand(arguments=expand_argv.map(lambda a: [step, *a]))
+    # (XComArg.map prepends the subcommand per instance); the asset event extra then comes from the
+    # pod's XCom summary, as MlStepOperator.event_extra builds it locally.
+    kind = "mapped step" if expand_argv is not None else "step"
     raise NotImplementedError(
-        f"{RUNNER_ENV}=kubernetes is not implemented yet (task {task_id!r}, step {step!r}, profile"
+        f"{RUNNER_ENV}=kubernetes is not implemented yet (task {task_id!r}, {kind} {step!r}, profile"
         f" {profile!r}): unset {RUNNER_ENV} or set it to 'local'"
     )

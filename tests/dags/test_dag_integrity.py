@@ -51,7 +51,7 @@ print(json.dumps({{
 
 def test_there_are_dag_files() -> None:
     assert [p.name for p in DAG_FILES], f"no DAG files in {DAGS}"
-    assert "taxi_ingest.py" in {p.name for p in DAG_FILES}
+    assert {"taxi_ingest.py", "taxi_features.py"} <= {p.name for p in DAG_FILES}
 
 
 def test_dagbag_has_no_import_errors(dagbag: Any) -> None:

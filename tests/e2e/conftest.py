@@ -7,6 +7,7 @@ that all components are still alive before and after it runs.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +15,12 @@ from typing import Any
 
 import pytest
 
-from scripts.airflow_local import AirflowApi, Platform, free_port
+from scripts.airflow_local import REPO, AirflowApi, Platform, free_port
 
 #: wall times measured by the e2e tests, printed in the terminal summary
 TIMINGS: dict[str, float] = {}
+#: the last session's component logs (api-server, scheduler, ...), kept for diagnosis (git-ignored)
+KEPT_LOGS = REPO / ".flywheel" / "e2e-logs"
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +45,7 @@ def airflow_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platf
         started = time.monotonic()
         platform.stop()
         TIMINGS["platform stop"] = time.monotonic() - started
+        _keep_logs(platform)
     assert not any(platform.alive().values()), "a component survived stop()"
     assert platform.orphans() == [], f"processes left behind: {platform.orphans()}"
 
@@ -69,6 +73,15 @@ def data_root_e2e(airflow_platform: Platform) -> Path:
     return airflow_platform.data_root
 
 
+def _keep_logs(platform: Platform) -> None:
+    """Copy the component logs (not the task logs) where they outlive pytest's temporary folders."""
+    target = KEPT_LOGS
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True, exist_ok=True)
+    for path in platform.log_dir.glob("*.log"):
+        shutil.copy2(path, target / path.name)
+
+
 def _assert_alive(platform: Platform, when: str) -> None:
     dead = [name for name, ok in platform.alive().items() if not ok]
     if dead:
@@ -79,6 +92,6 @@ def _assert_alive(platform: Platform, when: str) -> None:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not TIMINGS:
         return
-    terminalreporter.section("e2e wall times")
+    terminalreporter.section(f"e2e wall times (component logs kept in {KEPT_LOGS})")
     for name, seconds in TIMINGS.items():
         terminalreporter.write_line(f"{name:<48} {seconds:7.1f} s")

@@ -1,0 +1,23 @@
+"""The pipeline's Assets, shared by the DAGs that produce and consume them.
+
+One object per Asset, defined once: a producer's ``outlets`` and a consumer's ``schedule`` must name the
+same (name, uri), or the consumer silently never runs.
+
+Event contract: every event of these Assets is emitted by :class:`_lib.steps.MlStepOperator` and its
+``extra`` says which data changed (see ``MlStepOperator.event_extra``)::
+
+    {"step": "publish", "interval": {"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"},  # local days, end exclusive
+     "partitions": [{"dt": "YYYY-MM-DD", "uri": "...", "rows": 123}, ...], "run_id": "<producer run>"}
+
+Consumers read the interval from the extra (:func:`_lib.steps.plan_intervals`), never the URI: the URI
+names the dataset, not a partition.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset
+
+#: curated trips (taxi_ingest's publish), one event per published interval
+CURATED_TRIPS = Asset(name="flywheel-curated-trips", uri="flywheel://curated/trips", group="flywheel")
+#: offline feature tables materialized into the online store (taxi_features), one event per interval
+FEATURES = Asset(name="flywheel-features", uri="flywheel://features", group="flywheel")

@@ -1,0 +1,128 @@
+"""
+### taxi_features: feature tables and the online store, for exactly the intervals ingest published
+
+`plan_intervals -> build-features -> materialize`; the two steps are `ml-tasks` commands (see
+`ml_tasks/cli.py`) run by the project's step helper (`dags/_lib`), **mapped**: one task instance per
+interval the run has to process.
+
+* **plan_intervals** reads the run's triggering asset events and returns one argv per interval
+  (`["--start", S, "--end", E]`, local days, end exclusive).
+* **build-features** writes `features/<view>/dt=D` for every day of the interval: trailing 1/7/28-day
+  aggregates per pickup community area and per company, event timestamp = end of day D.
+* **materialize** loads the interval's latest row per entity into the Feast online store (batched,
+  never moving an entity backwards in time), then emits the Asset `flywheel-features` with the interval
+  in the event extra.
+
+**Schedule.** On the Asset `flywheel-curated-trips` (taxi_ingest's publish). Airflow consolidates the
+events queued since the previous run into ONE run, so a run may carry several ingest intervals, in any
+order: a backfill of N days emits N events that arrive over minutes, out of order and maybe with gaps.
+`plan_intervals` merges them into sorted, de-duplicated intervals (adjacent and overlapping ones join,
+gaps stay gaps; pieces of at most `max_days_per_task` days), so a backfill of `taxi_ingest` leads to
+features for exactly the days it published, and a re-run of one ingest day rebuilds that day only.
+`max_active_runs=1`: two runs never materialize concurrently; materialize instances of one run run one
+at a time for the same reason, after every interval of the run is built (a failed build holds back
+the run's materialization until it is cleared). **The DAG must be unpaused before ingest publishes**:
+Airflow queues no run for a paused consumer.
+
+A day's features read the curated days of its trailing window that exist *when it is built*
+(`window_days_28d` says how many): backfill ingest in date order (`airflow backfill create ...
+--max-active-runs 1`, as `make demo` does) when the later days' windows must include the earlier
+days, or re-run the later days (params below).
+
+`feast apply` is a deploy step, not a task: `scripts/airflow_local.py` runs `ml-tasks feature-apply`
+when the platform starts; the steps refuse a registry that differs from `feature_repo/`.
+
+**Manual runs.** Trigger with the params `interval_start` / `interval_end` (YYYY-MM-DD, end exclusive;
+default start + 1 day): asset and manual runs have no data interval of their own, so a manual run
+without them fails at once with a message saying so. Params win over asset events when both are set.
+
+**Settings** come from the environment, read when the file is parsed (no Variables at parse time):
+`FLYWHEEL_DATA_ROOT`, `FLYWHEEL_FEAST_ENV` (read by the steps), `FLYWHEEL_RUNNER`,
+`FLYWHEEL_FEATURES_MAX_DAYS` (default of `max_days_per_task`, 31), `FLYWHEEL_TASK_RETRIES`,
+`FLYWHEEL_RETRY_DELAY_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from _lib import CURATED_TRIPS, FEATURES, ml_step, plan_intervals
+from airflow.sdk import DAG, Param, task
+
+TZ = "America/Chicago"
+RETRIES = int(os.environ.get("FLYWHEEL_TASK_RETRIES", "2"))
+RETRY_DELAY = dt.timedelta(seconds=float(os.environ.get("FLYWHEEL_RETRY_DELAY_SECONDS", "120")))
+MAX_DAYS = int(os.environ.get("FLYWHEEL_FEATURES_MAX_DAYS", "31"))
+
+log = logging.getLogger(__name__)
+
+
+@task(task_id="plan_intervals")
+def plan_intervals_task(triggering_asset_events: Any = None, params: Any = None) -> list[list[str]]:
+    """One ``["--start", S, "--end", E]`` per merged interval of the triggering curated-trips events."""
+    events = list(triggering_asset_events.get(CURATED_TRIPS, [])) if triggering_asset_events else []
+    plan = plan_intervals([e.extra for e in events], params, max_days=int(params["max_days_per_task"]))
+    sources = sorted({str(e.source_run_id) for e in events})
+    log.info(
+        "%d curated-trips event(s) from %d run(s) %s -> %d interval(s): %s",
+        len(events), len(sources), sources[:20], len(plan), [f"[{a[1]}, {a[3]})" for a in plan],
+    )  # fmt: skip
+    return plan
+
+
+with DAG(
+    dag_id=Path(__file__).stem,
+    description="Feature tables + online store for the intervals taxi_ingest published (curated-trips Asset)",
+    doc_md=__doc__,
+    schedule=[CURATED_TRIPS],
+    start_date=pendulum.datetime(2024, 1, 1, tz=TZ),
+    catchup=False,
+    max_active_runs=1,
+    max_active_tasks=2,
+    dagrun_timeout=dt.timedelta(hours=4),
+    default_args={
+        "owner": "flywheel",
+        "retries": RETRIES,
+        "retry_delay": RETRY_DELAY,
+        "retry_exponential_backoff": True,
+        "execution_timeout": dt.timedelta(hours=2),
+    },
+    tags=["flywheel", "taxi", "features"],
+    params={
+        "interval_start": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Manual runs: first local day (YYYY-MM-DD); overrides the asset events.",
+        ),
+        "interval_end": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Manual runs: day after the last local day (exclusive; default interval_start + 1).",
+        ),
+        "max_days_per_task": Param(
+            MAX_DAYS, type="integer", minimum=1, description="Longest interval one mapped task processes."
+        ),
+    },
+) as dag:
+    intervals = plan_intervals_task()
+    build = ml_step(
+        "build-features",
+        expand_argv=intervals,
+        doc_md="Trailing-window feature tables `features/<view>/dt=D` for each day of the interval.",
+    )
+    materialize = ml_step(
+        "materialize",
+        expand_argv=intervals,
+        outlets=[FEATURES],
+        # one at a time: the online store's "never move backwards" check reads then writes
+        max_active_tis_per_dagrun=1,
+        doc_md="Latest row per entity of the interval into the online store; emits the features Asset.",
+    )
+    build >> materialize
