@@ -51,6 +51,8 @@ stop:  ## stop the local Airflow started by `make demo`
 
 bench: venv  ## benchmarks (ratios against floors measured in the same run)
 	$(PY) bench/etl_throughput.py
+	$(PY) bench/feature_materialize.py --skip-feast
+	$(PY) bench/feature_training_set.py
 
 clean: stop  ## remove local state (.flywheel) but keep the venv
 	rm -rf .flywheel
