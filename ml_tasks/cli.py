@@ -194,13 +194,24 @@ def feature_apply(
     emit({"step": "feature-apply", **apply_declarations(handle)})
 
 
+Dependents = Annotated[
+    bool,
+    typer.Option(
+        "--dependents/--no-dependents",
+        help="Also take the existing later days whose trailing windows include the interval (late data).",
+    ),
+]
+
+
 @app.command("build-features")
-def build_features(start: Start, end: End = None, data_root: DataRootOpt = None) -> None:
+def build_features(
+    start: Start, end: End = None, dependents: Dependents = True, data_root: DataRootOpt = None
+) -> None:
     """Trailing-window entity aggregates from curated trips into features/<view>/dt=YYYY-MM-DD."""
     from ml_tasks.features.build import build_features as run
 
     settings = _settings(data_root)
-    emit(run(_root(settings), _interval(start, end, settings), settings))
+    emit(run(_root(settings), _interval(start, end, settings), settings, dependents))
 
 
 @app.command()
@@ -211,6 +222,7 @@ def materialize(
         list[str] | None, typer.Option("--view", help="Feature view to load (repeatable; default all).")
     ] = None,
     batch_rows: Annotated[int | None, typer.Option(help="Rows per online write batch.")] = None,
+    dependents: Dependents = True,
     data_root: DataRootOpt = None,
 ) -> None:
     """Load the interval's feature rows (latest per entity) into the Feast online store, in batches."""
@@ -218,7 +230,9 @@ def materialize(
 
     settings = _settings(data_root)
     handle = _store(settings)
-    emit(run(handle, _root(settings), _interval(start, end, settings), settings, view, batch_rows))
+    emit(
+        run(handle, _root(settings), _interval(start, end, settings), settings, view, batch_rows, dependents)
+    )
 
 
 @app.command("training-set")
