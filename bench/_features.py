@@ -8,14 +8,17 @@ default materialization can need many GB) is reported as "did not finish", not a
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,3 +179,24 @@ def redis_client(connection: str) -> Any:
 
 def fmt_rate(value: float | None) -> str:
     return f"{value:>12,.0f}" if value is not None else f"{'-':>12s}"
+
+
+def add_child_arguments(parser: argparse.ArgumentParser, max_ratio: float, ratio_help: str) -> None:
+    """The options every feature benchmark shares: child limits, the bound, JSON output, child mode."""
+    parser.add_argument("--mem-limit-gb", type=float, default=12.0, help="kill a child above this RSS")
+    parser.add_argument("--timeout", type=float, default=900.0, help="kill a child after this many seconds")
+    parser.add_argument("--max-ratio", type=float, default=max_ratio, help=ratio_help)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+
+
+def run_child_mode(args: argparse.Namespace, child: Callable[[str, dict[str, Any]], dict[str, Any]]) -> bool:
+    """In a child process (``--child MODE``): run ``child`` and print its summary; False in the parent."""
+    if not args.child:
+        return False
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    with contextlib.redirect_stdout(sys.stderr):  # Feast prints progress: keep stdout for the summary
+        summary = child(args.child, json.loads(args.config))
+    emit(summary)
+    return True

@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import datetime as dt
 import json
-import logging
 import os
 import sqlite3
 import sys
@@ -48,7 +47,16 @@ import pyarrow as pa
 import pyarrow.dataset  # pq.read_table imports it lazily (~2 s): loaded before any clock starts
 import pyarrow.parquet as pq
 
-from bench._features import ChildRun, child_argv, emit, fmt_rate, redis_client, run_child, server_rss_mib
+from bench._features import (
+    ChildRun,
+    add_child_arguments,
+    child_argv,
+    fmt_rate,
+    redis_client,
+    run_child,
+    run_child_mode,
+    server_rss_mib,
+)
 from ml_tasks.features.spec import EVENT_TIMESTAMP, VIEWS_BY_NAME, ViewSpec
 from tests.integration._servers.redis import redis_server
 
@@ -234,19 +242,9 @@ def main() -> int:
     parser.add_argument("--start", default="2024-05-01", help="first day")
     parser.add_argument("--stores", default="sqlite,redis", help="online stores to measure, comma separated")
     parser.add_argument("--skip-feast", action="store_true", help="do not run Feast's default path")
-    parser.add_argument("--mem-limit-gb", type=float, default=12.0, help="kill a child above this RSS")
-    parser.add_argument("--timeout", type=float, default=900.0, help="kill a child after this many seconds")
-    parser.add_argument("--max-ratio", type=float, default=25.0, help="fail above this Flywheel/floor time")
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--config", help=argparse.SUPPRESS)
+    add_child_arguments(parser, max_ratio=25.0, ratio_help="fail above this Flywheel/floor time")
     args = parser.parse_args()
-
-    if args.child:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-        with contextlib.redirect_stdout(sys.stderr):  # Feast prints progress: keep stdout for the summary
-            summary = child(args.child, json.loads(args.config))
-        emit(summary)
+    if run_child_mode(args, child):
         return 0
 
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]

@@ -28,10 +28,8 @@ Usage: python bench/feature_training_set.py [--rows 1000000] [--days 28] [--max-
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -43,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/x.
 
 import duckdb
 
-from bench._features import ChildRun, child_argv, emit, run_child
+from bench._features import ChildRun, add_child_arguments, child_argv, run_child, run_child_mode
 from ml_tasks.features.spec import EVENT_TIMESTAMP, FEATURE_SERVICES, FEATURES_LAYER, VIEWS_BY_NAME
 
 SERVICE = "taxi_tips_v1"
@@ -211,19 +209,9 @@ def main() -> int:
     parser.add_argument(
         "--chunk-rows", type=int, help="Flywheel's training_set_chunk_rows (default: setting)"
     )
-    parser.add_argument("--mem-limit-gb", type=float, default=12.0, help="kill a child above this RSS")
-    parser.add_argument("--timeout", type=float, default=900.0, help="kill a child after this many seconds")
-    parser.add_argument("--max-ratio", type=float, default=8.0, help="fail above this Flywheel/DuckDB time")
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--config", help=argparse.SUPPRESS)
+    add_child_arguments(parser, max_ratio=8.0, ratio_help="fail above this Flywheel/DuckDB time")
     args = parser.parse_args()
-
-    if args.child:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-        with contextlib.redirect_stdout(sys.stderr):  # Feast may print: keep stdout for the summary
-            summary = child(args.child, json.loads(args.config))
-        emit(summary)
+    if run_child_mode(args, child):
         return 0
 
     bench_started = time.perf_counter()
