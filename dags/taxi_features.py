@@ -24,10 +24,10 @@ at a time for the same reason, after every interval of the run is built (a faile
 the run's materialization until it is cleared). **The DAG must be unpaused before ingest publishes**:
 Airflow queues no run for a paused consumer.
 
-A day's features read the curated days of its trailing window that exist *when it is built*
-(`window_days_28d` says how many): backfill ingest in date order (`airflow backfill create ...
---max-active-runs 1`, as `make demo` does) when the later days' windows must include the earlier
-days, or re-run the later days (params below).
+Days may arrive in any order (a backfill running two days at a time, a late day, a re-run):
+build-features also rebuilds the existing later days whose 28-day windows include the interval, and
+materialize loads those too, so the feature tables and the online store end as if the days had
+arrived in order. Days missing from a window are counted (`window_days_28d`), not hidden.
 
 `feast apply` is a deploy step, not a task: `scripts/airflow_local.py` runs `ml-tasks feature-apply`
 when the platform starts; the steps refuse a registry that differs from `feature_repo/`.
