@@ -36,7 +36,7 @@ from ml_tasks.intervals import Interval
 from ml_tasks.publish import publish
 from ml_tasks.settings import Settings
 from ml_tasks.sources.synthetic import SyntheticSource
-from ml_tasks.storage import DataRoot
+from ml_tasks.storage import DataRoot, PartitionError
 from ml_tasks.transform import transform
 from ml_tasks.validation import validate
 from tests.unit.validation.trip_rows import write_raw
@@ -394,3 +394,23 @@ def test_out_of_date_registry_stops_the_cli_with_the_apply_hint(
     assert "run `ml-tasks feature-apply`" in captured.err
     assert "update feature view pickup_area_stats" in captured.err
     assert not (moved / "training_sets").exists()
+
+
+def test_an_empty_day_gives_an_empty_snapshot_and_a_missing_day_is_named(pipeline: Pipeline) -> None:
+    empty_day = ALL.end + dt.timedelta(days=3)
+    interval = Interval(empty_day, empty_day + dt.timedelta(days=1))
+    settings = pipeline.settings.model_copy(update={"allow_empty": True})
+    write_raw(pipeline.root, [], empty_day)
+    transform(pipeline.root, interval, settings)
+    assert validate(pipeline.root, interval, settings)["verdict"] == "passed"
+    assert publish(pipeline.root, interval, settings)["totals"]["curated"] == 0
+
+    summary = build_training_set(pipeline.handle, pipeline.root, interval, settings, SERVICE)
+    assert summary["rows"] == summary["entity_rows"] == 0 and summary["label_rate"] is None
+    table = pq.read_table(Path(summary["uri"]) / "part-00000.parquet")
+    assert table.num_rows == 0
+    assert set(pipeline.table.column_names) <= set(table.column_names)
+
+    missing = Interval(empty_day, empty_day + dt.timedelta(days=2))
+    with pytest.raises(PartitionError, match=f"{empty_day + dt.timedelta(days=1)}.*run taxi_ingest"):
+        build_training_set(pipeline.handle, pipeline.root, missing, settings, SERVICE)
