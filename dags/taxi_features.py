@@ -51,12 +51,10 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from _lib import CURATED_TRIPS, FEATURES, ml_step, plan_intervals
+from _lib import CURATED_TRIPS, FEATURES, default_args, ml_step, plan_intervals
 from airflow.sdk import DAG, Param, task
 
 TZ = "America/Chicago"
-RETRIES = int(os.environ.get("FLYWHEEL_TASK_RETRIES", "2"))
-RETRY_DELAY = dt.timedelta(seconds=float(os.environ.get("FLYWHEEL_RETRY_DELAY_SECONDS", "120")))
 MAX_DAYS = int(os.environ.get("FLYWHEEL_FEATURES_MAX_DAYS", "31"))
 
 log = logging.getLogger(__name__)
@@ -85,13 +83,7 @@ with DAG(
     max_active_runs=1,
     max_active_tasks=2,
     dagrun_timeout=dt.timedelta(hours=4),
-    default_args={
-        "owner": "flywheel",
-        "retries": RETRIES,
-        "retry_delay": RETRY_DELAY,
-        "retry_exponential_backoff": True,
-        "execution_timeout": dt.timedelta(hours=2),
-    },
+    default_args=default_args(execution_timeout=dt.timedelta(hours=2)),
     tags=["flywheel", "taxi", "features"],
     params={
         "interval_start": Param(

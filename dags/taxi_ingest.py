@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from _lib import CURATED_TRIPS, END, START, STEP_MACROS, ml_step, opt, switch
+from _lib import CURATED_TRIPS, END, START, STEP_MACROS, default_args, ml_step, opt, switch
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
 TZ = "America/Chicago"
@@ -55,8 +55,6 @@ END_DATE = (
 )
 CATCHUP = os.environ.get("FLYWHEEL_INGEST_CATCHUP", "false").strip().lower() in {"1", "true", "yes"}
 DEFAULT_SOURCE = os.environ.get("FLYWHEEL_INGEST_SOURCE", "synthetic")
-RETRIES = int(os.environ.get("FLYWHEEL_TASK_RETRIES", "2"))
-RETRY_DELAY = dt.timedelta(seconds=float(os.environ.get("FLYWHEEL_RETRY_DELAY_SECONDS", "120")))
 
 
 def _optional(type_: str, description: str, **schema: Any) -> Param:
@@ -74,13 +72,7 @@ with DAG(
     max_active_runs=2,
     max_active_tasks=2,
     dagrun_timeout=dt.timedelta(hours=2),
-    default_args={
-        "owner": "flywheel",
-        "retries": RETRIES,
-        "retry_delay": RETRY_DELAY,
-        "retry_exponential_backoff": True,
-        "execution_timeout": dt.timedelta(hours=1),
-    },
+    default_args=default_args(execution_timeout=dt.timedelta(hours=1)),
     tags=["flywheel", "taxi", "ingest"],
     user_defined_macros=STEP_MACROS,
     params={

@@ -391,6 +391,22 @@ class MlStepOperator(BaseOperator):
                 proc.kill()
 
 
+# -- DAG defaults --------------------------------------------------------------------------------------------
+def default_args(execution_timeout: dt.timedelta) -> dict[str, Any]:
+    """``default_args`` shared by the project's DAGs: owner, retries with exponential backoff, a timeout.
+
+    Retries come from ``FLYWHEEL_TASK_RETRIES`` (default 2) and ``FLYWHEEL_RETRY_DELAY_SECONDS``
+    (default 120), read when the DAG file is parsed (tests set them low).
+    """
+    return {
+        "owner": "flywheel",
+        "retries": int(os.environ.get("FLYWHEEL_TASK_RETRIES", "2")),
+        "retry_delay": dt.timedelta(seconds=float(os.environ.get("FLYWHEEL_RETRY_DELAY_SECONDS", "120"))),
+        "retry_exponential_backoff": True,
+        "execution_timeout": execution_timeout,
+    }
+
+
 # -- the one helper DAGs call ------------------------------------------------------------------------------
 def runner() -> str:
     """The runner named by ``FLYWHEEL_RUNNER`` (default ``local``)."""
