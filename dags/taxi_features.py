@@ -19,9 +19,13 @@ order: a backfill of N days emits N events that arrive over minutes, out of orde
 `plan_intervals` merges them into sorted, de-duplicated intervals (adjacent and overlapping ones join,
 gaps stay gaps; pieces of at most `max_days_per_task` days), so a backfill of `taxi_ingest` leads to
 features for exactly the days it published, and a re-run of one ingest day rebuilds that day only.
-`max_active_runs=1`: two runs never materialize concurrently; materialize instances of one run run one
-at a time for the same reason, after every interval of the run is built (a failed build holds back
-the run's materialization until it is cleared). **The DAG must be unpaused before ingest publishes**:
+Materialize runs one instance at a time across ALL runs of the DAG (`max_active_tis_per_dag=1`: the
+online store's "never move backwards" check reads then writes), after every interval of its run is built
+(a failed build holds back the run's materialization until it is cleared). The runs themselves are
+not limited to one: Airflow 3.3 creates an asset-triggered run only when the DAG may start one, and
+consumes the events up to the moment the run was first due, so an event that arrives while the run
+waits is left to the NEXT run (with `max_active_runs=1` the last day of a backfill could wait for the
+next ingest event). **The DAG must be unpaused before ingest publishes**:
 Airflow queues no run for a paused consumer.
 
 Days may arrive in any order (a backfill running two days at a time, a late day, a re-run):
@@ -80,7 +84,7 @@ with DAG(
     schedule=[CURATED_TRIPS],
     start_date=pendulum.datetime(2024, 1, 1, tz=TZ),
     catchup=False,
-    max_active_runs=1,
+    max_active_runs=4,
     max_active_tasks=2,
     dagrun_timeout=dt.timedelta(hours=4),
     default_args=default_args(execution_timeout=dt.timedelta(hours=2)),
@@ -114,7 +118,7 @@ with DAG(
         expand_argv=intervals,
         outlets=[FEATURES],
         # one at a time: the online store's "never move backwards" check reads then writes
-        max_active_tis_per_dagrun=1,
+        max_active_tis_per_dag=1,
         doc_md="Latest row per entity of the interval into the online store; emits the features Asset.",
     )
     build >> materialize

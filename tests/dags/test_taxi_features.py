@@ -76,7 +76,9 @@ def test_schedule_is_the_curated_asset_of_taxi_ingest(dag: Any, dagbag: Any) -> 
     # the same Asset ingest's publish emits (one shared definition: _lib.assets)
     publish_outlets = dagbag.dags["taxi_ingest"].get_task("publish").outlets
     assert [(o.name, o.uri) for o in publish_outlets if isinstance(o, Asset)] == [CURATED]
-    assert dag.max_active_runs == 1, "materialize of two runs must not interleave"
+    # runs are created as soon as events arrive (an event arriving while a run waits to be created is
+    # left to the next run); materialize is serialized across runs instead
+    assert dag.max_active_runs > 1
     assert dag.catchup is False
 
 
@@ -86,7 +88,9 @@ def test_materialize_emits_the_features_asset(dag: Any) -> None:
     materialize = dag.get_task("materialize")
     outlets = materialize.partial_kwargs["outlets"]
     assert [(o.name, o.uri, o.group) for o in outlets if isinstance(o, Asset)] == [(*FEATURES, "flywheel")]
-    assert materialize.partial_kwargs["max_active_tis_per_dagrun"] == 1
+    assert materialize.partial_kwargs["max_active_tis_per_dag"] == 1, (
+        "materialize of two runs must not interleave"
+    )
     assert not dag.get_task("build-features").partial_kwargs.get("outlets")
     assert not dag.get_task("plan_intervals").outlets
 
@@ -355,17 +359,20 @@ def test_dag_test_maps_one_instance_per_interval(curated_root: Path, tmp_path: P
         assert ti["label"] == f"--start {start} --end {end}"
         summary = ti["xcom"]
         assert summary["interval"] == {"start": start, "end": end}
-        assert sorted((p["view"], p["dt"]) for p in summary["partitions"]) == [
-            ("company_stats", start),
-            ("pickup_area_stats", start),
-        ]
+        # the two instances run concurrently: when 2024-01-02 is built after 2024-01-03, it also rebuilds
+        # 2024-01-03 (a later day whose window includes it), and says so
+        rebuilt = summary["rebuilt_later_days"]
+        assert rebuilt in ([], ["2024-01-03"] if start == "2024-01-02" else [])
+        assert sorted((p["view"], p["dt"]) for p in summary["partitions"]) == sorted(
+            (view, day) for view in ("company_stats", "pickup_area_stats") for day in [start, *rebuilt]
+        )
         for part in summary["partitions"]:
             manifest = json.loads((Path(part["uri"]) / "_manifest.json").read_text())
-            assert manifest["row_counts"]["rows"] == part["rows"] > 0
-            assert manifest["partition"] == start
+            assert manifest["row_counts"]["rows"] > 0
+            assert manifest["partition"] == part["dt"]
     # the trailing window of 2024-01-03 covers both curated days
     second = tis[("build-features", 1)]["xcom"]
-    assert {p["window_days"] for p in second["partitions"]} == {2}
+    assert {p["window_days"] for p in second["partitions"] if p["dt"] == "2024-01-03"} == {2}
     assert sorted(p.name for p in (curated_root / "features" / "pickup_area_stats").iterdir()) == [
         "dt=2024-01-02",
         "dt=2024-01-03",
