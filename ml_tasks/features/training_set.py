@@ -64,7 +64,6 @@ ENTITY_COLUMNS: dict[str, pa.DataType] = {
     "trip_seconds": pa.int64(),
     LABEL: pa.bool_(),
 }
-_RAW_INPUTS = ("trip_start_timestamp",)
 #: rows per parquet row group: fixed, so the file's bytes do not depend on training_set_chunk_rows
 ROW_GROUP_ROWS = 131_072
 
