@@ -67,6 +67,33 @@ class Settings(BaseSettings):
         default=250_000, gt=0, description="Entity rows per point-in-time join (bounds memory)."
     )
 
+    # -- training, evaluation and the registry ------------------------------------------------------
+    model_name: str = Field(default="taxi_tips", description="Registered model name in the MLflow registry.")
+    mlflow_experiment: str = Field(
+        default="flywheel-taxi-tips", description="MLflow experiment of the training runs."
+    )
+    train_trials: int = Field(
+        default=2, ge=1, le=50, description="Hyperparameter trials per training run (trial 0 = defaults)."
+    )
+    train_seed: int = Field(default=20240101, description="Seed of the split, trials and initialisation.")
+    train_device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Training device: auto = CUDA when present, else CPU."
+    )
+    promotion_metric: Literal["roc_auc", "pr_auc"] = Field(
+        default="roc_auc", description="Metric the gate compares (higher is better)."
+    )
+    promotion_margin: float = Field(
+        default=0.005, ge=0.0, le=1.0,
+        description="A candidate may be this much worse than the champion on the metric and still win.",
+    )  # fmt: skip
+    onnx_tolerance: float = Field(
+        default=1e-5, gt=0, description="Largest |ONNX - torch| probability difference accepted."
+    )
+    allow_fault_injection: bool = Field(
+        default=False,
+        description="Honour --inject-fault flags (tests and fault-injection runs only; off in production).",
+    )
+
     def resolved_data_root(self) -> str:
         """The data root as an absolute local path or an unchanged URI."""
         if "://" in self.data_root:

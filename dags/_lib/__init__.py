@@ -1,6 +1,6 @@
 """Project helpers for DAG files (cheap to import: stdlib, jinja2 and airflow.sdk only)."""
 
-from _lib.assets import CURATED_TRIPS, FEATURES
+from _lib.assets import CHAMPION_MODEL, CURATED_TRIPS, DRIFT, FEATURES
 from _lib.steps import (
     END,
     START,
@@ -16,7 +16,9 @@ from _lib.steps import (
 )
 
 __all__ = [
+    "CHAMPION_MODEL",
     "CURATED_TRIPS",
+    "DRIFT",
     "END",
     "FEATURES",
     "START",

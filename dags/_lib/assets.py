@@ -21,3 +21,8 @@ from airflow.sdk import Asset
 CURATED_TRIPS = Asset(name="flywheel-curated-trips", uri="flywheel://curated/trips", group="flywheel")
 #: offline feature tables materialized into the online store (taxi_features), one event per interval
 FEATURES = Asset(name="flywheel-features", uri="flywheel://features", group="flywheel")
+#: a new champion model version (taxi_training's promotion), extra: {"model", "version", "run_id", ...}
+CHAMPION_MODEL = Asset(name="flywheel-champion-model", uri="flywheel://models/champion", group="flywheel")
+#: a drift verdict of taxi_monitoring (the monitoring issue emits it), extra: {"interval", "decision", ...};
+#: taxi_training runs on it (its cooldown and hysteresis are decided before the event is emitted)
+DRIFT = Asset(name="flywheel-drift", uri="flywheel://monitoring/drift", group="flywheel")
