@@ -1,10 +1,11 @@
 """``make demo``: start local Airflow, run the pipeline stages over a demo window, print what happened.
 
 Stages run in order; each is DAG runs through Airflow (never around it) and a summary read back from
-the data root. Today: **ingest** (taxi_ingest backfilled over the window, one run per day) and
+the data root. Today: **ingest** (taxi_ingest backfilled over the window, one run per day),
 **features** (the taxi_features runs Airflow itself creates from the curated-trips Asset events of
-those ingest runs: feature tables, online store, then one online lookup). Later issues
-append training and prediction stages to :data:`STAGES`.
+those ingest runs: feature tables, online store, then one online lookup) and **training** (one
+taxi_training run: train on the window's first days, evaluate on the later ones, the gate, the registry;
+it prints the champion's metrics and the MLflow UI command). A later issue appends prediction.
 
 Starting the platform also runs the deploy step ``ml-tasks feature-apply`` (Feast registry).
 Airflow is left running so the runs, logs, rendered commands and reports can be browsed in the UI;
@@ -271,6 +272,68 @@ def _top_company(data_root: Path, day: dt.date) -> str | None:
     return str(table.column("company")[0].as_py()) if table.num_rows else None
 
 
+# -- stage: training ------------------------------------------------------------------------------------
+def training_conf(config: DemoConfig) -> dict[str, Any]:
+    """Train on the window's first days, evaluate on its last ones (about a quarter, at least one day)."""
+    eval_days = max(1, config.days // 4)
+    if config.days - eval_days < 1:
+        raise PlatformError(f"the training stage needs at least 2 days in the window, got {config.days}")
+    end = config.last_day + dt.timedelta(days=1)
+    return {"window_end": end.isoformat(), "train_days": config.days - eval_days, "eval_days": eval_days}
+
+
+def run_training(demo: Demo) -> list[dict[str, Any]]:
+    """One manual taxi_training run over the window (train, then evaluate on the later days)."""
+    api = demo.api
+    api.set_paused("taxi_training", False)
+    run_id = api.trigger("taxi_training", conf=training_conf(demo.config))
+    return list(api.wait_runs("taxi_training", [run_id], timeout=demo.config.timeout).values())
+
+
+def _metric(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def summarize_training(demo: Demo, runs: list[dict[str, Any]]) -> str:
+    """Windows, the candidate against the baselines, the gate's decision, ONNX parity and latency."""
+    api = demo.api
+    [run] = runs
+    run_id = run["dag_run_id"]
+    windows = api.xcom("taxi_training", run_id, "plan_windows")
+    trained = api.xcom("taxi_training", run_id, "train")
+    evaluation = api.xcom("taxi_training", run_id, "evaluate")
+    check = api.xcom("taxi_training", run_id, "check-onnx")
+    decision = api.xcom("taxi_training", run_id, "promote")
+    candidate = evaluation["candidate"]
+    lines = [
+        f"train [{windows['train_start']}, {windows['train_end']}) -> eval [{windows['eval_start']},"
+        f" {windows['eval_end']}): {len(trained['trials'])} trial(s), best trial {trained['best_trial']}"
+        f" (epoch {trained['best_epoch']}, {trained['device']})",
+        "",
+        f"{'model on the eval window':<28} {'ROC-AUC':>8} {'PR-AUC':>8} {'log loss':>9}",
+        f"{'candidate':<28} {_metric(candidate.get('roc_auc')):>8} {_metric(candidate.get('pr_auc')):>8}"
+        f" {_metric(candidate.get('log_loss')):>9}",
+    ]
+    for name, value in evaluation["baselines"].items():
+        lines.append(f"{'baseline ' + name:<28} {_metric(value):>8}")
+    if evaluation.get("champion"):
+        lines.append(f"{'previous champion':<28} {_metric(evaluation['champion'].get('roc_auc')):>8}")
+    for warning in evaluation.get("leakage_warnings", []):
+        lines.append(f"leakage warning: {warning.get('message', warning)}")
+    lines.append("")
+    lines.append(
+        f"ONNX: parity max |diff| {check.get('max_abs_diff')}, batch-1 p50"
+        f" {check.get('latency_batch1_p50_ms')} ms, {_n(check.get('large_batch_rows_per_second'))} rows/s"
+        f" batched; check {'passed' if check.get('passed') else 'FAILED: ' + '; '.join(check['reasons'])}"
+    )
+    verdict = "champion" if decision["promoted"] else "challenger (" + "; ".join(decision["reasons"]) + ")"
+    lines.append(f"registry: {decision['model']} version {decision['version']} -> {verdict}")
+    lines.append(f"model card: {Path(trained['bundle']) / 'model_card.md'}")
+    store = demo.data_root / "mlflow" / "mlflow.db"
+    lines.append(f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///{store} --port 5000")
+    return "\n".join(lines)
+
+
 STAGES: list[Stage] = [
     Stage("ingest", "taxi_ingest", run_ingest, summarize_ingest, how="backfill, one run per day"),
     Stage(
@@ -281,7 +344,14 @@ STAGES: list[Stage] = [
         how="runs created by Airflow from the curated-trips Asset events of the ingest runs",
         asset_triggered=True,
     ),
-    # later issues: Stage("training", ...), Stage("predict", ...)
+    Stage(
+        "training",
+        "taxi_training",
+        run_training,
+        summarize_training,
+        how="one manual run: train on the first days, evaluate on the later ones, gate, register",
+    ),
+    # later issue: Stage("predict", ...)
 ]
 
 
@@ -303,7 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--days must be at least 1")
     config = DemoConfig(ns.first_day, ns.days, ns.trips_per_day, ns.timeout)
 
-    platform = Platform.from_env(port=ns.port)
+    # no weekly taxi_training run for the current week (the demo's data lies in the past)
+    platform = Platform.from_env(
+        port=ns.port, extra_env={"FLYWHEEL_TRAINING_END_DATE": ns.first_day.isoformat()}
+    )
     try:
         seconds = platform.start()
         print(f"\nAirflow UI: {platform.url}   login: {platform.username} / {platform.password}")

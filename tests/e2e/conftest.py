@@ -36,6 +36,9 @@ def airflow_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platf
             "FLYWHEEL_TASK_RETRIES": "1",
             "FLYWHEEL_RETRY_DELAY_SECONDS": "1",
             "FLYWHEEL_INGEST_END_DATE": "2024-02-01",
+            "FLYWHEEL_TRAINING_END_DATE": "2024-02-01",
+            # the training e2e corrupts an ONNX export on purpose (export-onnx --inject-fault)
+            "FLYWHEEL_ALLOW_FAULT_INJECTION": "true",
         },
     )
     TIMINGS["platform start"] = platform.start(timeout=300)
