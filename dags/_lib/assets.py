@@ -3,7 +3,8 @@
 One object per Asset, defined once: a producer's ``outlets`` and a consumer's ``schedule`` must name the
 same (name, uri), or the consumer silently never runs.
 
-Event contract: every event of these Assets is emitted by :class:`_lib.steps.MlStepOperator` and its
+Event contract: every event of these Assets is emitted by :class:`_lib.steps.MlStepOperator` (or
+:class:`_lib.kube.MlStepPodOperator`) and its
 ``extra`` says which data changed (see ``MlStepOperator.event_extra``)::
 
     {"step": "publish", "interval": {"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"},  # local days, end exclusive

@@ -6,7 +6,9 @@ comes from the environment variable ``FLYWHEEL_RUNNER``:
 * ``local`` (default): the CLI runs as a subprocess of this Python environment; its stderr streams into
   the task log, the LAST stdout line is parsed as JSON and returned (XCom); a non-zero exit fails the
   task with the CLI's error line.
-* ``kubernetes`` (later issue): the same argv becomes the command of a KubernetesPodOperator pod.
+* ``kubernetes``: the same argv becomes the command of a KubernetesPodOperator pod in the ml-tasks
+  image (``_lib.kube``: settings, resource profiles, security context); the pod's JSON summary
+  comes back through ``/airflow/xcom/return.json``.
 
 Argv conventions:
 
@@ -271,6 +273,33 @@ def error_line(stderr_tail: Sequence[str]) -> str:
     return lines[-1] if lines else "(no output on stderr)"
 
 
+def step_event_extra(step: str, result: Mapping[str, Any] | None, context: Any) -> dict[str, Any]:
+    """Asset event extra of a step: the interval and partitions it wrote, and the producing run.
+
+    Shared by both runners (the local CLI's stdout summary and the pod's ``/airflow/xcom/return.json``
+    are the same JSON), so consumers see one event contract (``_lib.assets``).
+    """
+    result = result or {}
+    partitions = [
+        {k: p[k] for k in ("dt", "uri", "rows") if k in p}
+        for p in result.get("partitions", [])
+        if isinstance(p, Mapping)
+    ]
+    return {
+        "step": step,
+        "interval": result.get("interval"),
+        "partitions": partitions,
+        "run_id": context.get("run_id"),
+    }
+
+
+def attach_event_extra(outlets: Iterable[Any], extra: Mapping[str, Any], context: Any) -> None:
+    """Put ``extra`` on the events the task emits for each of its Asset ``outlets``."""
+    for outlet in outlets or ():
+        if isinstance(outlet, Asset):
+            context["outlet_events"][outlet].extra.update(extra)
+
+
 class MlStepOperator(BaseOperator):
     """Run ``ml-tasks <step> <argv...>`` locally; return the CLI's JSON summary (XCom).
 
@@ -306,11 +335,7 @@ class MlStepOperator(BaseOperator):
                 " Python environment that runs Airflow tasks"
             )
         result = self.run_cli(self.command())
-        if self.outlets:
-            extra = self.event_extra(result, context)
-            for outlet in self.outlets:
-                if isinstance(outlet, Asset):
-                    context["outlet_events"][outlet].extra.update(extra)
+        attach_event_extra(self.outlets, step_event_extra(self.step, result, context), context)
         return result
 
     def run_cli(self, cmd: list[str]) -> dict[str, Any]:
@@ -368,17 +393,7 @@ class MlStepOperator(BaseOperator):
 
     def event_extra(self, result: Mapping[str, Any], context: Any) -> dict[str, Any]:
         """Asset event extra: the interval and partitions the step wrote, and the producing run."""
-        partitions = [
-            {k: p[k] for k in ("dt", "uri", "rows") if k in p}
-            for p in result.get("partitions", [])
-            if isinstance(p, Mapping)
-        ]
-        return {
-            "step": self.step,
-            "interval": result.get("interval"),
-            "partitions": partitions,
-            "run_id": context.get("run_id"),
-        }
+        return step_event_extra(self.step, result, context)
 
     def on_kill(self) -> None:
         proc = self._proc
@@ -496,17 +511,11 @@ def _kubernetes_step(
     task_id: str,
     **kwargs: Any,
 ) -> BaseOperator | MappedOperator:
-    # The later issue adds, here and only here (the provider import costs ~4 s of parse time):
-    #   from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-    # with image docker/ml-tasks, arguments [step, *argv] (same templates; drop empty elements before the
-    # pod is built), requests/limits and node selector from `profile`, the data root and settings as env,
-    # and do_xcom_push with FLYWHEEL_XCOM_FILE=/airflow/xcom/return.json. Mapped steps (expand_argv set):
-    #   KubernetesPodOperator.partial(task_id=..., <same pod settings>, outlets=...)
-    #       .expand(arguments=expand_argv.map(lambda a: [step, *a]))
-    # (XComArg.map prepends the subcommand per instance); the asset event extra then comes from the
-    # pod's XCom summary, as MlStepOperator.event_extra builds it locally.
-    kind = "mapped step" if expand_argv is not None else "step"
-    raise NotImplementedError(
-        f"{RUNNER_ENV}=kubernetes is not implemented yet (task {task_id!r}, {kind} {step!r}, profile"
-        f" {profile!r}): unset {RUNNER_ENV} or set it to 'local'"
+    """The step as a KubernetesPodOperator pod running the same argv (see :mod:`_lib.kube`)."""
+    # imported here and only here: the provider costs ~4 s of parse time, the local runner never pays it
+    from _lib import kube
+
+    settings = kube.KubeSettings.from_env()
+    return kube.pod_step(
+        step, argv, expand_argv=expand_argv, profile=profile, task_id=task_id, settings=settings, **kwargs
     )

@@ -278,18 +278,6 @@ def test_helper_maps_and_refuses_bad_combinations(clean_runner_env: None) -> Non
     )
 
 
-def test_kubernetes_runner_refuses_mapped_steps_at_parse_time(
-    monkeypatch: pytest.MonkeyPatch, clean_runner_env: None
-) -> None:
-    from airflow.dag_processing.dagbag import BundleDagBag
-
-    monkeypatch.setenv("FLYWHEEL_RUNNER", "kubernetes")
-    bag = BundleDagBag(dag_folder=str(DAGS / f"{DAG_ID}.py"), bundle_path=DAGS)
-    error = next(iter(bag.import_errors.values()))
-    assert "NotImplementedError" in error
-    assert "FLYWHEEL_RUNNER=kubernetes is not implemented yet (task 'build-features', mapped step" in error
-
-
 # -- one in-process run (dag.test): the mapped instances run the real CLI ------------------------------------
 DAG_TEST = """
 import json, sys, time

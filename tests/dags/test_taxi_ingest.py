@@ -155,10 +155,11 @@ def test_runner_env_selects_the_runner(monkeypatch: pytest.MonkeyPatch, clean_ru
 
     path = DAGS / f"{DAG_ID}.py"
     monkeypatch.setenv("FLYWHEEL_RUNNER", "kubernetes")
+    monkeypatch.delenv("FLYWHEEL_K8S_IMAGE", raising=False)
     bag = BundleDagBag(dag_folder=str(path), bundle_path=DAGS)
-    assert list(bag.import_errors.values()), "the kubernetes runner must refuse at parse time for now"
+    assert list(bag.import_errors.values()), "the kubernetes runner needs an image: refused at parse time"
     error = next(iter(bag.import_errors.values()))
-    assert "NotImplementedError" in error and "FLYWHEEL_RUNNER=kubernetes is not implemented yet" in error
+    assert "FLYWHEEL_RUNNER=kubernetes needs FLYWHEEL_K8S_IMAGE" in error
     monkeypatch.setenv("FLYWHEEL_RUNNER", "docker")
     bag = BundleDagBag(dag_folder=str(path), bundle_path=DAGS)
     assert "FLYWHEEL_RUNNER='docker' is not a runner" in next(iter(bag.import_errors.values()))
