@@ -21,9 +21,12 @@ $(UV):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q "uv==$(UV_VERSION)"
 
+# --compile-bytecode: write the .pyc files at install time. Where PYTHONDONTWRITEBYTECODE is set (as on
+# the CI machines) Python never writes them, and every `ml-tasks` process then recompiles torch, feast,
+# mlflow... on import (torch 4.4 s -> 2.0 s once compiled); the install takes ~2 min longer instead.
 $(STAMP): $(UV) pyproject.toml requirements.lock
 	@start=$$(date +%s); \
-	$(UV) pip install --python $(PY) -c requirements.lock -e '.[dev]' && \
+	$(UV) pip install --compile-bytecode --python $(PY) -c requirements.lock -e '.[dev]' && \
 	echo "venv ready in $$(( $$(date +%s) - start )) s"
 	@touch $(STAMP)
 
