@@ -1,0 +1,358 @@
+"""The tabular model (:class:`TabularNet`), its configuration and the bundle a trained candidate lives in.
+
+``TabularNet.forward(numeric, categorical)`` returns the PROBABILITY of a big tipper. Inside:
+
+* numeric inputs: a missing indicator per column (NaN), then ``(x - mean) / std`` and the same for
+  ``sign(x) * log1p(|x|)``, with the train-split statistics held as buffers, clipped to +-``clip`` (fares
+  of 700 $ must not dominate a layer), 0 where missing: preprocessing travels with the weights (and into
+  ONNX), so serving cannot skew;
+* categorical inputs: one embedding per column, row 0 = out of vocabulary / null;
+* an MLP (Linear -> LayerNorm -> activation -> dropout) and a linear output, Kaiming-initialised, with
+  the output bias starting at the train split's log-odds (the first epochs are not spent learning it).
+
+Class imbalance: the loss weighs positives by ``pos_weight`` (policy in :class:`ModelConfig`). That tilts
+the learnt log-odds by ``log(pos_weight)``; the model keeps the correction as a buffer ``logit_offset =
+-log(pos_weight)`` that ``forward`` adds, so the probabilities it returns stay calibrated while the loss
+still pays attention to the rare class. ``logits()`` (for the loss) is before that correction.
+
+A bundle is a directory: ``model.pt`` (state dict), ``model.json`` (config, inputs, threshold, label,
+versions, lineage, metrics) and ``preprocessing.json``; later steps add their files beside them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import torch
+from torch import Tensor, nn
+
+from ml_tasks.features.training_set import LABEL
+
+from .preprocess import Preprocessor
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+MODEL_JSON = "model.json"
+PREPROCESSING_JSON = "preprocessing.json"
+BUNDLE_FORMAT = 1
+
+PosWeightPolicy = Literal["balanced", "sqrt", "none"]
+
+
+class BundleError(ValueError):
+    """A bundle directory that is incomplete or inconsistent (names the file and the problem)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and optimisation settings (everything that defines a training run besides the data).
+
+    Embedding width of a column with ``n`` rows: ``min(max_embedding_dim, max(2, round(1.6 * n ** 0.56)))``
+    (the fast.ai rule of thumb: grows sub-linearly with the vocabulary).
+
+    ``pos_weight``: ``balanced`` = negatives / positives of the train split; ``sqrt`` = its square root (a
+    milder push); ``none`` = 1.
+    """
+
+    hidden: tuple[int, ...] = (128, 64)
+    dropout: float = 0.1
+    activation: Literal["relu", "gelu"] = "relu"
+    max_embedding_dim: int = 16
+    clip: float = 8.0
+    min_count: int = 20
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 512
+    max_epochs: int = 20
+    patience: int = 3
+    seed: int = 0
+    pos_weight: PosWeightPolicy = "balanced"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            problems.append(f"hidden must be positive layer widths, got {self.hidden}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.activation not in ("relu", "gelu"):
+            problems.append(f"activation must be relu or gelu, got {self.activation!r}")
+        if self.pos_weight not in ("balanced", "sqrt", "none"):
+            problems.append(f"pos_weight must be balanced, sqrt or none, got {self.pos_weight!r}")
+        for name in ("max_embedding_dim", "min_count", "batch_size", "max_epochs", "patience"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.clip <= 0:
+            problems.append(
+                f"lr and clip must be > 0 and weight_decay >= 0 ({self.lr}, {self.clip}, {self.weight_decay})"
+            )
+        if problems:
+            raise ValueError("invalid ModelConfig: " + "; ".join(problems))
+
+    def embedding_dim(self, rows: int) -> int:
+        return min(self.max_embedding_dim, max(2, round(1.6 * math.pow(rows, 0.56))))
+
+    def pos_weight_value(self, positives: int, negatives: int) -> float:
+        """The loss weight of positives for a train split with these counts (1 when a class is absent)."""
+        if self.pos_weight == "none" or positives == 0 or negatives == 0:
+            return 1.0
+        ratio = negatives / positives
+        return math.sqrt(ratio) if self.pos_weight == "sqrt" else ratio
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["hidden"] = list(self.hidden)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Rebuild from :meth:`to_dict` (unknown keys are an error: a typo must not pass silently)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig field(s) {unknown}; known: {sorted(known)}")
+        values = dict(data)
+        if "hidden" in values:
+            values["hidden"] = tuple(int(h) for h in values["hidden"])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+class TabularNet(nn.Module):
+    """Embeddings + MLP over the preprocessor's inputs (see the module docstring)."""
+
+    # buffers (declared for the type checker: nn.Module.__getattr__ is typed Tensor | Module)
+    mean: Tensor
+    std: Tensor
+    log_mean: Tensor
+    log_std: Tensor
+    logit_offset: Tensor
+
+    def __init__(self, config: ModelConfig, preprocessor: Preprocessor) -> None:
+        super().__init__()
+        self.config = config
+        n_numeric = len(preprocessor.stats)
+        self.n_numeric = n_numeric
+        self.n_categorical = len(preprocessor.vocabularies)
+        self.register_buffer("mean", torch.tensor([s.mean for s in preprocessor.stats], dtype=torch.float32))
+        self.register_buffer("std", torch.tensor([s.std for s in preprocessor.stats], dtype=torch.float32))
+        self.register_buffer(
+            "log_mean", torch.tensor([s.log_mean for s in preprocessor.stats], dtype=torch.float32)
+        )
+        self.register_buffer(
+            "log_std", torch.tensor([s.log_std for s in preprocessor.stats], dtype=torch.float32)
+        )
+        self.register_buffer("logit_offset", torch.zeros((), dtype=torch.float32))
+        sizes = preprocessor.vocabulary_sizes()
+        self.embeddings = nn.ModuleList(nn.Embedding(n, config.embedding_dim(n)) for n in sizes)
+        width = 3 * n_numeric + sum(config.embedding_dim(n) for n in sizes)
+        layers: list[nn.Module] = []
+        for hidden in config.hidden:
+            layers += [
+                nn.Linear(width, hidden),
+                nn.LayerNorm(hidden),
+                nn.ReLU() if config.activation == "relu" else nn.GELU(),
+                nn.Dropout(config.dropout),
+            ]
+            width = hidden
+        self.mlp = nn.Sequential(*layers)
+        self.head = nn.Linear(width, 1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.mlp:
+            if isinstance(module, nn.Linear):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+        for embedding in self._embeddings():
+            nn.init.normal_(embedding.weight, std=0.1)
+        nn.init.xavier_uniform_(self.head.weight, gain=0.1)  # small: start near the prior
+        nn.init.zeros_(self.head.bias)
+
+    def _embeddings(self) -> list[nn.Embedding]:
+        return [m for m in self.embeddings if isinstance(m, nn.Embedding)]
+
+    def init_output(self, prior_logit: float, logit_offset: float) -> None:
+        """Start the output at the train split's (loss-weighted) log-odds; keep the calibration offset."""
+        with torch.no_grad():
+            self.head.bias.fill_(prior_logit)
+            self.logit_offset.fill_(logit_offset)
+
+    def features(self, numeric: Tensor, categorical: Tensor) -> Tensor:
+        missing = torch.isnan(numeric)
+        clip = self.config.clip
+        scaled = torch.clamp((numeric - self.mean) / self.std, -clip, clip)
+        logged = torch.sign(numeric) * torch.log1p(torch.abs(numeric))
+        log_scaled = torch.clamp((logged - self.log_mean) / self.log_std, -clip, clip)
+        zeros = torch.zeros_like(scaled)
+        parts = [
+            torch.where(missing, zeros, scaled),
+            torch.where(missing, zeros, log_scaled),
+            missing.to(numeric.dtype),
+        ]
+        parts += [emb(categorical[:, j]) for j, emb in enumerate(self._embeddings())]
+        return torch.cat(parts, dim=1)
+
+    def logits(self, numeric: Tensor, categorical: Tensor) -> Tensor:
+        """Training logits [N] (before the class-weight correction; for the loss)."""
+        out: Tensor = self.head(self.mlp(self.features(numeric, categorical)))
+        return out.squeeze(-1)
+
+    def forward(self, numeric: Tensor, categorical: Tensor) -> Tensor:
+        """Calibrated probabilities [N] of the positive class."""
+        return torch.sigmoid(self.logits(numeric, categorical) + self.logit_offset)
+
+
+# -- bundle ------------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in ("numpy", "pyarrow", "ml-tasks"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return versions
+
+
+def save_bundle(
+    directory: str | Path,
+    model: TabularNet,
+    preprocessor: Preprocessor,
+    config: ModelConfig,
+    metadata: dict[str, Any],
+) -> None:
+    """Write ``model.pt``, ``model.json`` and ``preprocessing.json`` into ``directory`` (each atomically).
+
+    ``metadata`` goes into model.json as given (``threshold`` default 0.5; typical keys: training_set_uri,
+    training_set_sha256, feature_service, metrics, mlflow_run_id); the keys written by this function
+    (config, inputs, label, versions, preprocessing hash) cannot be overridden.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    threshold = float(metadata.get("threshold", 0.5))
+    if not 0.0 < threshold < 1.0:
+        raise BundleError(f"threshold must be in (0, 1), got {threshold}")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    _atomic_write(out / PREPROCESSING_JSON, preprocessor.to_json().encode())
+    _atomic_write(out / MODEL_FILE, buffer.getvalue())
+    document = {
+        **metadata,
+        "format_version": BUNDLE_FORMAT,
+        "config": config.to_dict(),
+        "inputs": preprocessor.inputs.to_dict(),
+        "label": LABEL,
+        "threshold": threshold,
+        "seed": config.seed,
+        "preprocessing_sha256": preprocessor.sha256(),
+        "library_versions": library_versions(),
+    }
+    # model.json last: its presence marks a complete bundle
+    _atomic_write(out / MODEL_JSON, json.dumps(document, indent=2, sort_keys=True, default=str).encode())
+    log.info("bundle written: %s (preprocessing %s)", out, document["preprocessing_sha256"][:12])
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the model in eval mode on the CPU, its preprocessing and its model.json."""
+
+    path: Path
+    model: TabularNet
+    preprocessor: Preprocessor
+    config: ModelConfig
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.metadata["threshold"])
+
+    def predict_proba(self, table: pa.Table, batch_size: int = 65_536) -> npt.NDArray[np.float64]:
+        """Probabilities of the positive class, row-aligned with ``table`` (float64)."""
+        encoded = self.preprocessor.encode(table)
+        return predict_encoded(self.model, encoded.numeric, encoded.categorical, batch_size)
+
+
+def predict_encoded(
+    model: TabularNet,
+    numeric: npt.NDArray[np.float32],
+    categorical: npt.NDArray[np.int64],
+    batch_size: int = 65_536,
+) -> npt.NDArray[np.float64]:
+    """Probabilities for encoded arrays, in eval mode, batched (bounded memory), on the model's device."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = np.empty(numeric.shape[0], dtype=np.float64)
+    try:
+        with torch.inference_mode():
+            for start in range(0, numeric.shape[0], batch_size):
+                stop = start + batch_size
+                num = torch.from_numpy(numeric[start:stop]).to(device)
+                cat = torch.from_numpy(categorical[start:stop]).to(device)
+                out[start:stop] = model(num, cat).float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def load_bundle(directory: str | Path) -> Bundle:
+    """Load a bundle written by :func:`save_bundle` (CPU, eval mode).
+
+    Raises:
+        BundleError: a file is missing, or preprocessing.json does not match the hash in model.json.
+    """
+    path = Path(directory)
+    for name in (MODEL_JSON, MODEL_FILE, PREPROCESSING_JSON):
+        if not (path / name).is_file():
+            raise BundleError(f"bundle {path} has no {name}")
+    metadata = json.loads((path / MODEL_JSON).read_text())
+    if metadata.get("format_version") != BUNDLE_FORMAT:
+        raise BundleError(
+            f"{path / MODEL_JSON}: format_version {metadata.get('format_version')!r} is not supported"
+        )
+    preprocessor = Preprocessor.from_json((path / PREPROCESSING_JSON).read_text())
+    if preprocessor.sha256() != metadata.get("preprocessing_sha256"):
+        raise BundleError(
+            f"bundle {path}: {PREPROCESSING_JSON} (sha256 {preprocessor.sha256()[:12]}) is not the one"
+            f" the model was trained with ({str(metadata.get('preprocessing_sha256'))[:12]})"
+        )
+    config = ModelConfig.from_dict(metadata["config"])
+    model = TabularNet(config, preprocessor)
+    state = torch.load(path / MODEL_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return Bundle(path, model, preprocessor, config, metadata)
