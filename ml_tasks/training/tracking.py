@@ -1,0 +1,276 @@
+"""MLflow tracking: where runs go, and one run per (DAG, DAG run, task) with no ghost runs on retry.
+
+* Tracking URI: ``MLFLOW_TRACKING_URI`` wins (a server in production); otherwise a SQLite store at
+  ``<data_root>/mlflow/mlflow.db`` with artifacts under ``<data_root>/mlflow/artifacts``. Nothing is created
+  at import; the folder appears when a client is first needed.
+* A task's run is identified by the tags ``flywheel.dag_id``, ``flywheel.dag_run_id``, ``flywheel.task_id``.
+  When Airflow retries a task, :func:`task_run` finds the previous run(s) with the same three tags and
+  deletes them and their descendants before starting the new one: the UI shows one run per task try that
+  counted, never a half-finished ghost beside the real one.
+* The ``train`` task's run is the model's run; trials are child runs of it (:func:`child_run`), and the
+  evaluate / export-onnx / promote tasks make their own task runs with ``parent_run_id`` = the train run.
+
+mlflow is imported inside functions: importing this module is cheap (DAG files never import it anyway).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ml_tasks.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "flywheel-taxi-tips"
+TAG_DAG_ID = "flywheel.dag_id"
+TAG_DAG_RUN_ID = "flywheel.dag_run_id"
+TAG_TASK_ID = "flywheel.task_id"
+TAG_CODE_VERSION = "flywheel.code_version"
+# Tags the callers are expected to pass (names shared with the registry's version tags).
+TAG_DATA_INTERVAL_START = "flywheel.data_interval_start"
+TAG_DATA_INTERVAL_END = "flywheel.data_interval_end"
+TAG_TRAINING_SET_URI = "flywheel.training_set.uri"
+TAG_TRAINING_SET_SHA256 = "flywheel.training_set.sha256"
+TAG_FEATURE_SERVICE = "flywheel.feature_service"
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag (the UI draws the tree from it)
+
+
+def _mlflow_dir(settings: Settings) -> str:
+    return f"{settings.resolved_data_root()}/mlflow"
+
+
+def tracking_uri(settings: Settings | None = None) -> str:
+    """The MLflow tracking URI: ``MLFLOW_TRACKING_URI`` if set, else SQLite under the data root.
+
+    Raises:
+        ValueError: the data root is remote (an object store cannot hold a SQLite file) and
+            ``MLFLOW_TRACKING_URI`` is not set.
+    """
+    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if env:
+        return env
+    settings = settings or get_settings()
+    folder = _mlflow_dir(settings)
+    if "://" in folder:
+        raise ValueError(
+            f"data_root {settings.data_root!r} is remote: a SQLite tracking store needs a local path; "
+            "set MLFLOW_TRACKING_URI to a tracking server"
+        )
+    return f"sqlite:///{folder}/mlflow.db"
+
+
+def artifact_location(settings: Settings | None = None) -> str:
+    """Where the experiment's artifacts live when the store is local: ``<data_root>/mlflow/artifacts``."""
+    settings = settings or get_settings()
+    folder = f"{_mlflow_dir(settings)}/artifacts"
+    return folder if "://" in folder else Path(folder).as_uri()
+
+
+def _is_local_store(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def client(settings: Settings | None = None) -> MlflowClient:
+    """An MlflowClient on :func:`tracking_uri`, also set as the process's fluent tracking URI.
+
+    Creates ``<data_root>/mlflow`` when the default SQLite store is used (lazily: only here), and turns
+    off MLflow's run-URL printing to stdout and its progress bars unless the environment says otherwise.
+    """
+    import mlflow
+
+    settings = settings or get_settings()
+    uri = tracking_uri(settings)
+    # With a tracking server MLflow prints "View run at ..." to STDOUT when a run ends, which would break
+    # the CLI's one-JSON-line stdout contract; progress bars only clutter task logs. Callers may override.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # the fluent API (log_metric, log_model) follows the global URI: keep both on the same store
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(client: MlflowClient, name: str = EXPERIMENT, settings: Settings | None = None) -> str:
+    """The id of experiment ``name``, created on first use.
+
+    With a local store (SQLite/file) the artifact location is pinned to ``<data_root>/mlflow/artifacts``
+    (MLflow's default would be ``./mlruns`` relative to whatever the working directory is); a tracking
+    server chooses its own artifact root.
+    """
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(found.experiment_id)
+        return str(found.experiment_id)
+    location = artifact_location(settings) if _is_local_store(client.tracking_uri) else None
+    if location and location.startswith("file:"):
+        Path(location.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException:
+        # another task created it between our lookup and our create
+        again = client.get_experiment_by_name(name)
+        if again is None:
+            raise
+        return str(again.experiment_id)
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """Identifies one task's run: one MLflow run per (dag_id, dag_run_id, task_id)."""
+
+    dag_id: str
+    dag_run_id: str
+    task_id: str
+
+    def __post_init__(self) -> None:
+        for name in ("dag_id", "dag_run_id", "task_id"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"RunKey.{name} must be a non-empty string, got {value!r}")
+
+    @classmethod
+    def local(cls, task_id: str) -> RunKey:
+        """A key for a local CLI run outside Airflow: dag_id ``cli`` and a fresh, sortable run id."""
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        return cls("cli", f"cli__{stamp}_{uuid.uuid4().hex[:8]}", task_id)
+
+    @classmethod
+    def resolve(cls, task_id: str, dag_id: str | None = None, dag_run_id: str | None = None) -> RunKey:
+        """Explicit ids, else Airflow's ``AIRFLOW_CTX_*`` environment, else :meth:`local`."""
+        dag_id = dag_id or os.environ.get("AIRFLOW_CTX_DAG_ID")
+        dag_run_id = dag_run_id or os.environ.get("AIRFLOW_CTX_DAG_RUN_ID")
+        if dag_id and dag_run_id:
+            return cls(dag_id, dag_run_id, task_id)
+        return cls.local(task_id)
+
+    def tags(self) -> dict[str, str]:
+        """The three identifying tags."""
+        return {TAG_DAG_ID: self.dag_id, TAG_DAG_RUN_ID: self.dag_run_id, TAG_TASK_ID: self.task_id}
+
+
+def _quote(value: str) -> str:
+    # MLflow's filter grammar: single-quoted strings; an embedded quote is escaped by backslash
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def find_runs(client: MlflowClient, exp_id: str, key: RunKey) -> list[Run]:
+    """The active runs tagged with ``key`` (normally zero or one)."""
+    from mlflow.entities import ViewType
+
+    flt = " and ".join(f"tags.`{k}` = {_quote(v)}" for k, v in key.tags().items())
+    return list(client.search_runs([exp_id], filter_string=flt, run_view_type=ViewType.ACTIVE_ONLY))
+
+
+def delete_run_tree(client: MlflowClient, exp_id: str, run_id: str) -> int:
+    """Delete ``run_id`` and all its descendants (children first); returns how many runs were deleted."""
+    from mlflow.entities import ViewType
+
+    deleted = 0
+    children = client.search_runs(
+        [exp_id], filter_string=f"tags.`{PARENT_TAG}` = {_quote(run_id)}", run_view_type=ViewType.ACTIVE_ONLY
+    )
+    for child in children:
+        deleted += delete_run_tree(client, exp_id, child.info.run_id)
+    client.delete_run(run_id)
+    return deleted + 1
+
+
+@contextmanager
+def _activate(client: MlflowClient, run_id: str) -> Iterator[Run]:
+    """Make ``run_id`` the fluent active run; FINISHED on success, FAILED on exception."""
+    import mlflow
+
+    nested = mlflow.active_run() is not None
+    mlflow.start_run(run_id=run_id, nested=nested)
+    try:
+        yield client.get_run(run_id)
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run(status="FINISHED")
+
+
+@contextmanager
+def task_run(
+    settings: Settings | None,
+    key: RunKey,
+    *,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    run_name: str | None = None,
+    experiment: str = EXPERIMENT,
+) -> Iterator[Run]:
+    """The MLflow run of one task try, replacing any earlier try's run of the same task.
+
+    Args:
+        settings: Flywheel settings (None: :func:`get_settings`).
+        key: Which DAG / DAG run / task this run belongs to.
+        parent_run_id: Nest the run under this one (the train run for evaluate/export/promote).
+        tags: Extra tags (data interval, training-set URI and sha256, feature service, ...).
+        run_name: Display name (default: the task id).
+        experiment: Experiment name.
+
+    Yields:
+        The run (also the fluent active run, so ``mlflow.log_metric`` etc. land in it). The run ends
+        FINISHED, or FAILED when the block raises (the exception propagates).
+    """
+    from ml_tasks.storage import code_version
+
+    mlf = client(settings)
+    exp_id = experiment_id(mlf, experiment, settings)
+    for old in find_runs(mlf, exp_id, key):
+        n = delete_run_tree(mlf, exp_id, old.info.run_id)
+        log.info("replaced run %s of %s/%s/%s (%d run(s) deleted)", old.info.run_id, *key.tags().values(), n)
+    all_tags = {
+        **{k: str(v) for k, v in (tags or {}).items()},
+        **key.tags(),
+        TAG_CODE_VERSION: code_version(),
+    }
+    if parent_run_id:
+        all_tags[PARENT_TAG] = parent_run_id
+    run = mlf.create_run(exp_id, tags=all_tags, run_name=run_name or key.task_id)
+    log.info("mlflow run %s for %s/%s/%s", run.info.run_id, key.dag_id, key.dag_run_id, key.task_id)
+    with _activate(mlf, run.info.run_id) as active:
+        yield active
+
+
+@contextmanager
+def child_run(
+    parent_run_id: str,
+    name: str,
+    *,
+    tags: Mapping[str, str] | None = None,
+    settings: Settings | None = None,
+) -> Iterator[Run]:
+    """A child run (e.g. one hyperparameter trial) of ``parent_run_id``, active inside the block.
+
+    Children inherit the parent's descriptive flywheel.* tags (data interval, training set, ...) but not
+    the three identifying ones, so a retry's lookup finds only the task's own run; children are deleted
+    with it.
+    """
+    mlf = client(settings)
+    parent = mlf.get_run(parent_run_id)
+    identifying = {TAG_DAG_ID, TAG_DAG_RUN_ID, TAG_TASK_ID}
+    inherited = {
+        k: v for k, v in parent.data.tags.items() if k.startswith("flywheel.") and k not in identifying
+    }
+    all_tags = {**inherited, **{k: str(v) for k, v in (tags or {}).items()}, PARENT_TAG: parent_run_id}
+    run = mlf.create_run(parent.info.experiment_id, tags=all_tags, run_name=name)
+    with _activate(mlf, run.info.run_id) as active:
+        yield active
