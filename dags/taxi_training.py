@@ -198,4 +198,4 @@ with DAG(
     windows >> [train_set, eval_set]
     train_set >> train
     [train, eval_set] >> evaluate >> export >> check >> register >> promote
-    announce_champion(promote.output)
+    announce_champion(promote.output)  # type: ignore[arg-type]  # an XComArg, resolved at run time

@@ -1,0 +1,451 @@
+"""The training steps as the CLI runs them: train, evaluate, export-onnx, check-onnx, register, promote.
+
+Each function takes explicit inputs (a training-set URI, a candidate bundle directory, a :class:`RunKey`)
+and returns the step's JSON summary. Steps exchange addresses, not data: ``train`` writes the candidate
+bundle under ``<data_root>/models/<model>/candidates/<dag_id>/<dag_run_id>/`` (deterministic per DAG run:
+a retried task rewrites it, and its checkpoints live beside it, so a restarted pod resumes); the later
+steps read the bundle, add their files to it (evaluation.json, model.onnx, onnx.json, decision.json)
+and log to their own MLflow child run of the train run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ml_tasks.settings import Settings
+from ml_tasks.storage import MANIFEST, Manifest
+
+from .tracking import RunKey
+
+if TYPE_CHECKING:
+    from .model import Bundle
+
+log = logging.getLogger(__name__)
+
+TRAINING_SET_FILE = "part-00000.parquet"
+EVALUATION_JSON = "evaluation.json"
+DECISION_JSON = "decision.json"
+FAULTS = ("corrupt-onnx",)
+
+
+class TrainingStepError(ValueError):
+    """An expected failure of a training step (bad input, missing upstream output): one clear line."""
+
+
+# -- inputs ---------------------------------------------------------------------------------------------
+def _local(uri: str) -> Path:
+    if "://" in uri and not uri.startswith("file://"):
+        raise TrainingStepError(
+            f"{uri}: the training steps read and write local paths (a mounted volume in Kubernetes);"
+            " object-store data roots are not supported by them yet"
+        )
+    return Path(uri.removeprefix("file://"))
+
+
+def read_training_set(uri: str) -> tuple[pa.Table, Manifest, str]:
+    """The training set at ``uri`` (a training-set partition), its manifest and its content hash.
+
+    The hash is the one ``training-set`` reported (sha256 over the output files' sha256s), recomputed from
+    the manifest, and each file's bytes are checked against the manifest: a snapshot that changed after
+    it was written is refused.
+    """
+    folder = _local(uri)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise TrainingStepError(f"training set {uri}: no {MANIFEST} (missing or incomplete snapshot)")
+    manifest = Manifest.from_json(manifest_path.read_text())
+    for output in manifest.outputs:
+        path = folder / Path(str(output["uri"])).name
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        if digest != output.get("sha256"):
+            raise TrainingStepError(
+                f"training set {uri}: {path.name} does not match its manifest (sha256 {digest} vs"
+                f" {output.get('sha256')}): rebuild it with `ml-tasks training-set`"
+            )
+    table = pq.read_table(folder / TRAINING_SET_FILE)
+    digest = hashlib.sha256("".join(str(o["sha256"]) for o in manifest.outputs).encode()).hexdigest()
+    return table, manifest, digest
+
+
+def _safe(part: str) -> str:
+    """A path component from a run id (``manual__2024-01-01T00:00:00+00:00`` -> filesystem-safe)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", part).strip("._") or "_"
+
+
+def candidate_dir(settings: Settings, key: RunKey) -> Path:
+    """Where the DAG run's candidate bundle lives (one per DAG run; retries rewrite it)."""
+    root = _local(settings.resolved_data_root())
+    return root / "models" / settings.model_name / "candidates" / _safe(key.dag_id) / _safe(key.dag_run_id)
+
+
+def load_candidate(bundle: str) -> Bundle:
+    from .model import BundleError, load_bundle
+
+    try:
+        return load_bundle(_local(bundle))
+    except BundleError as exc:
+        raise TrainingStepError(str(exc)) from exc
+
+
+def _training_tags(uri: str, manifest: Manifest, digest: str) -> dict[str, str]:
+    from . import tracking
+
+    interval = manifest.params.get("interval") or {}
+    return {
+        tracking.TAG_TRAINING_SET_URI: uri,
+        tracking.TAG_TRAINING_SET_SHA256: digest,
+        tracking.TAG_FEATURE_SERVICE: str(manifest.params.get("feature_service")),
+        tracking.TAG_DATA_INTERVAL_START: str(interval.get("start")),
+        tracking.TAG_DATA_INTERVAL_END: str(interval.get("end")),
+    }
+
+
+def _flat(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
+    return {
+        f"{prefix}{k}": float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and v == v  # drop NaN
+    }
+
+
+# -- train ----------------------------------------------------------------------------------------------
+def _set_threads(settings: Settings) -> None:
+    import os
+
+    import torch
+
+    threads = settings.train_threads or max(1, (os.cpu_count() or 2) // 2)
+    torch.set_num_threads(threads)
+    log.info("torch CPU threads: %d", threads)
+
+
+def train(
+    settings: Settings,
+    training_set: str,
+    key: RunKey,
+    *,
+    trials: int | None = None,
+    max_epochs: int | None = None,
+    learning_rate: float | None = None,
+) -> dict[str, Any]:
+    """Hyperparameter trials on the time-based split; the best on validation becomes the candidate bundle."""
+    import mlflow
+
+    from . import tracking
+    from .model import save_bundle
+    from .search import trial_configs
+    from .train import split_by_time, train_model
+
+    started = time.perf_counter()
+    table, manifest, digest = read_training_set(training_set)
+    if table.num_rows == 0:
+        raise TrainingStepError(f"training set {training_set} has no rows: nothing to train on")
+    split = split_by_time(table)
+    pinned: dict[str, Any] = {}
+    if max_epochs is not None:
+        pinned["max_epochs"] = max_epochs
+    if learning_rate is not None:
+        pinned["lr"] = learning_rate
+    configs = trial_configs(trials or settings.train_trials, settings.train_seed, pinned=pinned)
+    out = candidate_dir(settings, key)
+    tags = _training_tags(training_set, manifest, digest)
+    device = None if settings.train_device == "auto" else settings.train_device
+    _set_threads(settings)
+    with tracking.task_run(
+        settings, key, tags=tags, run_name=f"train {key.dag_run_id}", experiment=settings.mlflow_experiment
+    ) as run:
+        run_id = run.info.run_id
+        mlflow.log_params(
+            {"training_set": training_set, "training_set_sha256": digest, "trials": len(configs),
+             "rows_train": split.train.num_rows, "rows_val": split.validation.num_rows,
+             "rows_test": split.test.num_rows, "seed": settings.train_seed, **pinned}
+        )  # fmt: skip
+        results = []
+        for number, config in enumerate(configs):
+            with tracking.child_run(run_id, f"trial {number}", settings=settings):
+                mlflow.log_params(config.to_dict())
+
+                def log_epoch(metrics: dict[str, float], epoch: int) -> None:
+                    mlflow.log_metrics(metrics, step=epoch)
+
+                result = train_model(
+                    split,
+                    config,
+                    checkpoint_dir=out.parent / f".checkpoints-{out.name}" / f"trial-{number}",
+                    device=device,
+                    log_metrics=log_epoch,
+                )
+                mlflow.log_metrics(_flat("val_", result.metrics["validation"]))
+                mlflow.log_metrics(_flat("test_", result.metrics["test"]))
+            # a validation split with one class has no AUC: such a trial ranks last
+            score = float(result.metrics["validation"].get(settings.promotion_metric, float("-inf")))
+            log.info("trial %d: validation %s %.4f (%s)", number, settings.promotion_metric, score, config)
+            results.append((score, number, config, result))
+        score, best_number, best_config, best = max(results, key=lambda r: (r[0], -r[1]))
+        speeds = [h["rows_per_second"] for h in best.history if h.get("rows_per_second")]
+        rows_per_second = sum(speeds) / len(speeds) if speeds else None
+        metadata = best.bundle_metadata(
+            model_name=settings.model_name,
+            mlflow_run_id=run_id,
+            training_set_uri=training_set,
+            training_set_sha256=digest,
+            feature_service=manifest.params.get("feature_service"),
+            train_window=manifest.params.get("interval"),
+            best_trial=best_number,
+            trials=len(configs),
+            train_rows_per_second=rows_per_second,
+            dag={"dag_id": key.dag_id, "dag_run_id": key.dag_run_id},
+        )
+        save_bundle(out, best.model, best.preprocessor, best_config, metadata)
+        mlflow.log_params({f"best_{k}": v for k, v in best_config.to_dict().items()})
+        mlflow.log_metrics(_flat("val_", best.metrics["validation"]))
+        mlflow.log_metrics(_flat("test_", best.metrics["test"]))
+        if rows_per_second:
+            mlflow.log_metric("train_rows_per_second", rows_per_second)
+        mlflow.log_artifacts(str(out), artifact_path="bundle")
+    return {
+        "step": "train",
+        "bundle": str(out),
+        "run_id": run_id,
+        "training_set": training_set,
+        "training_set_sha256": digest,
+        "best_trial": best_number,
+        "trials": [{"trial": n, settings.promotion_metric: round(s, 6)} for s, n, _, _ in results],
+        "validation": best.metrics["validation"],
+        "test": best.metrics["test"],
+        "best_epoch": best.best_epoch,
+        "device": best.device,
+        "threshold": best.threshold,
+        "rows_per_second": rows_per_second,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+# -- evaluate -------------------------------------------------------------------------------------------
+def evaluate(
+    settings: Settings, bundle: str, training_set: str, eval_set: str, key: RunKey, *, champion_alias: str
+) -> dict[str, Any]:
+    """Candidate, champion (same rows) and baselines on the later eval window; report + model card."""
+    import mlflow
+
+    from . import registry, tracking
+    from .evaluate import evaluate_candidate
+
+    started = time.perf_counter()
+    candidate = load_candidate(bundle)
+    train_table, _, _ = read_training_set(training_set)
+    eval_table, eval_manifest, eval_digest = read_training_set(eval_set)
+    if eval_table.num_rows == 0:
+        raise TrainingStepError(f"eval set {eval_set} has no rows: the gate needs an evaluation window")
+    champion, champion_info = registry.load_champion_scorer(settings, settings.model_name, champion_alias)
+    if champion is None:
+        log.info("no %s@%s yet: the candidate is compared with the baselines only", settings.model_name,
+                 champion_alias)  # fmt: skip
+    parent = str(candidate.metadata["mlflow_run_id"])
+    tags = _training_tags(eval_set, eval_manifest, eval_digest)
+    with tracking.task_run(
+        settings, key, parent_run_id=parent, tags=tags, experiment=settings.mlflow_experiment
+    ):
+        report = evaluate_candidate(
+            candidate,
+            train_table,
+            eval_table,
+            champion=champion,
+            out_dir=candidate.path,
+            model_meta={**candidate.metadata, "champion": champion_info, "eval_set": eval_set,
+                        "eval_set_sha256": eval_digest},
+            seed=settings.train_seed,
+        )  # fmt: skip
+        report["champion_version"] = champion_info
+        report["eval_set"] = {"uri": eval_set, "sha256": eval_digest}
+        (candidate.path / EVALUATION_JSON).write_text(
+            json.dumps(report, indent=2, sort_keys=True, default=str)
+        )
+        gate = report["gate_inputs"]
+        mlflow.log_metrics(_flat("eval_", gate["candidate"]))
+        for name, metrics in gate["baselines"].items():
+            mlflow.log_metrics(_flat(f"baseline_{name}_", metrics))
+        if gate.get("champion"):
+            mlflow.log_metrics(_flat("champion_", gate["champion"]))
+        for name in (EVALUATION_JSON, "model_card.md", "reliability.png"):
+            if (candidate.path / name).is_file():
+                mlflow.log_artifact(str(candidate.path / name))
+        # the model's own run carries the headline numbers too (the registry and the UI look there)
+        mlflow.MlflowClient().log_metric(parent, f"eval_{settings.promotion_metric}",
+                                         float(gate["candidate"][settings.promotion_metric]))  # fmt: skip
+    metric = settings.promotion_metric
+    return {
+        "step": "evaluate",
+        "bundle": bundle,
+        "eval_set": eval_set,
+        "rows": eval_table.num_rows,
+        "candidate": gate["candidate"],
+        "champion": gate.get("champion"),
+        "champion_version": champion_info,
+        "baselines": {k: v.get(metric) for k, v in gate["baselines"].items()},
+        "leakage_warnings": report.get("leakage_warnings", []),
+        "behavioural_failed": [t["name"] for t in report.get("behavioural_tests", []) if not t["passed"]],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+# -- ONNX -----------------------------------------------------------------------------------------------
+def _eval_rows(eval_set: str, max_rows: int = 20_000) -> pa.Table:
+    """Real rows for parity and latency: up to ``max_rows`` evenly spaced rows of the eval window."""
+    table, _, _ = read_training_set(eval_set)
+    if table.num_rows == 0:
+        raise TrainingStepError(f"eval set {eval_set} has no rows to check the ONNX model on")
+    if table.num_rows <= max_rows:
+        return table
+    step = table.num_rows / max_rows
+    return table.take(pa.array([int(i * step) for i in range(max_rows)]))
+
+
+def export_onnx(
+    settings: Settings, bundle: str, eval_set: str, key: RunKey, *, inject_fault: str | None = None
+) -> dict[str, Any]:
+    """Export the candidate to ONNX (dynamic batch, pinned opset); the file's hash goes into onnx.json."""
+    import mlflow
+
+    from . import onnx_export, tracking
+
+    if inject_fault is not None:
+        if inject_fault not in FAULTS:
+            raise TrainingStepError(f"--inject-fault {inject_fault!r} is not one of {list(FAULTS)}")
+        if not settings.allow_fault_injection:
+            raise TrainingStepError(
+                f"--inject-fault {inject_fault} refused: set FLYWHEEL_ALLOW_FAULT_INJECTION=true (tests only)"
+            )
+    candidate = load_candidate(bundle)
+    rows = _eval_rows(eval_set, max_rows=1_000)
+    parent = str(candidate.metadata["mlflow_run_id"])
+    with tracking.task_run(settings, key, parent_run_id=parent, experiment=settings.mlflow_experiment):
+        result = onnx_export.export_onnx(candidate.path, sample=rows)
+        if inject_fault == "corrupt-onnx":
+            onnx_export.corrupt_onnx(candidate.path / onnx_export.ONNX_FILE)
+            log.warning("FAULT INJECTED: %s corrupted after export", candidate.path / onnx_export.ONNX_FILE)
+            mlflow.set_tag("flywheel.fault_injected", inject_fault)
+        mlflow.log_metrics(_flat("onnx_", {k: v for k, v in result.items() if k != "opset"}))
+        mlflow.log_param("onnx_opset", result.get("opset"))
+    return {"step": "export-onnx", "bundle": bundle, "fault_injected": inject_fault, **result}
+
+
+def check_onnx(settings: Settings, bundle: str, eval_set: str, key: RunKey) -> dict[str, Any]:
+    """Hash, load, signature, parity with torch on real eval rows, latency: recorded for the gate."""
+    import mlflow
+
+    from . import onnx_export, tracking
+
+    candidate = load_candidate(bundle)
+    exported = candidate.path / onnx_export.EXPORT_JSON
+    if not exported.is_file():
+        raise TrainingStepError(f"bundle {bundle}: no {exported.name}: run export-onnx first")
+    expected = json.loads(exported.read_text())["onnx_sha256"]
+    rows = _eval_rows(eval_set)
+    parent = str(candidate.metadata["mlflow_run_id"])
+    with tracking.task_run(settings, key, parent_run_id=parent, experiment=settings.mlflow_experiment):
+        result = onnx_export.check_onnx(
+            candidate.path, rows, expected_sha256=expected, tolerance=settings.onnx_tolerance
+        )
+        mlflow.log_metrics(_flat("onnx_", {k: v for k, v in result.items() if k not in ("passed",)}))
+        mlflow.set_tag("flywheel.onnx_check", "passed" if result["passed"] else "failed")
+        if not result["passed"]:
+            log.warning("ONNX check FAILED: %s", "; ".join(result["reasons"]))
+    return {"step": "check-onnx", "bundle": bundle, **result}
+
+
+# -- registry -------------------------------------------------------------------------------------------
+def register(settings: Settings, bundle: str, key: RunKey) -> dict[str, Any]:
+    """Register the exported ONNX model as a new version of the registered model (no alias yet)."""
+    from . import registry, tracking
+
+    candidate = load_candidate(bundle)
+    parent = str(candidate.metadata["mlflow_run_id"])
+    with tracking.task_run(settings, key, parent_run_id=parent, experiment=settings.mlflow_experiment):
+        version = registry.register_candidate(settings, candidate.path, model_name=settings.model_name)
+    return {"step": "register", "bundle": bundle, "model": settings.model_name, **version}
+
+
+def promote(
+    settings: Settings,
+    bundle: str,
+    key: RunKey,
+    *,
+    margin: float | None = None,
+    force: bool = False,
+    force_reason: str | None = None,
+) -> dict[str, Any]:
+    """The gate: champion if it beats every baseline and the champion (within margin) and passed ONNX."""
+    import mlflow
+
+    from . import onnx_export, registry, tracking
+    from .gate import decide
+
+    if force and not (force_reason or "").strip():
+        raise TrainingStepError("--force needs --force-reason: a forced promotion must say why")
+    candidate = load_candidate(bundle)
+    for name in (EVALUATION_JSON, onnx_export.CHECK_JSON):
+        if not (candidate.path / name).is_file():
+            raise TrainingStepError(f"bundle {bundle}: no {name}: run evaluate and check-onnx first")
+    report = json.loads((candidate.path / EVALUATION_JSON).read_text())
+    check = json.loads((candidate.path / onnx_export.CHECK_JSON).read_text())
+    gate = report["gate_inputs"]
+    metric = settings.promotion_metric
+    decision = decide(
+        gate["candidate"],
+        gate["baselines"],
+        gate.get("champion"),
+        check,
+        metric=metric,
+        margin=settings.promotion_margin if margin is None else margin,
+        force=force,
+    )
+    version = registry.registered_version(settings, candidate.path, model_name=settings.model_name)
+    if version is None:
+        raise TrainingStepError(f"bundle {bundle} has no registered version: run register first")
+    # the champion the gate compared with must still be the champion (another run may have promoted)
+    compared = (report.get("champion_version") or {}).get("version")
+    current = registry.current_alias_version(settings, settings.model_name, "champion")
+    if current is not None and str(current) != str(compared) and not force:
+        raise TrainingStepError(
+            f"the champion moved from version {compared} to {current} after this candidate was evaluated:"
+            " re-run evaluate (clear it in the UI) so the gate compares with the current champion"
+        )
+    parent = str(candidate.metadata["mlflow_run_id"])
+    summary = decision.to_dict()
+    with tracking.task_run(settings, key, parent_run_id=parent, experiment=settings.mlflow_experiment):
+        if decision.promote:
+            registry.promote(settings, settings.model_name, version, decision=summary, reason=force_reason)
+        else:
+            registry.mark_challenger(settings, settings.model_name, version, decision=summary)
+        mlflow.set_tags({"flywheel.promotion.decision": "champion" if decision.promote else "challenger",
+                         "flywheel.promotion.forced": str(decision.forced).lower()})  # fmt: skip
+        mlflow.log_text("\n".join(decision.reasons) or "all checks passed", "promotion_reasons.txt")
+    result = {
+        "step": "promote",
+        "bundle": bundle,
+        "model": settings.model_name,
+        "version": str(version),
+        "run_id": parent,
+        "promoted": decision.promote,
+        "alias": "champion" if decision.promote else "challenger",
+        "forced": decision.forced,
+        "force_reason": force_reason if force else None,
+        "reasons": decision.reasons,
+        "metric": metric,
+        "value": gate["candidate"].get(metric),
+        "previous_champion": current,
+    }
+    (candidate.path / DECISION_JSON).write_text(json.dumps(result, indent=2, sort_keys=True, default=str))
+    log.info("promote %s v%s: %s (%s)", settings.model_name, version, result["alias"],
+             "; ".join(decision.reasons) or "all checks passed")  # fmt: skip
+    return result

@@ -1,0 +1,199 @@
+"""taxi_training under the real scheduler: a champion, a worse candidate kept out, a corrupt ONNX blocked.
+
+Setup: taxi_features unpaused, taxi_ingest backfilled over 8 days (synthetic), the features runs Airflow
+creates from the curated-trips events awaited. Then three manual taxi_training runs over the same windows
+(train 6 days, eval the 2 later days):
+
+1. default config: the first model must beat the baselines -> alias ``champion``, the champion Asset;
+2. a deliberately bad config (1 epoch at a learning rate of 1e-6): not promoted, alias ``challenger``,
+   the decision names the baselines/champion it lost to; the champion alias does not move;
+3. default config with ``inject_fault=corrupt-onnx`` (export-onnx corrupts its own output, which the
+   platform allows only because FLYWHEEL_ALLOW_FAULT_INJECTION=true): check-onnx fails the hash and load
+   checks and the gate blocks the promotion.
+
+The registry is read directly (MlflowClient on the platform's SQLite store), not through the DAG's XCom.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts.airflow_local import AirflowApi
+from tests.e2e.conftest import TIMINGS
+
+DAG_ID = "taxi_training"
+FEATURES = "taxi_features"
+INGEST = "taxi_ingest"
+CURATED_ASSET = "flywheel-curated-trips"
+CHAMPION_ASSET = "flywheel-champion-model"
+MODEL = "taxi_tips"
+TRIPS = 2500
+# apart from the other e2e modules' days (ingest 2024-01-02..04 and 10, features 2024-01-15..17)
+FIRST, DAYS = dt.date(2024, 1, 20), 8
+WINDOWS = {"window_end": (FIRST + dt.timedelta(days=DAYS)).isoformat(), "train_days": 6, "eval_days": 2}
+TASKS = [
+    "plan_windows", "training_set_train", "training_set_eval", "train", "evaluate", "export-onnx",
+    "check-onnx", "register", "promote", "announce_champion",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def features_ready(api: AirflowApi) -> Iterator[None]:
+    """Ingest 8 days and wait for the features runs Airflow creates from them."""
+    api.set_paused(FEATURES, False)
+    since = dt.datetime.now(dt.UTC)
+    started = time.monotonic()
+    try:
+        last = FIRST + dt.timedelta(days=DAYS - 1)
+        ingest = api.backfill(INGEST, FIRST, last, conf={"trips_per_day": TRIPS}, timeout=1200)
+        assert [r["state"] for r in ingest] == ["success"] * DAYS, ingest
+        api.wait_consumer_runs(
+            CURATED_ASSET, FEATURES, [r["dag_run_id"] for r in ingest], since=since, timeout=900
+        )
+        TIMINGS[f"training: ingest + features for {DAYS} days"] = time.monotonic() - started
+        yield
+    finally:
+        api.set_paused(FEATURES, True)
+
+
+def run_training(api: AirflowApi, conf: dict[str, Any], label: str) -> dict[str, Any]:
+    started = time.monotonic()
+    run_id = api.trigger(DAG_ID, conf={**WINDOWS, **conf})
+    run = api.wait_runs(DAG_ID, [run_id], timeout=1500)[run_id]
+    TIMINGS[f"training: run '{label}'"] = time.monotonic() - started
+    states = {t: ti["state"] for t, ti in api.task_instances(DAG_ID, run_id).items()}
+    return {"run_id": run_id, "run": run, "states": states}
+
+
+def registry(data_root: Path) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{data_root}/mlflow/mlflow.db")
+
+
+def alias_version(client: Any, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(MODEL, alias).version)
+    except MlflowException:
+        return None
+
+
+@pytest.fixture(scope="module")
+def runs(features_ready: None, api: AirflowApi, data_root_e2e: Path) -> Iterator[dict[str, Any]]:
+    api.set_paused(DAG_ID, False)
+    try:
+        out: dict[str, Any] = {}
+        out["first"] = run_training(api, {}, "first (default config)")
+        client = registry(data_root_e2e)
+        out["champion_after_first"] = alias_version(client, "champion")
+        out["worse"] = run_training(
+            api, {"trials": 1, "max_epochs": 1, "learning_rate": 1e-6}, "worse config"
+        )
+        out["champion_after_worse"] = alias_version(client, "champion")
+        out["challenger_after_worse"] = alias_version(client, "challenger")
+        out["corrupt"] = run_training(api, {"trials": 1, "inject_fault": "corrupt-onnx"}, "corrupt ONNX")
+        out["champion_after_corrupt"] = alias_version(client, "champion")
+        out["challenger_after_corrupt"] = alias_version(client, "challenger")
+        yield out
+    finally:
+        api.set_paused(DAG_ID, True)
+
+
+def promote_summary(api: AirflowApi, run_id: str) -> dict[str, Any]:
+    return dict(api.xcom(DAG_ID, run_id, "promote"))
+
+
+@pytest.mark.e2e
+def test_first_run_trains_and_promotes_a_champion(
+    runs: dict[str, Any], api: AirflowApi, data_root_e2e: Path
+) -> None:
+    first = runs["first"]
+    assert first["run"]["state"] == "success", first["states"]
+    assert first["states"] == dict.fromkeys(TASKS, "success")
+    windows = api.xcom(DAG_ID, first["run_id"], "plan_windows")
+    assert windows == {
+        "train_start": "2024-01-20", "train_end": "2024-01-26", "eval_start": "2024-01-26",
+        "eval_end": "2024-01-28", "window_source": "param",
+    }  # fmt: skip
+    decision = promote_summary(api, first["run_id"])
+    assert decision["promoted"] is True, decision
+    assert decision["reasons"] == [] and decision["forced"] is False
+    assert runs["champion_after_first"] == decision["version"]
+    # the gate's numbers: the candidate beat every baseline on the eval window
+    evaluation = api.xcom(DAG_ID, first["run_id"], "evaluate")
+    assert evaluation["champion"] is None  # nothing to compare with yet
+    auc = evaluation["candidate"]["roc_auc"]
+    assert all(auc > value for value in evaluation["baselines"].values()), evaluation
+    assert set(evaluation["baselines"]) == {"majority_class", "payment_type_rule", "gradient_boosted_tree"}
+    # the bundle on disk: model, ONNX, reports, the model card
+    bundle = Path(api.xcom(DAG_ID, first["run_id"], "train")["bundle"])
+    for name in ("model.pt", "model.json", "preprocessing.json", "model.onnx", "evaluation.json",
+                 "model_card.md", "decision.json"):  # fmt: skip
+        assert (bundle / name).is_file(), name
+    check = api.xcom(DAG_ID, first["run_id"], "check-onnx")
+    assert check["passed"] is True and check["max_abs_diff"] <= 1e-5
+    # one MLflow run per task, children of the train run, tagged with the DAG run
+    client = registry(data_root_e2e)
+    version = client.get_model_version(MODEL, decision["version"])
+    train_run = client.get_run(decision["run_id"])
+    assert train_run.data.tags["flywheel.dag_run_id"] == first["run_id"]
+    assert train_run.data.tags["flywheel.training_set.sha256"]
+    children = client.search_runs(
+        [train_run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{train_run.info.run_id}'"
+    )
+    tasks = sorted(r.data.tags.get("flywheel.task_id", "trial") for r in children)
+    assert tasks == sorted(["evaluate", "export-onnx", "check-onnx", "register", "promote", "trial", "trial"])
+    assert version.tags.get("flywheel.promotion.decision") == "champion"
+    # and the champion Asset carries the version
+    events = [
+        e for e in api.asset_events(CHAMPION_ASSET, source_dag_id=DAG_ID)
+        if e["source_run_id"] == first["run_id"]
+    ]  # fmt: skip
+    assert len(events) == 1 and events[0]["extra"]["version"] == decision["version"]
+
+
+@pytest.mark.e2e
+def test_worse_config_stays_challenger_and_says_why(runs: dict[str, Any], api: AirflowApi) -> None:
+    worse = runs["worse"]
+    assert worse["run"]["state"] == "success", worse["states"]
+    assert worse["states"]["announce_champion"] == "skipped"
+    decision = promote_summary(api, worse["run_id"])
+    assert decision["promoted"] is False and decision["alias"] == "challenger"
+    assert decision["reasons"], decision
+    text = " ".join(decision["reasons"])
+    assert "baseline" in text or "champion" in text, text
+    assert runs["champion_after_worse"] == runs["champion_after_first"]
+    assert runs["challenger_after_worse"] == decision["version"] != runs["champion_after_first"]
+    # the champion was scored on the same eval rows as the candidate
+    evaluation = api.xcom(DAG_ID, worse["run_id"], "evaluate")
+    assert evaluation["champion_version"]["version"] == runs["champion_after_first"]
+    assert evaluation["champion"]["rows"] == evaluation["candidate"]["rows"] == evaluation["rows"]
+
+
+@pytest.mark.e2e
+def test_corrupted_onnx_blocks_promotion(runs: dict[str, Any], api: AirflowApi, data_root_e2e: Path) -> None:
+    corrupt = runs["corrupt"]
+    assert corrupt["run"]["state"] == "success", corrupt["states"]
+    export = api.xcom(DAG_ID, corrupt["run_id"], "export-onnx")
+    assert export["fault_injected"] == "corrupt-onnx"
+    check = api.xcom(DAG_ID, corrupt["run_id"], "check-onnx")
+    assert check["passed"] is False
+    assert any("sha256" in r for r in check["reasons"]), check["reasons"]
+    decision = promote_summary(api, corrupt["run_id"])
+    assert decision["promoted"] is False
+    assert any("onnx" in r.lower() for r in decision["reasons"]), decision["reasons"]
+    assert runs["champion_after_corrupt"] == runs["champion_after_first"]
+    version = registry(data_root_e2e).get_model_version(MODEL, decision["version"])
+    assert version.tags["flywheel.promotion.decision"] == "challenger"
+    assert "onnx" in version.tags["flywheel.promotion.reasons"].lower()
+    assert json.loads((Path(api.xcom(DAG_ID, corrupt["run_id"], "train")["bundle"]) / "decision.json")
+                      .read_text())["promoted"] is False  # fmt: skip
