@@ -56,6 +56,7 @@ bench: venv  ## benchmarks (ratios against floors measured in the same run)
 	$(PY) bench/etl_throughput.py
 	$(PY) bench/feature_materialize.py --skip-feast
 	$(PY) bench/feature_training_set.py
+	$(PY) bench/train_throughput.py
 
 clean: stop  ## remove local state (.flywheel) but keep the venv
 	rm -rf .flywheel

@@ -322,8 +322,8 @@ def summarize_training(demo: Demo, runs: list[dict[str, Any]]) -> str:
         lines.append(f"leakage warning: {warning.get('message', warning)}")
     lines.append("")
     lines.append(
-        f"ONNX: parity max |diff| {check.get('max_abs_diff')}, batch-1 p50"
-        f" {check.get('latency_batch1_p50_ms')} ms, {_n(check.get('large_batch_rows_per_second'))} rows/s"
+        f"ONNX: parity max |diff| {check.get('parity_max_abs_diff')}, batch-1 p50"
+        f" {check.get('latency_p50_ms')} ms, {_n(check.get('large_batch_rows_per_second'))} rows/s"
         f" batched; check {'passed' if check.get('passed') else 'FAILED: ' + '; '.join(check['reasons'])}"
     )
     verdict = "champion" if decision["promoted"] else "challenger (" + "; ".join(decision["reasons"]) + ")"

@@ -365,14 +365,31 @@ def check_onnx(settings: Settings, bundle: str, eval_set: str, key: RunKey) -> d
 
 # -- registry -------------------------------------------------------------------------------------------
 def register(settings: Settings, bundle: str, key: RunKey) -> dict[str, Any]:
-    """Register the exported ONNX model as a new version of the registered model (no alias yet)."""
-    from . import registry, tracking
+    """Register the exported ONNX model as a new version of the registered model (no alias yet).
+
+    A candidate whose ONNX check failed is still registered when its file can be read (the gate then
+    marks it challenger with the reasons, so the failure is visible in the registry); a file that cannot
+    even be parsed is not registered, and the summary says why (promote records the decision).
+    """
+    from . import onnx_export, registry, tracking
 
     candidate = load_candidate(bundle)
+    check_file = candidate.path / onnx_export.CHECK_JSON
+    check = json.loads(check_file.read_text()) if check_file.is_file() else None
+    if check is None:
+        raise TrainingStepError(f"bundle {bundle}: no {onnx_export.CHECK_JSON}: run check-onnx first")
     parent = str(candidate.metadata["mlflow_run_id"])
     with tracking.task_run(settings, key, parent_run_id=parent, experiment=settings.mlflow_experiment):
-        version = registry.register_candidate(settings, candidate.path, model_name=settings.model_name)
-    return {"step": "register", "bundle": bundle, "model": settings.model_name, **version}
+        try:
+            version = registry.register_candidate(settings, candidate.path, model_name=settings.model_name)
+        except Exception as exc:
+            if check.get("passed"):
+                raise  # a checked, valid file must register: this is a registry problem, retry
+            reason = f"not registered: the ONNX file failed its check and cannot be read ({exc})"[:500]
+            log.warning("%s", reason)
+            return {"step": "register", "bundle": bundle, "model": settings.model_name, "registered": False,
+                    "version": None, "reason": reason}  # fmt: skip
+    return {"step": "register", "bundle": bundle, "model": settings.model_name, "registered": True, **version}
 
 
 def promote(
@@ -410,8 +427,10 @@ def promote(
         force=force,
     )
     version = registry.registered_version(settings, candidate.path, model_name=settings.model_name)
-    if version is None:
+    if version is None and check.get("passed"):
         raise TrainingStepError(f"bundle {bundle} has no registered version: run register first")
+    if version is None and decision.promote:
+        raise TrainingStepError(f"bundle {bundle}: a forced promotion needs a registered version")
     # the champion the gate compared with must still be the champion (another run may have promoted)
     compared = (report.get("champion_version") or {}).get("version")
     current = registry.current_alias_version(settings, settings.model_name, "champion")
@@ -425,7 +444,7 @@ def promote(
     with tracking.task_run(settings, key, parent_run_id=parent, experiment=settings.mlflow_experiment):
         if decision.promote:
             registry.promote(settings, settings.model_name, version, decision=summary, reason=force_reason)
-        else:
+        elif version is not None:
             registry.mark_challenger(settings, settings.model_name, version, decision=summary)
         mlflow.set_tags({"flywheel.promotion.decision": "champion" if decision.promote else "challenger",
                          "flywheel.promotion.forced": str(decision.forced).lower()})  # fmt: skip
@@ -434,10 +453,10 @@ def promote(
         "step": "promote",
         "bundle": bundle,
         "model": settings.model_name,
-        "version": str(version),
+        "version": str(version) if version is not None else None,
         "run_id": parent,
         "promoted": decision.promote,
-        "alias": "champion" if decision.promote else "challenger",
+        "alias": "champion" if decision.promote else ("challenger" if version is not None else None),
         "forced": decision.forced,
         "force_reason": force_reason if force else None,
         "reasons": decision.reasons,

@@ -140,7 +140,7 @@ def test_first_run_trains_and_promotes_a_champion(
                  "model_card.md", "decision.json"):  # fmt: skip
         assert (bundle / name).is_file(), name
     check = api.xcom(DAG_ID, first["run_id"], "check-onnx")
-    assert check["passed"] is True and check["max_abs_diff"] <= 1e-5
+    assert check["passed"] is True and check["parity_max_abs_diff"] <= 1e-5
     # one MLflow run per task, children of the train run, tagged with the DAG run
     client = registry(data_root_e2e)
     version = client.get_model_version(MODEL, decision["version"])

@@ -124,7 +124,7 @@ def test_first_model_beats_the_baselines_and_becomes_champion(
     auc = evaluation["candidate"]["roc_auc"]
     assert set(evaluation["baselines"]) == {"majority_class", "payment_type_rule", "gradient_boosted_tree"}
     assert all(auc > v for v in evaluation["baselines"].values()), evaluation
-    assert a["check"]["passed"] is True and a["check"]["max_abs_diff"] <= 1e-5
+    assert a["check"]["passed"] is True and a["check"]["parity_max_abs_diff"] <= 1e-5
     assert a["promote"]["promoted"] is True and a["promote"]["reasons"] == []
     version = client(env).get_model_version_by_alias("taxi_tips", "champion")
     assert str(version.version) == a["promote"]["version"] == a["register"]["version"]
