@@ -85,6 +85,13 @@ class Settings(BaseSettings):
         description="torch CPU threads of a training process (default: half the cores, at least 1; measured"
         " here: 1 thread trained as fast as 2 on a 2-core machine, and far faster when the cores were busy).",
     )
+    train_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Data-parallel training processes per trial (one per GPU of a multi-GPU pod): above 1,"
+        " each trial runs under torchrun (DDP; NCCL on CUDA, gloo on CPU).",
+    )
     promotion_metric: Literal["roc_auc", "pr_auc"] = Field(
         default="roc_auc", description="Metric the gate compares (higher is better)."
     )

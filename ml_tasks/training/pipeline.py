@@ -118,6 +118,56 @@ def _flat(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
 
 
 # -- train ----------------------------------------------------------------------------------------------
+class TrialResult:
+    """What the search needs from one trial, whether it ran in this process or under torchrun."""
+
+    def __init__(self, bundle: Bundle | None, metrics: dict[str, dict[str, float]], best_epoch: int,
+                 threshold: float, rows_per_second: list[float], device: str, world_size: int,
+                 result: Any = None) -> None:  # fmt: skip
+        self.bundle, self.metrics, self.best_epoch = bundle, metrics, best_epoch
+        self.threshold, self.rows_per_second, self.device = threshold, rows_per_second, device
+        self.world_size, self.result = world_size, result
+
+
+def _distributed_trial(
+    settings: Settings, training_file: Path, config: Any, out: Path, checkpoint_dir: Path, device: str | None
+) -> TrialResult:
+    """One trial as ``torchrun --nproc-per-node N -m ml_tasks.training.train``: DDP over N processes.
+
+    Rank 0 writes the trial's bundle and prints the summary; this process (no process group of its own)
+    keeps the MLflow bookkeeping, so the tracking code never runs on several ranks.
+    """
+    import subprocess
+    import sys
+
+    from .model import load_bundle
+
+    threads = settings.train_threads or 1
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc-per-node={settings.train_processes}", "-m", "ml_tasks.training.train",
+        "--training-set", str(training_file), "--out", str(out), "--checkpoint-dir", str(checkpoint_dir),
+        "--config", json.dumps(config.to_dict()), "--threads", str(threads),
+    ]  # fmt: skip
+    if device:
+        cmd += ["--device", device]
+    log.info("trial under torchrun: %s", " ".join(cmd))
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+    if proc.returncode != 0:
+        raise TrainingStepError(
+            f"torchrun with {settings.train_processes} processes failed (exit {proc.returncode}); see the log"
+        )
+    lines = [line for line in proc.stdout.splitlines() if line.strip().startswith("{")]
+    if not lines:
+        raise TrainingStepError("torchrun finished without the rank-0 summary line")
+    summary = json.loads(lines[-1])
+    bundle = load_bundle(out)
+    return TrialResult(
+        bundle, summary["metrics"], int(summary["best_epoch"]), float(summary["threshold"]),
+        [float(v) for v in summary["rows_per_second"]], str(summary["device"]), int(summary["world_size"]),
+    )  # fmt: skip
+
+
 def _set_threads(settings: Settings) -> None:
     import os
 
@@ -169,7 +219,8 @@ def train(
              "rows_train": split.train.num_rows, "rows_val": split.validation.num_rows,
              "rows_test": split.test.num_rows, "seed": settings.train_seed, **pinned}
         )  # fmt: skip
-        results = []
+        results: list[tuple[float, int, Any, TrialResult]] = []
+        checkpoints = out.parent / f".checkpoints-{out.name}"
         for number, config in enumerate(configs):
             with tracking.child_run(run_id, f"trial {number}", settings=settings):
                 mlflow.log_params(config.to_dict())
@@ -177,23 +228,31 @@ def train(
                 def log_epoch(metrics: dict[str, float], epoch: int) -> None:
                     mlflow.log_metrics(metrics, step=epoch)
 
-                result = train_model(
-                    split,
-                    config,
-                    checkpoint_dir=out.parent / f".checkpoints-{out.name}" / f"trial-{number}",
-                    device=device,
-                    log_metrics=log_epoch,
-                )
-                mlflow.log_metrics(_flat("val_", result.metrics["validation"]))
-                mlflow.log_metrics(_flat("test_", result.metrics["test"]))
+                if settings.train_processes > 1:
+                    trial = _distributed_trial(
+                        settings, _local(training_set) / TRAINING_SET_FILE, config,
+                        checkpoints / f"trial-{number}-bundle", checkpoints / f"trial-{number}", device,
+                    )  # fmt: skip
+                else:
+                    result = train_model(
+                        split, config, checkpoint_dir=checkpoints / f"trial-{number}", device=device,
+                        log_metrics=log_epoch,
+                    )  # fmt: skip
+                    trial = TrialResult(
+                        None, result.metrics, result.best_epoch, result.threshold,
+                        [h["rows_per_second"] for h in result.history], result.device, result.world_size,
+                        result,
+                    )  # fmt: skip
+                mlflow.log_metrics(_flat("val_", trial.metrics["validation"]))
+                mlflow.log_metrics(_flat("test_", trial.metrics.get("test", {})))
             # a validation split with one class has no AUC: such a trial ranks last
-            score = float(result.metrics["validation"].get(settings.promotion_metric, float("-inf")))
+            score = float(trial.metrics["validation"].get(settings.promotion_metric, float("-inf")))
             log.info("trial %d: validation %s %.4f (%s)", number, settings.promotion_metric, score, config)
-            results.append((score, number, config, result))
+            results.append((score, number, config, trial))
         score, best_number, best_config, best = max(results, key=lambda r: (r[0], -r[1]))
-        speeds = [h["rows_per_second"] for h in best.history if h.get("rows_per_second")]
+        speeds = [v for v in best.rows_per_second if v and v != float("inf")]
         rows_per_second = sum(speeds) / len(speeds) if speeds else None
-        metadata = best.bundle_metadata(
+        extra = dict(
             model_name=settings.model_name,
             mlflow_run_id=run_id,
             training_set_uri=training_set,
@@ -205,10 +264,17 @@ def train(
             train_rows_per_second=rows_per_second,
             dag={"dag_id": key.dag_id, "dag_run_id": key.dag_run_id},
         )
-        save_bundle(out, best.model, best.preprocessor, best_config, metadata)
+        if best.result is not None:
+            metadata = best.result.bundle_metadata(**extra)
+            model, preprocessor = best.result.model, best.result.preprocessor
+        else:
+            assert best.bundle is not None
+            metadata = {**best.bundle.metadata, **extra}
+            model, preprocessor = best.bundle.model, best.bundle.preprocessor
+        save_bundle(out, model, preprocessor, best_config, metadata)
         mlflow.log_params({f"best_{k}": v for k, v in best_config.to_dict().items()})
         mlflow.log_metrics(_flat("val_", best.metrics["validation"]))
-        mlflow.log_metrics(_flat("test_", best.metrics["test"]))
+        mlflow.log_metrics(_flat("test_", best.metrics.get("test", {})))
         if rows_per_second:
             mlflow.log_metric("train_rows_per_second", rows_per_second)
         mlflow.log_artifacts(str(out), artifact_path="bundle")
@@ -221,9 +287,10 @@ def train(
         "best_trial": best_number,
         "trials": [{"trial": n, settings.promotion_metric: round(s, 6)} for s, n, _, _ in results],
         "validation": best.metrics["validation"],
-        "test": best.metrics["test"],
+        "test": best.metrics.get("test"),
         "best_epoch": best.best_epoch,
         "device": best.device,
+        "processes": best.world_size,
         "threshold": best.threshold,
         "rows_per_second": rows_per_second,
         "seconds": round(time.perf_counter() - started, 3),
@@ -443,6 +510,7 @@ def promote(
     summary = decision.to_dict()
     with tracking.task_run(settings, key, parent_run_id=parent, experiment=settings.mlflow_experiment):
         if decision.promote:
+            assert version is not None  # checked above: a promotion needs a registered version
             registry.promote(settings, settings.model_name, version, decision=summary, reason=force_reason)
         elif version is not None:
             registry.mark_challenger(settings, settings.model_name, version, decision=summary)

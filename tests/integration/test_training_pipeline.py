@@ -209,3 +209,18 @@ def test_retried_task_replaces_its_run(
     )
     after = mlflow.search_runs([exp.experiment_id], filter_string=query)
     assert len(after) == 1 and after[0].info.run_id != before[0].info.run_id
+
+
+@pytest.mark.integration
+def test_train_with_two_processes_runs_ddp_under_torchrun(env: dict[str, str], sets: dict[str, str]) -> None:
+    """FLYWHEEL_TRAIN_PROCESSES=2: each trial is a torchrun job (2 gloo processes); one bundle, one run."""
+    ddp_env = {**env, "FLYWHEEL_TRAIN_PROCESSES": "2", "FLYWHEEL_TRAIN_THREADS": "1"}
+    out = run_cli("train", "--training-set", sets["train"], "--trials", "1", "--max-epochs", "4",
+                  *key("run_ddp", "train"), env=ddp_env)  # fmt: skip
+    assert out["processes"] == 2
+    meta = json.loads((Path(out["bundle"]) / "model.json").read_text())
+    assert meta["world_size"] == 2 and meta["mlflow_run_id"] == out["run_id"]
+    assert meta["epochs_run"] <= 4 and out["validation"]["roc_auc"] > 0.75
+    run = client(env).get_run(out["run_id"])
+    assert run.data.tags["flywheel.dag_run_id"] == "run_ddp"
+    assert run.data.metrics["val_roc_auc"] == pytest.approx(out["validation"]["roc_auc"])
