@@ -1,0 +1,1 @@
+"""Training, evaluation, ONNX export and the model registry (heavy libraries are imported lazily)."""
