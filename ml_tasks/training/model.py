@@ -6,6 +6,12 @@
   ``sign(x) * log1p(|x|)``, with the train-split statistics held as buffers, clipped to +-``clip`` (fares
   of 700 $ must not dominate a layer), 0 where missing: preprocessing travels with the weights (and into
   ONNX), so serving cannot skew;
+* piecewise-linear encoding (Gorishniy et al. 2022) of each numeric input over its train-split quantile
+  bins ``[lo_t, hi_t)`` (edges from the preprocessor, buffers here): ``e_t = clamp((x - lo_t) / (hi_t -
+  lo_t), 0, 1)`` (clamped at both ends, also the first and last bin: the raw and log views above already
+  extrapolate), 0 for every bin where x is missing, 0 for the padding bins of a column with fewer bins.
+  A smooth MLP on z-scores cannot follow a step-shaped effect (tips rounded to whole dollars make the
+  big-tipper rate oscillate with the fare); these features can. Off with ``numeric_bins=0``;
 * categorical inputs: one embedding per column, row 0 = out of vocabulary / null;
 * an MLP (Linear -> LayerNorm -> activation -> dropout) and a linear output, Kaiming-initialised, with
   the output bias starting at the train split's log-odds (the first epochs are not spent learning it).
@@ -40,7 +46,7 @@ from torch import Tensor, nn
 
 from ml_tasks.features.training_set import LABEL
 
-from .preprocess import Preprocessor
+from .preprocess import DEFAULT_NUMERIC_BINS, Preprocessor
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +78,10 @@ class ModelConfig:
     activation: Literal["relu", "gelu"] = "relu"
     max_embedding_dim: int = 16
     clip: float = 8.0
+    #: piecewise-linear-encoding bins per numeric input (at most; 0 = off); the preprocessor's edges
+    numeric_bins: int = DEFAULT_NUMERIC_BINS
     min_count: int = 20
-    lr: float = 3e-3
+    lr: float = 2e-3
     weight_decay: float = 1e-4
     batch_size: int = 512
     max_epochs: int = 20
@@ -94,6 +102,8 @@ class ModelConfig:
         for name in ("max_embedding_dim", "min_count", "batch_size", "max_epochs", "patience"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.numeric_bins < 0:
+            problems.append(f"numeric_bins must be >= 0, got {self.numeric_bins}")
         if self.lr <= 0 or self.weight_decay < 0 or self.clip <= 0:
             problems.append(
                 f"lr and clip must be > 0 and weight_decay >= 0 ({self.lr}, {self.clip}, {self.weight_decay})"
@@ -141,6 +151,9 @@ class TabularNet(nn.Module):
     log_mean: Tensor
     log_std: Tensor
     logit_offset: Tensor
+    ple_lo: Tensor
+    ple_inv_width: Tensor
+    ple_mask: Tensor
 
     def __init__(self, config: ModelConfig, preprocessor: Preprocessor) -> None:
         super().__init__()
@@ -157,9 +170,19 @@ class TabularNet(nn.Module):
             "log_std", torch.tensor([s.log_std for s in preprocessor.stats], dtype=torch.float32)
         )
         self.register_buffer("logit_offset", torch.zeros((), dtype=torch.float32))
+        # PLE only when configured and fitted (an older preprocessing without edges has no such buffers)
+        edges = [_coarsen(s.edges, config.numeric_bins) for s in preprocessor.stats]
+        self.n_bins = max((max(len(e) - 1, 0) for e in edges), default=0)
+        if self.n_bins:
+            lo, inv_width, mask = _ple_tables(edges, self.n_bins)
+            self.register_buffer("ple_lo", lo)
+            self.register_buffer("ple_inv_width", inv_width)
+            self.register_buffer("ple_mask", mask)
+        # flattened straight into the first layer: a per-column linear map first (the paper's "LR") trained
+        # no better here and stopped earlier
         sizes = preprocessor.vocabulary_sizes()
         self.embeddings = nn.ModuleList(nn.Embedding(n, config.embedding_dim(n)) for n in sizes)
-        width = 3 * n_numeric + sum(config.embedding_dim(n) for n in sizes)
+        width = 3 * n_numeric + n_numeric * self.n_bins + sum(config.embedding_dim(n) for n in sizes)
         layers: list[nn.Module] = []
         for hidden in config.hidden:
             layers += [
@@ -204,8 +227,18 @@ class TabularNet(nn.Module):
             torch.where(missing, zeros, log_scaled),
             missing.to(numeric.dtype),
         ]
+        if self.n_bins:
+            parts.append(self.piecewise_linear(numeric).flatten(1))
         parts += [emb(categorical[:, j]) for j, emb in enumerate(self._embeddings())]
         return torch.cat(parts, dim=1)
+
+    def piecewise_linear(self, numeric: Tensor) -> Tensor:
+        """The piecewise-linear encoding [N, F, bins] of raw ``numeric`` [N, F] (0 where NaN / padding)."""
+        present = ~torch.isnan(numeric)
+        # NaN replaced BEFORE the arithmetic: NaN * 0 would still be NaN
+        x = torch.where(present, numeric, torch.zeros_like(numeric)).unsqueeze(-1)
+        encoded = torch.clamp((x - self.ple_lo) * self.ple_inv_width, 0.0, 1.0)
+        return encoded * self.ple_mask * present.unsqueeze(-1).to(numeric.dtype)
 
     def logits(self, numeric: Tensor, categorical: Tensor) -> Tensor:
         """Training logits [N] (before the class-weight correction; for the loss)."""
@@ -215,6 +248,35 @@ class TabularNet(nn.Module):
     def forward(self, numeric: Tensor, categorical: Tensor) -> Tensor:
         """Calibrated probabilities [N] of the positive class."""
         return torch.sigmoid(self.logits(numeric, categorical) + self.logit_offset)
+
+
+def _coarsen(edges: tuple[float, ...], bins: int) -> tuple[float, ...]:
+    """At most ``bins`` bins: an evenly spaced subset of the (quantile) edges, keeping both ends."""
+    if bins <= 0 or len(edges) < 2:
+        return ()
+    if len(edges) - 1 <= bins:
+        return edges
+    keep = np.unique(np.round(np.linspace(0, len(edges) - 1, bins + 1)).astype(np.int64))
+    return tuple(edges[int(i)] for i in keep)
+
+
+def _ple_tables(all_edges: list[tuple[float, ...]], bins: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per numeric input and bin: lower edge, 1 / width and a 0/1 mask ([F, bins] each; padding: 0, 1, 0)."""
+    n = len(all_edges)
+    lo = np.zeros((n, bins), dtype=np.float64)
+    inv_width = np.ones((n, bins), dtype=np.float64)
+    mask = np.zeros((n, bins), dtype=np.float64)
+    for j, column_edges in enumerate(all_edges):
+        edges = np.asarray(column_edges, dtype=np.float64)
+        k = max(edges.size - 1, 0)
+        lo[j, :k] = edges[:-1]
+        inv_width[j, :k] = 1.0 / np.diff(edges)
+        mask[j, :k] = 1.0
+    return (
+        torch.tensor(lo, dtype=torch.float32),
+        torch.tensor(inv_width, dtype=torch.float32),
+        torch.tensor(mask, dtype=torch.float32),
+    )
 
 
 # -- bundle ------------------------------------------------------------------------------------------

@@ -148,6 +148,7 @@ def _distributed_trial(
         f"--nproc-per-node={settings.train_processes}", "-m", "ml_tasks.training.train",
         "--training-set", str(training_file), "--out", str(out), "--checkpoint-dir", str(checkpoint_dir),
         "--config", json.dumps(config.to_dict()), "--threads", str(threads),
+        "--val-fraction", "0.1", "--test-fraction", "0",
     ]  # fmt: skip
     if device:
         cmd += ["--device", device]
@@ -199,7 +200,8 @@ def train(
     table, manifest, digest = read_training_set(training_set)
     if table.num_rows == 0:
         raise TrainingStepError(f"training set {training_set} has no rows: nothing to train on")
-    split = split_by_time(table)
+    # no in-training test split: the evaluate step tests on a LATER window; 90% trains, 10% validates
+    split = split_by_time(table, val_fraction=0.1, test_fraction=0.0)
     pinned: dict[str, Any] = {}
     if max_epochs is not None:
         pinned["max_epochs"] = max_epochs

@@ -8,7 +8,10 @@ prediction (``preprocessing.json`` in a bundle; ``flywheel.preprocessing`` in an
   time have a trained embedding (rare training values map there too);
 * a numeric column keeps its raw value (NaN where null or not finite); its mean and std (train split,
   nulls ignored, std 0 -> 1), and those of ``signed_log1p`` of it, are stored here but applied INSIDE the
-  model, so the ONNX graph normalises exactly as training did and a client only supplies raw values.
+  model, so the ONNX graph normalises exactly as training did and a client only supplies raw values;
+* per numeric column also the bin edges of its piecewise-linear encoding (distinct quantiles of the train
+  split's values, at most ``numeric_bins`` bins; see ``TabularNet``): they let a network follow a
+  non-smooth effect such as the whole-dollar steps of tip rounding over the fare.
 
 Pure pyarrow / numpy (no torch): evaluation and prediction import it cheaply.
 """
@@ -44,6 +47,11 @@ NUMERIC_COLUMNS: tuple[str, ...] = ("fare", "trip_miles", "trip_seconds", "fare_
 NOT_INPUTS: tuple[str, ...] = (TRIP_KEY, EVENT_TIMESTAMP, "trip_date", LABEL)
 FEATURE_SEPARATOR = "__"
 FORMAT_VERSION = 1
+#: default cap on piecewise-linear-encoding bins per numeric input (``ModelConfig.numeric_bins``)
+DEFAULT_NUMERIC_BINS = 64
+#: at least this many non-null train values per bin: on small data many bins only add noise (measured: a
+#: 3k-row train split loses 0.1 ROC-AUC with 64 bins, 0.04 with 16)
+MIN_ROWS_PER_BIN = 250
 
 Kind = Literal["string", "int"]
 
@@ -137,6 +145,8 @@ class NumericStats:
     std: float
     log_mean: float
     log_std: float
+    #: piecewise-linear-encoding bin edges (ascending, distinct; ``len - 1`` bins; empty = no bins)
+    edges: tuple[float, ...] = ()
 
 
 def signed_log1p(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -152,6 +162,21 @@ def _mean_std(values: npt.NDArray[np.float64]) -> tuple[float, float]:
     std = float(finite.std())
     # a constant column: dividing by 1 keeps it at 0 after centring instead of inf/NaN
     return float(finite.mean()), std if std > 0.0 and np.isfinite(std) else 1.0
+
+
+def bin_edges(values: npt.NDArray[np.float64], bins: int) -> tuple[float, ...]:
+    """Distinct quantiles (observed values, not interpolated) of the non-NaN ``values``, ``bins + 1`` levels.
+
+    Fewer than ``bins`` bins when the column has few distinct values (duplicate quantiles merge); no
+    edges at all for ``bins == 0`` or a column with fewer than two distinct values (nothing to split).
+    """
+    finite = values[~np.isnan(values)]
+    if bins <= 0 or not finite.size:
+        return ()
+    edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, bins + 1), method="inverted_cdf"))
+    # float32 is what the model computes in: edges that collapse there would give a zero-width bin
+    edges = np.unique(edges.astype(np.float32)).astype(np.float64)
+    return tuple(float(e) for e in edges) if edges.size >= 2 else ()
 
 
 def _column(table: pa.Table, name: str) -> pa.ChunkedArray:
@@ -195,14 +220,27 @@ class Preprocessor:
 
     # -- fitting ---------------------------------------------------------------------------------
     @classmethod
-    def fit(cls, table: pa.Table, inputs: Inputs, min_count: int = 5) -> Preprocessor:
+    def fit(
+        cls,
+        table: pa.Table,
+        inputs: Inputs,
+        min_count: int = 5,
+        numeric_bins: int = DEFAULT_NUMERIC_BINS,
+        min_rows_per_bin: int = MIN_ROWS_PER_BIN,
+    ) -> Preprocessor:
         """Fit on ``table`` (the TRAIN split only: validation/test values must stay unseen).
 
+        ``numeric_bins`` caps the piecewise-linear-encoding bins per numeric column (0: none), and so does
+        the column's non-null count // ``min_rows_per_bin``.
+
         Raises:
-            PreprocessError: an input column is missing or of an unusable type, or ``min_count < 1``.
+            PreprocessError: an input column is missing or of an unusable type, ``min_count < 1`` or
+                ``numeric_bins < 0``.
         """
         if min_count < 1:
             raise PreprocessError(f"min_count must be >= 1, got {min_count}")
+        if numeric_bins < 0:
+            raise PreprocessError(f"numeric_bins must be >= 0, got {numeric_bins}")
         _check_columns(table, inputs, "fit")
         vocabularies = []
         for name in inputs.categorical:
@@ -221,7 +259,8 @@ class Preprocessor:
             values = _as_float(_column(table, name), name)
             mean, std = _mean_std(values)
             log_mean, log_std = _mean_std(signed_log1p(values))
-            stats.append(NumericStats(name, mean, std, log_mean, log_std))
+            bins = min(numeric_bins, int(np.count_nonzero(~np.isnan(values))) // max(min_rows_per_bin, 1))
+            stats.append(NumericStats(name, mean, std, log_mean, log_std, bin_edges(values, bins)))
         return cls(inputs, vocabularies, stats, min_count)
 
     # -- encoding --------------------------------------------------------------------------------
@@ -266,16 +305,7 @@ class Preprocessor:
             "categorical": [
                 {"column": v.column, "kind": v.kind, "vocabulary": list(v.values)} for v in self.vocabularies
             ],
-            "numeric": [
-                {
-                    "column": s.column,
-                    "mean": s.mean,
-                    "std": s.std,
-                    "log_mean": s.log_mean,
-                    "log_std": s.log_std,
-                }
-                for s in self.stats
-            ],
+            "numeric": [_stats_dict(s) for s in self.stats],
         }
 
     @classmethod
@@ -305,13 +335,28 @@ class Preprocessor:
                 vocabularies.append(Vocabulary(item["column"], kind, values))
             stats = [
                 NumericStats(
-                    s["column"], float(s["mean"]), float(s["std"]), float(s["log_mean"]), float(s["log_std"])
+                    s["column"],
+                    float(s["mean"]),
+                    float(s["std"]),
+                    float(s["log_mean"]),
+                    float(s["log_std"]),
+                    tuple(float(e) for e in s.get("edges", ())),
                 )
                 for s in data["numeric"]
             ]
+            for stat in stats:
+                edges = np.asarray(stat.edges)
+                if edges.size == 1 or (edges.size and not np.all(np.diff(edges) > 0)):
+                    raise PreprocessError(
+                        f"numeric {stat.column!r}: bin edges must be >= 2 strictly increasing values"
+                    )
             return cls(inputs, vocabularies, stats, int(data["min_count"]))
         except (KeyError, TypeError) as exc:
             raise PreprocessError(f"malformed preprocessing description: {exc!r}") from exc
+
+    def max_bins(self) -> int:
+        """The most piecewise-linear-encoding bins of any numeric input (0 when none has edges)."""
+        return max((max(len(s.edges) - 1, 0) for s in self.stats), default=0)
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys, no whitespace): what :meth:`sha256` hashes."""
@@ -333,6 +378,20 @@ class Preprocessor:
     def __repr__(self) -> str:
         sizes = dict(zip(self.inputs.categorical, self.vocabulary_sizes(), strict=True))
         return f"Preprocessor(categorical={sizes}, numeric={list(self.inputs.numeric)})"
+
+
+def _stats_dict(stat: NumericStats) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "column": stat.column,
+        "mean": stat.mean,
+        "std": stat.std,
+        "log_mean": stat.log_mean,
+        "log_std": stat.log_std,
+    }
+    # only when present: a description without bins keeps the JSON (and sha256) of format 1 before bins
+    if stat.edges:
+        out["edges"] = list(stat.edges)
+    return out
 
 
 def labels(table: pa.Table) -> npt.NDArray[np.float32]:

@@ -480,7 +480,9 @@ def _train(
     started = time.perf_counter()
     seed_everything(config.seed)
     inputs = infer_inputs(split.train.schema)
-    preprocessor = Preprocessor.fit(split.train, inputs, min_count=config.min_count)
+    preprocessor = Preprocessor.fit(
+        split.train, inputs, min_count=config.min_count, numeric_bins=config.numeric_bins
+    )
     encoded = {name: preprocessor.encode(getattr(split, name)) for name in ("train", "validation", "test")}
     y = {name: labels(getattr(split, name)) for name in ("train", "validation", "test")}
     positives = int(y["train"].sum())

@@ -12,6 +12,7 @@ from ml_tasks.training.preprocess import (
     Inputs,
     PreprocessError,
     Preprocessor,
+    bin_edges,
     infer_inputs,
     labels,
     signed_log1p,
@@ -171,6 +172,42 @@ def test_round_trip_and_hash() -> None:
     other = Preprocessor.fit(train.slice(0, 2), inputs, min_count=1)
     assert other.sha256() != pre.sha256()
     assert Preprocessor.fit(train, inputs, min_count=2).sha256() != pre.sha256()
+
+
+def test_bin_edges_are_distinct_train_quantiles() -> None:
+    values = np.arange(101, dtype=np.float64)
+    assert bin_edges(values, 4) == (0.0, 25.0, 50.0, 75.0, 100.0)
+    # few distinct values: duplicate quantiles merge into fewer bins; NaN is ignored
+    few = np.array([1.0, 1.0, 1.0, 2.0, 2.0, 3.0, np.nan])
+    assert bin_edges(few, 32) == (1.0, 2.0, 3.0)
+    assert bin_edges(np.array([5.0, 5.0, np.nan]), 8) == ()  # constant: nothing to split
+    assert bin_edges(np.array([np.nan]), 8) == ()
+    assert bin_edges(values, 0) == ()
+
+
+def test_fit_stores_bin_edges_in_the_dict_and_hash() -> None:
+    train = table(fare=[float(v) for v in range(20)] + [None], trip_miles=[1.0] * 21)
+    inputs = Inputs((), ("fare", "trip_miles"))
+    pre = Preprocessor.fit(train, inputs, min_count=1, numeric_bins=4, min_rows_per_bin=1)
+    assert pre.stats[0].edges == (0.0, 4.0, 9.0, 14.0, 19.0)
+    assert pre.stats[1].edges == ()
+    assert pre.max_bins() == 4
+    data = pre.to_dict()
+    assert data["numeric"][0]["edges"] == [0.0, 4.0, 9.0, 14.0, 19.0]
+    assert "edges" not in data["numeric"][1]  # no bins: the format-1 JSON of before bins, same hash
+    again = Preprocessor.from_json(pre.to_json())
+    assert again == pre and again.stats[0].edges == pre.stats[0].edges
+    coarser = Preprocessor.fit(train, inputs, min_count=1, numeric_bins=2, min_rows_per_bin=1)
+    assert coarser.sha256() != pre.sha256()
+    assert Preprocessor.fit(train, inputs, min_count=1, numeric_bins=4).max_bins() == 0  # 20 rows < 250
+    off = Preprocessor.fit(train, inputs, min_count=1, numeric_bins=0, min_rows_per_bin=1)
+    assert off.max_bins() == 0 and all("edges" not in s for s in off.to_dict()["numeric"])
+    with pytest.raises(PreprocessError, match="numeric_bins"):
+        Preprocessor.fit(train, inputs, numeric_bins=-1)
+    for bad in ([1.0], [1.0, 1.0], [2.0, 1.0]):
+        broken = {**data, "numeric": [{**data["numeric"][0], "edges": bad}, data["numeric"][1]]}
+        with pytest.raises(PreprocessError, match="bin edges"):
+            Preprocessor.from_dict(broken)
 
 
 def test_from_dict_errors() -> None:
