@@ -37,6 +37,7 @@ from ml_tasks.features.spec import EVENT_TIMESTAMP
 from ml_tasks.features.training_set import LABEL, TRIP_KEY
 
 from .baselines import fit_baselines, labels, model_inputs
+from .files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -660,12 +661,6 @@ def window_info(table: pa.Table, label: str = LABEL) -> dict[str, Any]:
     return info
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def _scored(name: str, scorer: Scorer, table: pa.Table, y: Labels) -> dict[str, Any]:
     started = time.perf_counter()
     p = _predict(scorer, table, name)
@@ -795,9 +790,9 @@ def evaluate_candidate(
             "model_card": MODEL_CARD_MD,
         },
     }
-    _write_text(out_dir / MODEL_CARD_MD, model_card(report, dict(model_meta or {})))
+    atomic_write_text(out_dir / MODEL_CARD_MD, model_card(report, dict(model_meta or {})))
     report["seconds"] = round(time.perf_counter() - started, 3)
-    _write_text(
+    atomic_write_text(
         out_dir / EVALUATION_JSON, json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n"
     )
     log.info(

@@ -31,9 +31,7 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +44,7 @@ from torch import Tensor, nn
 
 from ml_tasks.features.training_set import LABEL
 
+from .files import atomic_write_bytes
 from .preprocess import DEFAULT_NUMERIC_BINS, Preprocessor
 
 log = logging.getLogger(__name__)
@@ -282,19 +281,6 @@ def _ple_tables(all_edges: list[tuple[float, ...]], bins: int) -> tuple[Tensor, 
 # -- bundle ------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def library_versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -330,8 +316,8 @@ def save_bundle(
 
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    _atomic_write(out / PREPROCESSING_JSON, preprocessor.to_json().encode())
-    _atomic_write(out / MODEL_FILE, buffer.getvalue())
+    atomic_write_bytes(out / PREPROCESSING_JSON, preprocessor.to_json().encode())
+    atomic_write_bytes(out / MODEL_FILE, buffer.getvalue())
     document = {
         **metadata,
         "format_version": BUNDLE_FORMAT,
@@ -344,7 +330,7 @@ def save_bundle(
         "library_versions": library_versions(),
     }
     # model.json last: its presence marks a complete bundle
-    _atomic_write(out / MODEL_JSON, json.dumps(document, indent=2, sort_keys=True, default=str).encode())
+    atomic_write_bytes(out / MODEL_JSON, json.dumps(document, indent=2, sort_keys=True, default=str).encode())
     log.info("bundle written: %s (preprocessing %s)", out, document["preprocessing_sha256"][:12])
 
 

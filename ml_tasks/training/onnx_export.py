@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+
+from .files import atomic_write_bytes, sha256_file, write_json
 
 if TYPE_CHECKING:
     import onnx
@@ -54,32 +54,6 @@ BATCH_DIM = "batch"
 
 class OnnxExportError(ValueError):
     """Unusable arguments to export / check (a missing bundle, an empty sample)."""
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    _atomic_write(path, (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
 def _bundle_dir(bundle_dir: str | Path) -> Path:
@@ -157,7 +131,7 @@ def export_onnx(bundle_dir: str | Path, *, sample: pa.Table, opset: int = OPSET)
     proto.producer_name = "flywheel"
     onnx.checker.check_model(proto, full_check=True)
     data = proto.SerializeToString()
-    _atomic_write(path / ONNX_FILE, data)
+    atomic_write_bytes(path / ONNX_FILE, data)
     seconds = time.perf_counter() - started
     actual_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     result: dict[str, Any] = {
@@ -169,7 +143,7 @@ def export_onnx(bundle_dir: str | Path, *, sample: pa.Table, opset: int = OPSET)
         "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,
     }
-    _write_json(path / EXPORT_JSON, result)
+    write_json(path / EXPORT_JSON, result)
     log.info(
         "exported %s: %d bytes, opset %d, sha256 %s in %.2f s",
         path / ONNX_FILE, len(data), actual_opset, result["onnx_sha256"][:12], seconds,
@@ -351,7 +325,7 @@ def check_onnx(
             result["large_batch_rows_per_second"] = result["latency"]["large_batch_rows_per_second"]
         if (path / EXPORT_JSON).is_file():
             result["export"] = json.loads((path / EXPORT_JSON).read_text())
-        _write_json(path / CHECK_JSON, result)
+        write_json(path / CHECK_JSON, result)
         log.info("ONNX check of %s: %s %s", onnx_path, "passed" if not reasons else "FAILED", reasons)
         return result
 

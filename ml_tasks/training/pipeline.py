@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from ml_tasks.settings import Settings
 from ml_tasks.storage import MANIFEST, Manifest
 
+from .files import sha256_file, write_json
 from .tracking import RunKey
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def read_training_set(uri: str) -> tuple[pa.Table, Manifest, str]:
     manifest = Manifest.from_json(manifest_path.read_text())
     for output in manifest.outputs:
         path = folder / Path(str(output["uri"])).name
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        digest = sha256_file(path) if path.is_file() else None
         if digest != output.get("sha256"):
             raise TrainingStepError(
                 f"training set {uri}: {path.name} does not match its manifest (sha256 {digest} vs"
@@ -336,9 +337,7 @@ def evaluate(
         )  # fmt: skip
         report["champion_version"] = champion_info
         report["eval_set"] = {"uri": eval_set, "sha256": eval_digest}
-        (candidate.path / EVALUATION_JSON).write_text(
-            json.dumps(report, indent=2, sort_keys=True, default=str)
-        )
+        write_json(candidate.path / EVALUATION_JSON, report)
         gate = report["gate_inputs"]
         mlflow.log_metrics(_flat("eval_", gate["candidate"]))
         for name, metrics in gate["baselines"].items():
@@ -534,7 +533,7 @@ def promote(
         "value": gate["candidate"].get(metric),
         "previous_champion": current,
     }
-    (candidate.path / DECISION_JSON).write_text(json.dumps(result, indent=2, sort_keys=True, default=str))
+    write_json(candidate.path / DECISION_JSON, result)
     log.info("promote %s v%s: %s (%s)", settings.model_name, version, result["alias"],
              "; ".join(decision.reasons) or "all checks passed")  # fmt: skip
     return result

@@ -220,7 +220,8 @@ def register_onnx(
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    from ml_tasks.training.onnx_export import INPUT_CATEGORICAL, INPUT_NUMERIC, ONNX_FILE, OUTPUT, sha256_file
+    from ml_tasks.training.files import sha256_file
+    from ml_tasks.training.onnx_export import INPUT_CATEGORICAL, INPUT_NUMERIC, ONNX_FILE, OUTPUT
 
     started = time.perf_counter()
     bundle = Path(bundle_dir)
@@ -298,7 +299,8 @@ def registered_version(
     target: Target, bundle_dir: str | Path, *, model_name: str = REGISTERED_MODEL
 ) -> str | None:
     """The version registered from this bundle (its run id and its current model.onnx), or None."""
-    from ml_tasks.training.onnx_export import ONNX_FILE, sha256_file
+    from ml_tasks.training.files import sha256_file
+    from ml_tasks.training.onnx_export import ONNX_FILE
 
     bundle = Path(bundle_dir)
     run_id = _bundle_run_id(bundle)
@@ -524,7 +526,8 @@ def download_onnx(client: MlflowClient, info: VersionInfo, *, cache_dir: Path) -
     """
     import mlflow.artifacts
 
-    from ml_tasks.training.onnx_export import ONNX_FILE, sha256_file
+    from ml_tasks.training.files import sha256_file
+    from ml_tasks.training.onnx_export import ONNX_FILE
 
     expected = info.onnx_sha256
     target = cache_dir / info.name / info.version

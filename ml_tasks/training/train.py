@@ -43,7 +43,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +61,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 from ml_tasks.features.spec import EVENT_TIMESTAMP
 from ml_tasks.features.training_set import TRIP_KEY
 
+from .files import atomic_write_bytes, sha256_file
 from .model import ModelConfig, TabularNet, predict_encoded, save_bundle
 from .preprocess import Encoded, Preprocessor, infer_inputs, labels
 
@@ -320,16 +320,7 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def fingerprint(
@@ -705,14 +696,6 @@ def read_training_table(path: str | Path, mapping: str = "tfx") -> pa.Table:
     return pq.read_table(text)
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def train_from_file(
     training_set: str | Path,
     out: str | Path,
@@ -755,7 +738,7 @@ def train_from_file(
             config,
             result.bundle_metadata(
                 training_set_uri=str(Path(training_set).resolve()),
-                training_set_sha256=file_sha256(training_set),
+                training_set_sha256=sha256_file(training_set),
                 **(metadata or {}),
             ),
         )

@@ -64,7 +64,8 @@ def _copy_bundle(bundle_dir: Path, tmp_path: Path) -> Path:
 def test_export_writes_a_self_describing_model(bundle_dir: Path, exported: dict[str, Any]) -> None:
     import onnx
 
-    from ml_tasks.training.onnx_export import EXPORT_JSON, sha256_file
+    from ml_tasks.training.files import sha256_file
+    from ml_tasks.training.onnx_export import EXPORT_JSON
 
     path = bundle_dir / "model.onnx"
     assert exported["opset"] == 18
@@ -143,7 +144,8 @@ def test_scorer_dynamic_batch_1_and_10k(
 def test_corrupted_file_fails_the_check_with_reasons(
     bundle_dir: Path, exported: dict[str, Any], frames: tuple[pa.Table, pa.Table], tmp_path: Path
 ) -> None:
-    from ml_tasks.training.onnx_export import CHECK_JSON, check_onnx, corrupt_onnx, sha256_file
+    from ml_tasks.training.files import sha256_file
+    from ml_tasks.training.onnx_export import CHECK_JSON, check_onnx, corrupt_onnx
 
     copy = _copy_bundle(bundle_dir, tmp_path)
     size = (copy / "model.onnx").stat().st_size
@@ -175,7 +177,8 @@ def test_intact_file_with_the_wrong_recorded_hash_fails_only_on_integrity(
 def test_unloadable_and_missing_files_fail_the_check(
     bundle_dir: Path, exported: dict[str, Any], frames: tuple[pa.Table, pa.Table], tmp_path: Path
 ) -> None:
-    from ml_tasks.training.onnx_export import check_onnx, sha256_file
+    from ml_tasks.training.files import sha256_file
+    from ml_tasks.training.onnx_export import check_onnx
 
     copy = _copy_bundle(bundle_dir, tmp_path)
     rows = frames[1].slice(0, 100)

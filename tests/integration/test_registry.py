@@ -119,7 +119,7 @@ def test_register_records_lineage_and_explicit_requirements(
     import mlflow
 
     from ml_tasks.training import registry, tracking
-    from ml_tasks.training.onnx_export import sha256_file
+    from ml_tasks.training.files import sha256_file
 
     meta = json.loads((first / "model.json").read_text())
     assert v1["version"] == "1" and v1["reused"] is False
