@@ -38,6 +38,8 @@ INGEST = "taxi_ingest"
 CURATED_ASSET = "flywheel-curated-trips"
 CHAMPION_ASSET = "flywheel-champion-model"
 MODEL = "taxi_tips"
+# the module fixture trains three models before the first test (setup counts against the timeout)
+pytestmark = pytest.mark.timeout(3600)
 TRIPS = 2500
 # apart from the other e2e modules' days (ingest 2024-01-02..04 and 10, features 2024-01-15..17)
 FIRST, DAYS = dt.date(2024, 1, 20), 8
