@@ -24,9 +24,13 @@ pytestmark = pytest.mark.integration
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     import mlflow
 
+    from ml_tasks.storage import code_version
+
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("FLYWHEEL_CODE_VERSION", "test-1.2.3")
+    code_version.cache_clear()  # read once per process: an earlier test of the session may have cached it
     yield Settings(data_root=str(tmp_path / "data"))
+    code_version.cache_clear()
     if mlflow.active_run():
         mlflow.end_run()
 
