@@ -107,6 +107,65 @@ class Settings(BaseSettings):
         description="Honour --inject-fault flags (tests and fault-injection runs only; off in production).",
     )
 
+    # -- batch prediction ---------------------------------------------------------------------------
+    predict_shards: int = Field(
+        default=2,
+        ge=1,
+        le=256,
+        description="Shards a taxi_batch_predict interval fans out over (mapped tasks).",
+    )
+    predict_batch_rows: int = Field(
+        default=65_536, gt=0, description="Rows per record batch streamed through onnxruntime."
+    )
+    predict_threads: int | None = Field(
+        default=None, ge=1, description="onnxruntime intra-op threads of a prediction process (default: 1)."
+    )
+    predictions_postgres_uri: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URI of a PostgreSQL database the predictions are also upserted into"
+        " (key: trip, model version); unset: parquet only. Secret: never logged.",
+    )
+    predictions_postgres_table: str = Field(
+        default="taxi_tip_predictions", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",
+        description="Table of the PostgreSQL upsert (created when missing).",
+    )  # fmt: skip
+
+    # -- monitoring and the retraining loop ------------------------------------------------------------
+    monitor_reference_rows: int = Field(
+        default=50_000,
+        ge=1_000,
+        description="Rows of the reference sample stored with a model at training time.",
+    )
+    monitor_sample_rows: int = Field(
+        default=100_000, ge=1_000,
+        description="Current rows compared by Evidently per interval (a seeded sample above this; statistics"
+        " of the data-quality summary always use every row).",
+    )  # fmt: skip
+    monitor_seed: int = Field(default=20240101, description="Seed of the reference and current samples.")
+    monitor_drift_share: float = Field(
+        default=0.3, gt=0.0, le=1.0,
+        description="Dataset drift when at least this share of the model's input columns drifted.",
+    )  # fmt: skip
+    monitor_prediction_drift: bool = Field(
+        default=True, description="A drifted prediction distribution alone is also a drift verdict."
+    )
+    monitor_label_delay_days: int = Field(
+        default=2, ge=0, le=366,
+        description="Labels of a day are treated as landed this many days after it (simulated label delay):"
+        " performance is measured on the interval that many days before the monitored one.",
+    )  # fmt: skip
+    monitor_max_auc_drop: float = Field(
+        default=0.05, ge=0.0, le=1.0,
+        description="Performance alert when labelled ROC-AUC is this much below the training-time value.",
+    )  # fmt: skip
+    drift_hysteresis: int = Field(
+        default=2, ge=1, le=30, description="Retrain only after drift on this many consecutive intervals."
+    )
+    retrain_cooldown_days: int = Field(
+        default=7, ge=0, le=366,
+        description="No drift-triggered retrain within this many days (data time) after the previous one.",
+    )  # fmt: skip
+
     def resolved_data_root(self) -> str:
         """The data root as an absolute local path or an unchanged URI."""
         if "://" in self.data_root:

@@ -275,6 +275,11 @@ def train(
             metadata = {**best.bundle.metadata, **extra}
             model, preprocessor = best.bundle.model, best.bundle.preprocessor
         save_bundle(out, model, preprocessor, best_config, metadata)
+        # the monitoring reference travels with the model: a seeded sample of the training rows (inputs,
+        # label, the model's scores) and per-column statistics over every training row
+        from ml_tasks.monitoring.reference import build_reference
+
+        reference = build_reference(out, table, settings)
         mlflow.log_params({f"best_{k}": v for k, v in best_config.to_dict().items()})
         mlflow.log_metrics(_flat("val_", best.metrics["validation"]))
         mlflow.log_metrics(_flat("test_", best.metrics.get("test", {})))
@@ -296,6 +301,7 @@ def train(
         "processes": best.world_size,
         "threshold": best.threshold,
         "rows_per_second": rows_per_second,
+        "reference": reference,
         "seconds": round(time.perf_counter() - started, 3),
     }
 

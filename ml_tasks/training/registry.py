@@ -44,7 +44,7 @@ ARTIFACT_NAME = "model"
 # bundle files logged with the model (those that exist); model.onnx itself is the flavor's data
 BUNDLE_FILES = (
     "model.json", "preprocessing.json", "model_card.md", "onnx_export.json", "onnx.json", "evaluation.json",
-    "reliability.png",
+    "reliability.png", "reference_sample.parquet", "reference_stats.json",
 )  # fmt: skip
 REQUIREMENT_PACKAGES = ("onnx", "onnxruntime", "numpy")
 

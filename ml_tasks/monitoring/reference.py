@@ -1,0 +1,424 @@
+"""The reference of a model: what monitoring compares current data with, stored with the model when trained.
+
+Two files in the bundle (and so in the registered version's artifacts, beside ``model.onnx``):
+
+* ``reference_sample.parquet``: a seeded uniform sample (without replacement, rows kept in training-set
+  order) of at most ``settings.monitor_reference_rows`` training rows: the model's input columns, the label
+  ``big_tipper`` and ``score`` = the trained model's probability for the row. Evidently compares the current
+  interval's (sampled) rows with it.
+* ``reference_stats.json``: per input column over EVERY training row: arrow type, count, null count; for
+  numeric columns min / max / mean / std and quantiles, for categorical columns the distinct count and the
+  value frequencies (all of them up to :data:`MAX_VALUES`, else the most frequent ones, flagged
+  ``truncated``), which are the vocabulary new categories are detected against; plus the label rate, row
+  counts, the seed, the training set's uri and sha256, the score statistics (over the SAMPLE: scoring every
+  training row would cost a full inference pass at training time for numbers the sample estimates well) and
+  the sample file's sha256 (checked when the reference is loaded).
+
+Deterministic: the same training set, bundle and seed give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ml_tasks.monitoring import MonitoringError
+
+if TYPE_CHECKING:
+    from ml_tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REFERENCE_SAMPLE = "reference_sample.parquet"
+REFERENCE_STATS = "reference_stats.json"
+REFERENCE_FILES = (REFERENCE_SAMPLE, REFERENCE_STATS)
+FORMAT_VERSION = 1
+LABEL = "big_tipper"  # ml_tasks.features.training_set.LABEL (not imported: that module pulls in Feast types)
+SCORE = "score"
+#: quantile levels recorded for numeric columns
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+#: categorical values kept with their counts; a column with more distinct values keeps the most frequent
+MAX_VALUES = 5_000
+SAMPLE_ROW_GROUP = 65_536
+
+ScoreFn = Callable[[pa.Table], npt.NDArray[np.float64]]
+
+
+class ReferenceNotFoundError(MonitoringError):
+    """The model version (or bundle) has no reference files (models trained before monitoring existed)."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A loaded reference: the sample, the statistics and where they came from."""
+
+    sample: pa.Table
+    stats: dict[str, Any]
+    source: str
+    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    model_name: str | None = None
+    model_version: str | None = None
+
+    @property
+    def categorical(self) -> list[str]:
+        return list(self.stats["inputs"]["categorical"])
+
+    @property
+    def numeric(self) -> list[str]:
+        return list(self.stats["inputs"]["numeric"])
+
+    @property
+    def inputs(self) -> list[str]:
+        return [*self.categorical, *self.numeric]
+
+    def record(self) -> dict[str, Any]:
+        """The manifest ``inputs`` entry of this reference."""
+        uri = (
+            f"models:/{self.model_name}/{self.model_version}"
+            if self.model_name and self.model_version
+            else self.source
+        )
+        return {"reference": {"uri": uri, "source": self.source, "files": dict(sorted(self.files.items()))}}
+
+
+# -- statistics ------------------------------------------------------------------------------------------
+
+
+def _is_numeric_type(typ: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ))
+
+
+def finite_float(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """float64 values with null for null, NaN and +-inf (a non-finite value is as unknown as a null)."""
+    values = pc.cast(column, pa.float64())
+    return pc.if_else(pc.is_finite(values), values, pa.scalar(None, pa.float64()))
+
+
+def categorical_values(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """A categorical column as int64 (integer codes) or string: one canonical type per column."""
+    if pa.types.is_integer(column.type):
+        return pc.cast(column, pa.int64())
+    if pa.types.is_dictionary(column.type):
+        return pc.cast(column, column.type.value_type)
+    if pa.types.is_large_string(column.type):
+        return pc.cast(column, pa.string())
+    return column
+
+
+def _float(value: Any) -> float | None:
+    if value is None:
+        return None
+    out = float(value)
+    return out if math.isfinite(out) else None
+
+
+def numeric_stats(column: pa.ChunkedArray | pa.Array) -> dict[str, Any]:
+    """count, null count (incl. NaN / inf), min, max, mean, std (population) and quantiles of a column."""
+    values = finite_float(column)
+    count = len(values)
+    valid = values.drop_null()
+    nulls = count - len(valid)
+    out: dict[str, Any] = {"kind": "numeric", "type": str(column.type), "count": count, "null_count": nulls}
+    if len(valid) == 0:
+        out.update(min=None, max=None, mean=None, std=None, quantiles={})
+        return out
+    minmax = pc.min_max(valid)
+    quantiles = pc.quantile(valid, q=list(QUANTILES), interpolation="linear").to_pylist()
+    out.update(
+        min=_float(minmax["min"].as_py()),
+        max=_float(minmax["max"].as_py()),
+        mean=_float(pc.mean(valid).as_py()),
+        std=_float(pc.stddev(valid, ddof=0).as_py()),
+        quantiles={f"{q:g}": _float(v) for q, v in zip(QUANTILES, quantiles, strict=True)},
+    )
+    return out
+
+
+def categorical_stats(column: pa.ChunkedArray | pa.Array, max_values: int = MAX_VALUES) -> dict[str, Any]:
+    """count, null count, distinct count and value frequencies (most frequent first, ties by value)."""
+    values = categorical_values(column)
+    count = len(values)
+    nulls = values.null_count
+    counts = pc.value_counts(values.drop_null())
+    pairs = sorted(
+        zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True),
+        key=lambda p: (-p[1], str(p[0])),
+    )
+    return {
+        "kind": "categorical",
+        "type": str(column.type),
+        "count": count,
+        "null_count": nulls,
+        "distinct": len(pairs),
+        "values": [[v, int(c)] for v, c in pairs[:max_values]],
+        "truncated": len(pairs) > max_values,
+    }
+
+
+def column_stats(table: pa.Table, categorical: list[str], numeric: list[str]) -> dict[str, dict[str, Any]]:
+    """Statistics of every listed column of ``table`` (over all its rows)."""
+    missing = [c for c in (*categorical, *numeric) if c not in table.column_names]
+    if missing:
+        raise MonitoringError(f"the table lacks the model input column(s) {missing}")
+    out: dict[str, dict[str, Any]] = {}
+    for name in categorical:
+        out[name] = categorical_stats(table.column(name))
+    for name in numeric:
+        if not _is_numeric_type(table.column(name).type):
+            raise MonitoringError(f"numeric input {name!r} is {table.column(name).type}, not a number")
+        out[name] = numeric_stats(table.column(name))
+    return out
+
+
+def sample_indices(total: int, size: int, seed: int) -> npt.NDArray[np.int64]:
+    """Sorted row positions of a uniform sample without replacement (all rows when ``total <= size``)."""
+    if total <= size:
+        return np.arange(total, dtype=np.int64)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    return np.sort(rng.choice(total, size=size, replace=False)).astype(np.int64)
+
+
+# -- building ---------------------------------------------------------------------------------------------
+
+
+def compute_reference(
+    training_set: pa.Table,
+    categorical: list[str],
+    numeric: list[str],
+    score: ScoreFn,
+    *,
+    rows: int,
+    seed: int,
+    extra: Mapping[str, Any] | None = None,
+) -> tuple[pa.Table, dict[str, Any]]:
+    """The reference sample and statistics of ``training_set`` (see the module docstring).
+
+    Args:
+        training_set: every training row (the model's input columns and the label).
+        categorical: the model's categorical inputs.
+        numeric: the model's numeric inputs.
+        score: the model's probability for a table of rows.
+        rows: the sample's size cap.
+        seed: the sample's seed.
+        extra: more keys for the statistics (training set uri / sha256, model identity).
+
+    Raises:
+        MonitoringError: missing columns, an empty training set, or a label with nulls.
+    """
+    if training_set.num_rows == 0:
+        raise MonitoringError("the training set has no rows: no reference can be built")
+    if LABEL not in training_set.column_names:
+        raise MonitoringError(f"the training set has no label column {LABEL!r}")
+    columns = column_stats(training_set, categorical, numeric)
+    label = training_set.column(LABEL)
+    if label.null_count:
+        raise MonitoringError(f"the training set has {label.null_count} null label(s)")
+    index = sample_indices(training_set.num_rows, rows, seed)
+    sample = training_set.select([*categorical, *numeric, LABEL]).take(pa.array(index))
+    scores = np.asarray(score(sample), dtype=np.float64)
+    if scores.shape != (sample.num_rows,) or not np.all(np.isfinite(scores)):
+        raise MonitoringError(f"the model returned {scores.shape} scores for {sample.num_rows} rows (or NaN)")
+    sample = sample.append_column(SCORE, pa.array(scores, pa.float64()))
+    stats: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "inputs": {"categorical": list(categorical), "numeric": list(numeric)},
+        "label": LABEL,
+        "rows": training_set.num_rows,
+        "sample_rows": sample.num_rows,
+        "seed": seed,
+        "label_rate": _float(pc.mean(pc.cast(label, pa.float64())).as_py()),
+        "columns": columns,
+        "score": {**numeric_stats(sample.column(SCORE)), "over": "sample"},
+        "sample_label_rate": _float(pc.mean(pc.cast(sample.column(LABEL), pa.float64())).as_py()),
+        **dict(extra or {}),
+    }
+    return sample, stats
+
+
+def _write_sample(path: Path, sample: pa.Table) -> str:
+    from ml_tasks.training.files import sha256_file
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(sample, tmp, compression="zstd", row_group_size=SAMPLE_ROW_GROUP, write_statistics=True)
+    tmp.replace(path)
+    return sha256_file(path)
+
+
+def write_reference(directory: Path, sample: pa.Table, stats: dict[str, Any]) -> dict[str, str]:
+    """Write both files into ``directory`` (each atomically; the statistics last, with the sample's hash)."""
+    from ml_tasks.training.files import atomic_write_bytes, sha256_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    sample_sha = _write_sample(directory / REFERENCE_SAMPLE, sample)
+    document = {**stats, "sample_sha256": sample_sha}
+    text = json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write_bytes(directory / REFERENCE_STATS, text.encode())
+    return {REFERENCE_SAMPLE: sample_sha, REFERENCE_STATS: sha256_file(directory / REFERENCE_STATS)}
+
+
+def _read_training_set(training_set: pa.Table | str | Path) -> pa.Table:
+    if isinstance(training_set, pa.Table):
+        return training_set
+    path = Path(str(training_set).removeprefix("file://"))
+    if "://" in str(training_set) and not str(training_set).startswith("file://"):
+        return pq.read_table(str(training_set))
+    if path.is_dir():
+        files = sorted(path.glob("*.parquet"))
+        if not files:
+            raise MonitoringError(f"training set {training_set}: no parquet file in the folder")
+        return pa.concat_tables([pq.read_table(f) for f in files])
+    if not path.is_file():
+        raise MonitoringError(f"training set {training_set} does not exist")
+    return pq.read_table(path)
+
+
+def build_reference(bundle_dir: Path, training_set: pa.Table | str, settings: Settings) -> dict[str, Any]:
+    """Write ``reference_sample.parquet`` and ``reference_stats.json`` into the bundle; return a summary.
+
+    Args:
+        bundle_dir: a trained bundle (``load_bundle`` must load it).
+        training_set: the training set as a table, or the uri / path of its partition folder or file.
+        settings: ``monitor_reference_rows`` and ``monitor_seed``.
+
+    Returns:
+        ``{"files": {name: sha256}, "rows", "sample_rows", "seed", "label_rate"}``.
+
+    Raises:
+        MonitoringError: an empty training set, missing input columns or labels.
+    """
+    from ml_tasks.training.model import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    table = _read_training_set(training_set)
+    inputs = bundle.preprocessor.inputs
+    meta = bundle.metadata
+    extra = {
+        "training_set_uri": meta.get("training_set_uri")
+        or (training_set if isinstance(training_set, str) else None),
+        "training_set_sha256": meta.get("training_set_sha256"),
+        "preprocessing_sha256": meta.get("preprocessing_sha256"),
+        "threshold": float(meta["threshold"]),
+        "feature_service": meta.get("feature_service"),
+    }
+    sample, stats = compute_reference(
+        table,
+        list(inputs.categorical),
+        list(inputs.numeric),
+        bundle.predict_proba,
+        rows=settings.monitor_reference_rows,
+        seed=settings.monitor_seed,
+        extra=extra,
+    )
+    files = write_reference(Path(bundle_dir), sample, stats)
+    log.info(
+        "reference of %s: %d of %d training rows sampled (seed %d)",
+        bundle_dir, sample.num_rows, table.num_rows, settings.monitor_seed,
+    )  # fmt: skip
+    return {
+        "files": files,
+        "rows": stats["rows"],
+        "sample_rows": stats["sample_rows"],
+        "seed": stats["seed"],
+        "label_rate": stats["label_rate"],
+    }
+
+
+# -- loading ---------------------------------------------------------------------------------------------
+
+
+def load_reference_dir(
+    directory: str | Path, *, model_name: str | None = None, model_version: str | None = None
+) -> Reference:
+    """The reference stored in a local folder (a bundle, or a downloaded version's artifacts).
+
+    Raises:
+        ReferenceNotFoundError: a file is missing.
+        MonitoringError: the sample does not match the hash recorded in the statistics, or an unknown format.
+    """
+    from ml_tasks.training.files import sha256_file
+
+    folder = Path(directory)
+    missing = [name for name in REFERENCE_FILES if not (folder / name).is_file()]
+    if missing:
+        raise ReferenceNotFoundError(
+            f"{folder} has no {' / '.join(missing)}: the model was stored without a monitoring reference"
+            " (trained before monitoring existed); retrain it to monitor it"
+        )
+    stats = json.loads((folder / REFERENCE_STATS).read_text())
+    if stats.get("format_version") != FORMAT_VERSION:
+        raise MonitoringError(
+            f"{folder / REFERENCE_STATS}: format_version {stats.get('format_version')!r} is not supported"
+        )
+    files = {name: sha256_file(folder / name) for name in REFERENCE_FILES}
+    if stats.get("sample_sha256") and files[REFERENCE_SAMPLE] != stats["sample_sha256"]:
+        raise MonitoringError(
+            f"{folder / REFERENCE_SAMPLE} has sha256 {files[REFERENCE_SAMPLE][:16]}..., the statistics say"
+            f" {str(stats['sample_sha256'])[:16]}...: the reference files do not belong together"
+        )
+    sample = pq.read_table(folder / REFERENCE_SAMPLE)
+    return Reference(sample, stats, str(folder), files, model_name, model_version)
+
+
+def load_reference(settings: Settings, name: str, version: str) -> Reference:
+    """The reference of ``models:/<name>/<version>``, downloaded once into the model cache.
+
+    Cached in ``<data_root>/mlflow/model-cache/<name>/<version>/`` (beside the ONNX file of
+    ``registry.download_onnx``); a cached pair is reused when the sample matches the statistics' hash.
+
+    Raises:
+        ReferenceNotFoundError: the version's artifacts have no reference (an older model).
+    """
+    import mlflow.artifacts
+
+    from ml_tasks.training import registry, tracking
+
+    cache_root = registry._cache_root(settings)
+    target = cache_root / name / str(version)
+    if all((target / f).is_file() for f in REFERENCE_FILES):
+        try:
+            return load_reference_dir(target, model_name=name, model_version=str(version))
+        except MonitoringError:
+            log.warning("cached reference of %s/%s does not verify: downloading again", name, version)
+    client = tracking.client(settings)
+    uri = f"models:/{name}/{version}"
+    cache_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=cache_root, prefix=".reference-"))
+    try:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(staging / "dl"), tracking_uri=client.tracking_uri
+            )
+        )
+        found = {f: next(iter(sorted(local.rglob(f))), None) for f in REFERENCE_FILES}
+        absent = [f for f, p in found.items() if p is None]
+        if absent:
+            raise ReferenceNotFoundError(
+                f"{uri} has no {' / '.join(absent)} artifact: it was registered without a monitoring"
+                " reference (trained before monitoring existed); retrain it to monitor it"
+            )
+        target.mkdir(parents=True, exist_ok=True)
+        # the sample first, the statistics (which name the sample's hash) last: a reader that sees the
+        # statistics sees a matching sample, or refuses the pair
+        for name_ in (REFERENCE_SAMPLE, REFERENCE_STATS):
+            path = found[name_]
+            assert path is not None
+            tmp = target / f".{name_}.tmp"
+            shutil.copyfile(path, tmp)
+            tmp.replace(target / name_)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    reference = load_reference_dir(target, model_name=name, model_version=str(version))
+    return Reference(reference.sample, reference.stats, uri, reference.files, name, str(version))
