@@ -18,6 +18,7 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +58,11 @@ def postgres_database_uri(postgres_uri: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pipeline_root(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A small real pipeline data root with a registered champion (see tests/integration/_pipeline.py)."""
+    from tests.integration._pipeline import build_pipeline_root
+
+    return build_pipeline_root(tmp_path_factory.mktemp("pipeline_root"))
