@@ -57,6 +57,8 @@ bench: venv  ## benchmarks (ratios against floors measured in the same run)
 	$(PY) bench/feature_materialize.py --skip-feast
 	$(PY) bench/feature_training_set.py
 	$(PY) bench/train_throughput.py
+	$(PY) bench/predict_throughput.py
+	$(PY) bench/monitor_scale.py
 
 clean: stop  ## remove local state (.flywheel) but keep the venv
 	rm -rf .flywheel

@@ -49,32 +49,15 @@ without them fails at once with a message saying so. Params win over asset event
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import pendulum
-from _lib import CURATED_TRIPS, FEATURES, default_args, ml_step, plan_intervals
-from airflow.sdk import DAG, Param, task
+from _lib import CURATED_TRIPS, FEATURES, default_args, interval_params, ml_step, plan_intervals_task
+from airflow.sdk import DAG
 
 TZ = "America/Chicago"
 MAX_DAYS = int(os.environ.get("FLYWHEEL_FEATURES_MAX_DAYS", "31"))
-
-log = logging.getLogger(__name__)
-
-
-@task(task_id="plan_intervals")
-def plan_intervals_task(triggering_asset_events: Any = None, params: Any = None) -> list[list[str]]:
-    """One ``["--start", S, "--end", E]`` per merged interval of the triggering curated-trips events."""
-    events = list(triggering_asset_events.get(CURATED_TRIPS, [])) if triggering_asset_events else []
-    plan = plan_intervals([e.extra for e in events], params, max_days=int(params["max_days_per_task"]))
-    sources = sorted({str(e.source_run_id) for e in events})
-    log.info(
-        "%d curated-trips event(s) from %d run(s) %s -> %d interval(s): %s",
-        len(events), len(sources), sources[:20], len(plan), [f"[{a[1]}, {a[3]})" for a in plan],
-    )  # fmt: skip
-    return plan
 
 
 with DAG(
@@ -90,24 +73,10 @@ with DAG(
     default_args=default_args(execution_timeout=dt.timedelta(hours=2)),
     tags=["flywheel", "taxi", "features"],
     params={
-        "interval_start": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            description="Manual runs: first local day (YYYY-MM-DD); overrides the asset events.",
-        ),
-        "interval_end": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            description="Manual runs: day after the last local day (exclusive; default interval_start + 1).",
-        ),
-        "max_days_per_task": Param(
-            MAX_DAYS, type="integer", minimum=1, description="Longest interval one mapped task processes."
-        ),
+        **interval_params(MAX_DAYS, "Longest interval one mapped task processes."),
     },
 ) as dag:
-    intervals = plan_intervals_task()
+    intervals = plan_intervals_task(CURATED_TRIPS)
     build = ml_step(
         "build-features",
         expand_argv=intervals,

@@ -29,7 +29,8 @@ Kubernetes pod with `FLYWHEEL_RUNNER=kubernetes` (`train` asks for the `gpu` pro
 **Schedule.** Weekly (Monday 04:00 America/Chicago) and on the drift Asset `flywheel-drift` (emitted by
 monitoring, which applies the retraining cooldown and hysteresis before it emits), and manual runs with the
 params form. `FLYWHEEL_TRAINING_END_DATE` stops the weekly runs after a date (a laptop whose data lies in
-the past); `FLYWHEEL_TRAIN_TRIALS` sets the default number of trials.
+the past); `FLYWHEEL_TRAIN_TRIALS`, `FLYWHEEL_TRAIN_DAYS` (28) and `FLYWHEEL_EVAL_DAYS` (7) set the
+defaults of `trials`, `train_days` and `eval_days`.
 
 **MLflow.** One run per DAG run and task: `train` owns the model's run, the later steps make child runs
 of it; a retry replaces the task's previous run (no ghost runs). Tags carry dag_id, run_id, data interval,
@@ -53,6 +54,9 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 TZ = "America/Chicago"
 TRIALS = int(os.environ.get("FLYWHEEL_TRAIN_TRIALS", "2"))
+# defaults of the windows (drift- and schedule-triggered runs use them; the form can change them)
+TRAIN_DAYS = int(os.environ.get("FLYWHEEL_TRAIN_DAYS", "28"))
+EVAL_DAYS = int(os.environ.get("FLYWHEEL_EVAL_DAYS", "7"))
 # no scheduled (weekly) runs after this date: laptops and tests whose data lies in the past set it, so
 # unpausing the DAG does not start a run for the current week, which has no features
 END_DATE = (
@@ -118,8 +122,12 @@ with DAG(
             format="date",
             description="Exclusive end of the eval window (YYYY-MM-DD); default: drift event or schedule.",
         ),
-        "train_days": Param(28, type="integer", minimum=1, maximum=3660, description="Training days."),
-        "eval_days": Param(7, type="integer", minimum=1, maximum=366, description="Evaluation window, days."),
+        "train_days": Param(
+            TRAIN_DAYS, type="integer", minimum=1, maximum=3660, description="Training days."
+        ),
+        "eval_days": Param(
+            EVAL_DAYS, type="integer", minimum=1, maximum=366, description="Evaluation window, days."
+        ),
         "feature_service": Param("taxi_tips_v1", type="string", description="Feast feature service."),
         "trials": Param(TRIALS, type="integer", minimum=1, maximum=50, description="Hyperparameter trials."),
         "max_epochs": Param(

@@ -5,7 +5,11 @@ the data root. Today: **ingest** (taxi_ingest backfilled over the window, one ru
 **features** (the taxi_features runs Airflow itself creates from the curated-trips Asset events of
 those ingest runs: feature tables, online store, then one online lookup) and **training** (one
 taxi_training run: train on the window's first days, evaluate on the later ones, the gate, the registry;
-it prints the champion's metrics and the MLflow UI command). A later issue appends prediction.
+it prints the champion's metrics and the MLflow UI command) and the **loop**: four more days (the last
+three drifted) by one manual ingest run, after which Airflow alone runs features -> batch prediction ->
+monitoring -> (drift, after the hysteresis) -> retraining through the Assets; it prints the predictions,
+each day's drift decision (with the hysteresis and cooldown reasons), the retraining run and the lineage
+command.
 
 Starting the platform also runs the deploy step ``ml-tasks feature-apply`` (Feast registry).
 Airflow is left running so the runs, logs, rendered commands and reports can be browsed in the UI;
@@ -344,6 +348,114 @@ def summarize_training(demo: Demo, runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# -- stage: the loop (predict -> monitor -> drift -> retrain) ---------------------------------------------
+#: days after the window: one normal day, then the synthetic source's drift scenario
+LOOP_DAYS = 4
+PREDICT_ASSET, DRIFT_ASSET = "flywheel-predictions", "flywheel-drift"
+
+
+def loop_days(config: DemoConfig) -> tuple[dt.date, dt.date, dt.date]:
+    """First day, drift start and exclusive end of the loop stage's days (right after the window)."""
+    first = config.last_day + dt.timedelta(days=1)
+    return first, first + dt.timedelta(days=1), first + dt.timedelta(days=LOOP_DAYS)
+
+
+def loop_env(config: DemoConfig) -> dict[str, str]:
+    """Windows of the drift-triggered retrain: evaluate on the drifted day that asked for it, train on every
+    day before it (the demo's data has no 28 days of history)."""
+    return {"FLYWHEEL_TRAIN_DAYS": str(config.days + 2), "FLYWHEEL_EVAL_DAYS": "1"}
+
+
+def run_loop(demo: Demo) -> list[dict[str, Any]]:
+    """One manual taxi_ingest run over the loop's days (drift from the second); then Airflow does the rest:
+    features -> batch prediction -> monitoring -> (drift) -> retraining, each run created from an Asset."""
+    api, config = demo.api, demo.config
+    first, drift_from, end = loop_days(config)
+    for dag_id in ("taxi_batch_predict", "taxi_monitoring", "taxi_training"):
+        api.set_paused(dag_id, False)
+    since = dt.datetime.now(dt.UTC)
+    conf = {"source": "synthetic", "trips_per_day": config.trips_per_day,
+            "drift_from": drift_from.isoformat(), "interval_start": first.isoformat(),
+            "interval_end": end.isoformat()}  # fmt: skip
+    ingest_id = api.trigger("taxi_ingest", conf=conf)
+    runs = list(api.wait_runs("taxi_ingest", [ingest_id], timeout=config.timeout).values())
+    chain = [(CURATED_ASSET, "taxi_features"), ("flywheel-features", "taxi_batch_predict"),
+             (PREDICT_ASSET, "taxi_monitoring")]  # fmt: skip
+    producers = [ingest_id]
+    for asset, consumer in chain:
+        if any(r["state"] != "success" for r in runs):
+            return runs
+        done = api.wait_consumer_runs(asset, consumer, producers, since=since, timeout=config.timeout)
+        runs += done
+        producers = [r["dag_run_id"] for r in done]
+    events = [e for e in api.asset_events(DRIFT_ASSET, source_dag_id="taxi_monitoring")
+              if e["source_run_id"] in producers]  # fmt: skip
+    if events:
+        runs += api.wait_consumer_runs(
+            DRIFT_ASSET, "taxi_training", producers, since=since, timeout=config.timeout
+        )
+    return runs
+
+
+def _decision_line(day: str, decision: dict[str, Any]) -> str:
+    drift = decision.get("drift") or {}
+    drifted = drift.get("drifted_columns") or []
+    names = ", ".join(str(c.get("column", c)) if isinstance(c, dict) else str(c) for c in drifted[:4])
+    more = f" (+{len(drifted) - 4})" if len(drifted) > 4 else ""
+    share = drift.get("drift_share")
+    verdict = decision.get("verdict", "?")
+    retrain = "RETRAIN" if decision.get("retrain") else "no retrain"
+    reasons = "; ".join(decision.get("reasons") or [])
+    return (f"{day}  {verdict:<9} drift share {share if share is None else f'{share:.2f}'}"
+            f"  {names}{more}\n{'':12}{retrain}: {reasons}")  # fmt: skip
+
+
+def summarize_loop(demo: Demo, runs: list[dict[str, Any]]) -> str:
+    """Predictions per day, each day's drift decision, the retraining run and the lineage command."""
+    import pyarrow.parquet as pq
+
+    first, drift_from, end = loop_days(demo.config)
+    days = [(first + dt.timedelta(days=i)).isoformat() for i in range((end - first).days)]
+    lines = [f"days {days[0]} .. {days[-1]}; synthetic drift from {drift_from} (payments, fares, companies,"
+             " hours)", "", "predictions (champion, ONNX, sharded):"]  # fmt: skip
+    for day in days:
+        part = demo.data_root / "predictions" / "taxi_tips" / f"dt={day}" / "part-00000.parquet"
+        if not part.is_file():
+            lines.append(f"{day}  (no predictions)")
+            continue
+        table = pq.read_table(part, columns=["score", "decision", "model_version"])
+        scores = table.column("score").to_numpy()
+        positive = float(sum(table.column("decision").to_pylist())) / max(table.num_rows, 1)
+        version = table.column("model_version")[0].as_py() if table.num_rows else "-"
+        lines.append(f"{day}  {table.num_rows:>7,} trips  mean score {scores.mean():.3f}"
+                     f"  big tippers predicted {positive:.1%}  model version {version}")  # fmt: skip
+    lines += ["", "monitoring decisions (Evidently vs the model's training reference):"]
+    for day in days:
+        decision = _read_json(demo.data_root / "monitoring" / "taxi_tips" / f"dt={day}" / "decision.json")
+        lines.append(_decision_line(day, decision) if decision else f"{day}  (no decision)")
+        report = demo.data_root / "monitoring" / "taxi_tips" / f"dt={day}" / "drift_report.html"
+        if decision and decision.get("verdict") != "no_drift" and report.is_file():
+            lines.append(f"{'':12}report: {report}")
+    retrains = [r for r in runs if r.get("dag_id") == "taxi_training"]
+    lines.append("")
+    if not retrains:
+        lines.append("no retraining was requested (see the decisions above)")
+    for run in retrains:
+        run_id = run["dag_run_id"]
+        windows = demo.api.xcom("taxi_training", run_id, "plan_windows")
+        decision = demo.api.xcom("taxi_training", run_id, "promote") if run["state"] == "success" else None
+        why = "; ".join((decision or {}).get("reasons") or [])
+        outcome = "failed" if decision is None else (
+            "new champion" if decision.get("promoted") else f"challenger ({why})"
+        )  # fmt: skip
+        lines.append(f"retraining (taxi_training {run_id}, started by the drift Asset): train"
+                     f" [{windows['train_start']}, {windows['train_end']}) eval [{windows['eval_start']},"
+                     f" {windows['eval_end']}) -> {outcome}")  # fmt: skip
+    lines += ["", "which data and which model made a prediction:",
+              f"  .venv/bin/ml-tasks lineage predictions/taxi_tips/dt={days[-1]}"]  # fmt: skip
+    return "\n".join(lines)
+
+
 STAGES: list[Stage] = [
     Stage("ingest", "taxi_ingest", run_ingest, summarize_ingest, how="backfill, one run per day"),
     Stage(
@@ -361,7 +473,14 @@ STAGES: list[Stage] = [
         summarize_training,
         how="one manual run: train on the first days, evaluate on the later ones, gate, register",
     ),
-    # later issue: Stage("predict", ...)
+    Stage(
+        "loop",
+        "taxi_batch_predict",
+        run_loop,
+        summarize_loop,
+        how=f"{LOOP_DAYS} more days (drift from the 2nd) by one manual ingest run; features, predictions,"
+        " monitoring and the retraining follow through Assets",
+    ),
 ]
 
 
@@ -385,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # no weekly taxi_training run for the current week (the demo's data lies in the past)
     platform = Platform.from_env(
-        port=ns.port, extra_env={"FLYWHEEL_TRAINING_END_DATE": ns.first_day.isoformat()}
+        port=ns.port, extra_env={"FLYWHEEL_TRAINING_END_DATE": ns.first_day.isoformat(), **loop_env(config)}
     )
     try:
         seconds = platform.start()

@@ -1,16 +1,18 @@
 """Project helpers for DAG files (cheap to import: stdlib, jinja2 and airflow.sdk only)."""
 
-from _lib.assets import CHAMPION_MODEL, CURATED_TRIPS, DRIFT, FEATURES
+from _lib.assets import CHAMPION_MODEL, CURATED_TRIPS, DRIFT, FEATURES, PREDICTIONS
 from _lib.steps import (
     END,
     START,
     STEP_MACROS,
     MlStepOperator,
     default_args,
+    interval_params,
     merge_intervals,
     ml_step,
     opt,
     plan_intervals,
+    plan_intervals_task,
     resolve_interval,
     switch,
 )
@@ -21,14 +23,17 @@ __all__ = [
     "DRIFT",
     "END",
     "FEATURES",
+    "PREDICTIONS",
     "START",
     "STEP_MACROS",
     "MlStepOperator",
     "default_args",
+    "interval_params",
     "merge_intervals",
     "ml_step",
     "opt",
     "plan_intervals",
+    "plan_intervals_task",
     "resolve_interval",
     "switch",
 ]

@@ -24,6 +24,8 @@ CURATED_TRIPS = Asset(name="flywheel-curated-trips", uri="flywheel://curated/tri
 FEATURES = Asset(name="flywheel-features", uri="flywheel://features", group="flywheel")
 #: a new champion model version (taxi_training's promotion), extra: {"model", "version", "run_id", ...}
 CHAMPION_MODEL = Asset(name="flywheel-champion-model", uri="flywheel://models/champion", group="flywheel")
-#: a drift verdict of taxi_monitoring (the monitoring issue emits it), extra: {"interval", "decision", ...};
-#: taxi_training runs on it (its cooldown and hysteresis are decided before the event is emitted)
+#: batch predictions committed by taxi_batch_predict (all shards of an interval), one event per interval
+PREDICTIONS = Asset(name="flywheel-predictions", uri="flywheel://predictions", group="flywheel")
+#: a retraining request of taxi_monitoring: a drift verdict that passed hysteresis and cooldown, extra:
+#: {"step": "monitor", "interval", "decision", "model", "version", "run_id"}; taxi_training runs on it
 DRIFT = Asset(name="flywheel-drift", uri="flywheel://monitoring/drift", group="flywheel")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import shlex
 import subprocess
@@ -41,7 +42,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
-from airflow.sdk import Asset, BaseOperator
+from airflow.sdk import Asset, BaseOperator, Param, task
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from jinja2 import pass_context
 from jinja2.runtime import Context as JinjaContext
@@ -49,6 +50,8 @@ from jinja2.runtime import Context as JinjaContext
 if TYPE_CHECKING:
     from airflow.sdk import XComArg
     from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+log = logging.getLogger(__name__)
 
 RUNNER_ENV = "FLYWHEEL_RUNNER"
 RUNNERS = ("local", "kubernetes")
@@ -238,6 +241,46 @@ def plan_intervals(
         return interval_argv(merge_intervals(intervals, max_days))
     except ValueError as exc:
         raise AirflowFailException(str(exc)) from exc
+
+
+# -- asset-scheduled DAGs: params and the planning task ---------------------------------------------------
+def interval_params(max_days: int, max_days_help: str) -> dict[str, Param]:
+    """The params of an asset-scheduled DAG: a manual run's interval, and the longest interval per task."""
+    return {
+        "interval_start": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Manual runs: first local day (YYYY-MM-DD); overrides the asset events.",
+        ),
+        "interval_end": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Manual runs: day after the last local day (exclusive; default interval_start + 1).",
+        ),
+        "max_days_per_task": Param(max_days, type="integer", minimum=1, description=max_days_help),
+    }
+
+
+def plan_intervals_task(asset: Asset) -> Any:
+    """The ``plan_intervals`` task of a DAG scheduled on ``asset``: one ``["--start", S, "--end", E]`` per
+    merged interval of the run's triggering events of that Asset (or of the params of a manual run), in
+    pieces of at most the param ``max_days_per_task`` days. Call it inside the DAG; map steps over its output.
+    """
+
+    @task(task_id="plan_intervals")
+    def plan(triggering_asset_events: Any = None, params: Any = None) -> list[list[str]]:
+        events = list(triggering_asset_events.get(asset, [])) if triggering_asset_events else []
+        argv = plan_intervals([e.extra for e in events], params, max_days=int(params["max_days_per_task"]))
+        sources = sorted({str(e.source_run_id) for e in events})
+        pieces = [f"[{a[1]}, {a[3]})" for a in argv]
+        log.info("%d %s event(s) from %d run(s) %s -> %d interval(s): %s",
+                 len(events), asset.name, len(sources), sources[:20], len(argv), pieces)  # fmt: skip
+        return argv
+
+    plan.__doc__ = f"One argv per merged interval of the triggering {asset.name} events (or the params)."
+    return plan()
 
 
 # -- argv templates -----------------------------------------------------------------------------------------

@@ -815,7 +815,7 @@ def commit_predictions(
             writer.manifest.outputs = outputs
         partitions.append(
             {
-                "day": key,
+                "dt": key,
                 "uri": root.uri(target),
                 "rows": totals["rows"],
                 "sha256": outputs[0]["sha256"],

@@ -7,9 +7,12 @@ that all components are still alive before and after it runs.
 
 from __future__ import annotations
 
+import json
 import shutil
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +26,49 @@ TIMINGS: dict[str, float] = {}
 KEPT_LOGS = REPO / ".flywheel" / "e2e-logs"
 
 
+class AlertSink:
+    """A real HTTP server on loopback that records the JSON bodies POSTed to it (the alert webhook)."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                sink.received.append({"path": self.path, "body": json.loads(body or b"null")})
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def connection_uri(self) -> str:
+        """The Airflow connection (``AIRFLOW_CONN_FLYWHEEL_ALERTS``) pointing at this server."""
+        return f"http://127.0.0.1:{self.port}/alerts"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture(scope="session")
-def airflow_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def alert_sink() -> Iterator[AlertSink]:
+    sink = AlertSink()
+    try:
+        yield sink
+    finally:
+        sink.close()
+
+
+@pytest.fixture(scope="session")
+def airflow_platform(tmp_path_factory: pytest.TempPathFactory, alert_sink: AlertSink) -> Iterator[Platform]:
     """The running platform. Tasks retry once after 1 s (tests see retries without waiting minutes);
     the DAGs' end date keeps the scheduler from creating runs of its own: tests create every run."""
     base = tmp_path_factory.mktemp("airflow-e2e")
@@ -39,6 +83,12 @@ def airflow_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platf
             "FLYWHEEL_TRAINING_END_DATE": "2024-02-01",
             # the training e2e corrupts an ONNX export on purpose (export-onnx --inject-fault)
             "FLYWHEEL_ALLOW_FAULT_INJECTION": "true",
+            # the retraining loop: one drifted day is enough, a drift-triggered run trains on 6 days and
+            # evaluates on 1, and alerts go to a real HTTP server of the test session
+            "FLYWHEEL_DRIFT_HYSTERESIS": "1",
+            "FLYWHEEL_TRAIN_DAYS": "6",
+            "FLYWHEEL_EVAL_DAYS": "1",
+            "AIRFLOW_CONN_FLYWHEEL_ALERTS": alert_sink.connection_uri,
         },
     )
     TIMINGS["platform start"] = platform.start(timeout=300)

@@ -130,7 +130,7 @@ def test_partitions_follow_the_contract(root: PipelineRoot, unsharded: dict[str,
     assert summary["model"]["version"] == version and summary["model"]["feature_service"] == "taxi_tips_v1"
     assert summary["model"]["run_id"] == root.steps["train"]["run_id"]
     expected_rows = {when.isoformat(): curated_rows(root, when) for when in SCORED.days()}
-    assert {p["day"]: p["rows"] for p in summary["partitions"]} == expected_rows
+    assert {p["dt"]: p["rows"] for p in summary["partitions"]} == expected_rows
     assert summary["rows"] == sum(expected_rows.values()) > 2000
     assert summary["shards"] == 1 and summary["postgres_rows"] is None and summary["empty_days"] == []
     scorer = OnnxScorer(root.bundle / "model.onnx")
