@@ -146,6 +146,12 @@ class Settings(BaseSettings):
         default=0.3, gt=0.0, le=1.0,
         description="Dataset drift when at least this share of the model's input columns drifted.",
     )  # fmt: skip
+    monitor_share_columns: Literal["trip", "all"] = Field(
+        default="trip",
+        description="Inputs the drift share counts: trip = the trip's own fields and request-time features;"
+        " all = also the feature-store aggregates (<view>__<feature>), which trend with the history a store"
+        " holds (a 28-day count grows for 28 days) and are tested and reported either way.",
+    )
     monitor_prediction_drift: bool = Field(
         default=True, description="A drifted prediction distribution alone is also a drift verdict."
     )

@@ -34,7 +34,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -309,6 +309,10 @@ class DriftResult:
     dataset_drift: bool
     drifted_columns: list[str]
     tested_columns: list[str]
+    #: tested inputs left out of the share (``share_of``) that drifted: reported, not counted
+    drifted_not_counted: list[str]
+    #: the inputs the share counts (tested, or drifted by rule)
+    counted_columns: list[str]
     excluded_columns: dict[str, str]
     degenerate: dict[str, str]
     prediction_drift: dict[str, Any] | None
@@ -330,6 +334,8 @@ class DriftResult:
             "drift_share": self.drift_share,
             "dataset_drift": self.dataset_drift,
             "drifted_columns": self.drifted_columns,
+            "drifted_not_counted": self.drifted_not_counted,
+            "counted_columns": self.counted_columns,
             "tested_columns": self.tested_columns,
             "excluded_columns": self.excluded_columns,
             "degenerate_columns": self.degenerate,
@@ -428,6 +434,7 @@ def drift_report(
     score: str | None = SCORE,
     summary: bool = True,
     exclude: Mapping[str, str] | None = None,
+    share_of: Collection[str] | None = None,
 ) -> DriftResult:
     """Evidently drift of ``current`` against ``reference`` on the inputs (and the score).
 
@@ -441,6 +448,8 @@ def drift_report(
         summary: add Evidently's ``DataSummaryPreset`` (on the same rows) to the report.
         exclude: columns the caller excludes from the drift test, with the reason (e.g. calendar columns in an
             interval shorter than their cycle); they are reported, not tested, not in the share.
+        share_of: the inputs the drift share counts (default: all); the others are tested and reported
+            (``drifted_not_counted``) but do not make a dataset drift.
 
     Raises:
         MonitoringError: a column is missing from either frame.
@@ -466,6 +475,8 @@ def drift_report(
             dataset_drift=False,
             drifted_columns=[],
             tested_columns=[],
+            drifted_not_counted=[],
+            counted_columns=[],
             excluded_columns={c: "no current rows" for c, _ in kinds},
             degenerate={},
             prediction_drift=None,
@@ -505,8 +516,10 @@ def drift_report(
     columns.update(by_rule)
     for name, reason in excluded.items():
         columns[name] = {"kind": dict(kinds)[name], "drifted": None, "excluded": reason}
-    counted = [c for c in (*categorical, *numeric) if c in columns and columns[c].get("drifted") is not None]
+    judged = [c for c in (*categorical, *numeric) if c in columns and columns[c].get("drifted") is not None]
+    counted = [c for c in judged if share_of is None or c in share_of]
     drifted = [c for c in counted if columns[c]["drifted"]]
+    not_counted = [c for c in judged if c not in counted and columns[c]["drifted"]]
     share = len(drifted) / len(counted) if counted else None
     prediction = None
     if scored:
@@ -518,6 +531,8 @@ def drift_report(
         dataset_drift=share is not None and share >= drift_share,
         drifted_columns=drifted,
         tested_columns=tested_inputs,
+        drifted_not_counted=not_counted,
+        counted_columns=counted,
         excluded_columns={c: r for c, r in excluded.items() if c != score},
         degenerate=degenerate,
         prediction_drift=prediction,

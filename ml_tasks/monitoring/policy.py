@@ -93,9 +93,12 @@ def verdict(
     """This interval's verdict, the sentences that explain it and the performance judgement."""
     reasons: list[str] = []
     share = drift.get("drift_share")
-    counted = len(drift.get("tested_columns") or []) + sum(
-        1 for c in (drift.get("columns") or {}).values() if c.get("method") == "all_null_in_one_frame"
-    )
+    if drift.get("counted_columns") is not None:
+        counted = len(drift["counted_columns"])
+    else:  # a result without the field counts every tested input
+        counted = len(drift.get("tested_columns") or []) + sum(
+            1 for c in (drift.get("columns") or {}).values() if c.get("method") == "all_null_in_one_frame"
+        )
     drifted = list(drift.get("drifted_columns") or [])
     dataset_drift = share is not None and share >= config.drift_share
     if share is None:
@@ -108,6 +111,13 @@ def verdict(
         reasons.append(
             f"{len(drifted)} of {counted} input column(s) drifted{named}: share {share:.2f} {relation}"
             f" {config.drift_share:.2f}" + ("" if dataset_drift else ", no dataset drift")
+        )
+    others = list(drift.get("drifted_not_counted") or [])
+    if others:
+        reasons.append(
+            f"{len(others)} feature-store column(s) drifted too, reported but not counted in the share"
+            f" (they trend with the store's history): {', '.join(others[:5])}"
+            + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         )
     prediction = drift.get("prediction_drift") or None
     prediction_drifted = bool(prediction and prediction.get("drifted"))
@@ -285,6 +295,7 @@ def decide(
             ),
             "drift_share": drift.get("drift_share"),
             "drifted_columns": list(drift.get("drifted_columns") or []),
+            "drifted_not_counted": list(drift.get("drifted_not_counted") or []),
             "tested_columns": list(drift.get("tested_columns") or []),
             "excluded_columns": dict(drift.get("excluded_columns") or {}),
             "degenerate_columns": dict(drift.get("degenerate_columns") or {}),

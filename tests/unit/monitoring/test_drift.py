@@ -226,3 +226,18 @@ def test_numeric_stats_of_an_empty_column() -> None:
     assert out["count"] == 5 and out["null_count"] == 5 and out["mean"] is None
     assert not any(isinstance(v, float) and math.isnan(v) for v in out.values())
     assert pc.sum(pa.array([1])).as_py() == 1
+
+
+def test_columns_outside_share_of_are_tested_and_reported_not_counted(ref_sample: pa.Table) -> None:
+    """A shift in columns left out of the share (feature-store aggregates) makes no dataset drift."""
+    current = frame(3_000, seed=11, shift=8.0)
+    everything = drift_report(ref_sample, current, CAT, NUM, drift_share=0.3, summary=False)
+    assert set(everything.drifted_columns) >= {"fare", "miles"}
+    trip_only = drift_report(ref_sample, current, CAT, NUM, drift_share=0.3, summary=False,
+                             share_of=["payment_type", "area"])  # fmt: skip
+    assert trip_only.counted_columns == ["payment_type", "area"]
+    assert trip_only.drifted_columns == [] and trip_only.drift_share == 0.0
+    assert trip_only.dataset_drift is False
+    assert set(trip_only.drifted_not_counted) == set(everything.drifted_columns)
+    # still tested, with their scores
+    assert trip_only.columns["fare"]["drifted"] is True
