@@ -388,11 +388,12 @@ def run_loop(demo: Demo) -> list[dict[str, Any]]:
         done = api.wait_consumer_runs(asset, consumer, producers, since=since, timeout=config.timeout)
         runs += done
         producers = [r["dag_run_id"] for r in done]
-    events = [e for e in api.asset_events(DRIFT_ASSET, source_dag_id="taxi_monitoring")
-              if e["source_run_id"] in producers]  # fmt: skip
-    if events:
+    # only the monitoring runs whose decisions asked for a retrain emitted the drift Asset
+    events = api.asset_events(DRIFT_ASSET, source_dag_id="taxi_monitoring")
+    requested = sorted({e["source_run_id"] for e in events if e["source_run_id"] in producers})
+    if requested:
         runs += api.wait_consumer_runs(
-            DRIFT_ASSET, "taxi_training", producers, since=since, timeout=config.timeout
+            DRIFT_ASSET, "taxi_training", requested, since=since, timeout=config.timeout
         )
     return runs
 

@@ -110,8 +110,13 @@ def loop(champion: str, api: AirflowApi, data_root_e2e: Path) -> Iterator[dict[s
         monitor = api.wait_consumer_runs(
             "flywheel-predictions", MONITOR, [r["dag_run_id"] for r in predict], since=since, timeout=900
         )
+        # only the monitoring runs whose decisions asked for a retrain emitted the drift Asset
+        ours = {r["dag_run_id"] for r in monitor}
+        events = api.asset_events("flywheel-drift", source_dag_id=MONITOR)
+        drift_sources = sorted({e["source_run_id"] for e in events if e["source_run_id"] in ours})
+        assert drift_sources, "no monitoring run requested a retrain"
         training = api.wait_consumer_runs(
-            "flywheel-drift", TRAINING, [r["dag_run_id"] for r in monitor], since=since, timeout=1800
+            "flywheel-drift", TRAINING, drift_sources, since=since, timeout=1800
         )
         TIMINGS["loop: ingest 4 days -> features -> predict -> monitor -> retrain"] = (
             time.monotonic() - started
