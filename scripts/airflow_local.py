@@ -841,6 +841,11 @@ class AirflowApi:
     def set_paused(self, dag_id: str, paused: bool) -> None:
         self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": paused})
 
+    def clear_queued_events(self, dag_id: str) -> None:
+        """Drop the asset events queued for ``dag_id`` (Airflow queues them for a paused consumer too, and
+        creates a run from them once it is unpaused)."""
+        self.request("DELETE", f"/dags/{dag_id}/assets/queuedEvents", ok=(404,))
+
     def trigger(
         self, dag_id: str, conf: Mapping[str, Any] | None = None, logical_date: str | None = None
     ) -> str:
