@@ -841,10 +841,34 @@ class AirflowApi:
     def set_paused(self, dag_id: str, paused: bool) -> None:
         self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": paused})
 
-    def clear_queued_events(self, dag_id: str) -> None:
-        """Drop the asset events queued for ``dag_id`` (Airflow queues them for a paused consumer too, and
-        creates a run from them once it is unpaused)."""
-        self.request("DELETE", f"/dags/{dag_id}/assets/queuedEvents", ok=(404,))
+    def wait_settled(
+        self,
+        dag_id: str,
+        since: dt.datetime,
+        *,
+        timeout: float = 900,
+        quiet_polls: int = 3,
+        poll: float = 5.0,
+    ) -> list[dict[str, Any]]:
+        """Every run of ``dag_id`` created at or after ``since``, once there is at least one, all are finished
+        and no new one appeared for ``quiet_polls`` polls.
+
+        For asset chains where :meth:`wait_consumer_runs` is not enough: one producer run may emit several
+        events (one per interval) that Airflow hands to several consumer runs, created one after another
+        (with ``max_active_runs=1`` the later ones wait), and a consumer run also takes every event since its
+        DAG's previous run, including events of producer runs the caller does not know about.
+        """
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        while True:
+            runs = self.dag_runs(dag_id, run_after_gte=since.astimezone(dt.UTC).isoformat())
+            busy = [r["dag_run_id"] for r in runs if r["state"] not in TERMINAL_RUN_STATES]
+            quiet = 0 if busy or not runs else quiet + 1
+            if quiet >= quiet_polls:
+                return sorted(runs, key=lambda r: (r["run_after"], r["dag_run_id"]))
+            if time.monotonic() > deadline:
+                raise PlatformError(f"{dag_id}: runs since {since} not settled after {timeout:.0f} s: {busy}")
+            time.sleep(poll)
 
     def trigger(
         self, dag_id: str, conf: Mapping[str, Any] | None = None, logical_date: str | None = None

@@ -366,23 +366,6 @@ def loop_env(config: DemoConfig) -> dict[str, str]:
     return {"FLYWHEEL_TRAIN_DAYS": str(config.days + 2), "FLYWHEEL_EVAL_DAYS": "1"}
 
 
-def _settled_runs(api: AirflowApi, dag_id: str, since: dt.datetime, timeout: float) -> list[dict[str, Any]]:
-    """Every run of ``dag_id`` created since ``since``, once all are finished and no new one appeared for
-    a while: one producer run may emit several Asset events (one per interval), which Airflow may hand
-    to several consumer runs, created one after the other."""
-    deadline = time.monotonic() + timeout
-    quiet = 0
-    while True:
-        runs = api.dag_runs(dag_id, run_after_gte=since.isoformat())
-        busy = [r for r in runs if r["state"] not in ("success", "failed")]
-        quiet = 0 if busy or not runs else quiet + 1
-        if quiet >= 3:
-            return sorted(runs, key=lambda r: (r["run_after"], r["dag_run_id"]))
-        if time.monotonic() > deadline:
-            raise PlatformError(f"{dag_id}: runs still not finished after {timeout:.0f} s: {busy}")
-        time.sleep(5)
-
-
 def run_loop(demo: Demo) -> list[dict[str, Any]]:
     """One manual taxi_ingest run over the loop's days (drift from the second); then Airflow does the rest:
     features -> batch prediction -> monitoring -> (drift) -> retraining, each run created from an Asset.
@@ -403,7 +386,7 @@ def run_loop(demo: Demo) -> list[dict[str, Any]]:
     for dag_id in ("taxi_features", "taxi_batch_predict", "taxi_monitoring"):
         if any(r["state"] != "success" for r in runs):
             return runs
-        runs += _settled_runs(api, dag_id, since, config.timeout)
+        runs += api.wait_settled(dag_id, since, timeout=config.timeout)
     # only the monitoring runs whose decisions asked for a retrain emitted the drift Asset
     monitoring = {r["dag_run_id"] for r in runs if r.get("dag_id") == "taxi_monitoring"}
     events = api.asset_events(DRIFT_ASSET, source_dag_id="taxi_monitoring")
