@@ -2,9 +2,9 @@
 ### taxi_batch_predict: score each new day of trips with the champion model, sharded
 
 `plan_intervals -> resolve-model -> plan_shards / plan_commits -> predict (mapped: intervals x shards) ->
-predict-commit (mapped: one per interval)`; the steps are `ml-tasks` commands (see `ml_tasks/cli.py`) run by
-the project's step helper (`dags/_lib`): a local subprocess by default, a Kubernetes pod with
-`FLYWHEEL_RUNNER=kubernetes`.
+predict-commit (mapped: one per interval) -> publish`; the steps are `ml-tasks` commands (see
+`ml_tasks/cli.py`) run by the project's step helper (`dags/_lib`): a local subprocess by default, a
+Kubernetes pod with `FLYWHEEL_RUNNER=kubernetes`.
 
 * **plan_intervals** turns the triggering `flywheel-features` events (or the params of a manual run) into
   sorted, merged intervals of local days (end exclusive), like taxi_features.
@@ -19,8 +19,11 @@ the project's step helper (`dags/_lib`): a local subprocess by default, a Kubern
   policy.
 * **predict-commit** runs once ALL shards of the interval succeeded: it checks them (count, model
   version), writes `predictions/<model>/dt=D` per day atomically (bytes equal to an unsharded run),
-  optionally upserts into PostgreSQL (`FLYWHEEL_PREDICTIONS_POSTGRES_URI`, key: trip + model version),
-  and emits the Asset `flywheel-predictions` with the interval (taxi_monitoring runs on it).
+  optionally upserts into PostgreSQL (`FLYWHEEL_PREDICTIONS_POSTGRES_URI`, key: trip + model version).
+* **publish** runs once every commit succeeded and emits the Asset `flywheel-predictions` ONCE for the
+  run, with every committed interval (`extra.intervals`) and partition: taxi_monitoring gets one run per
+  prediction run and judges its days in order. One run at a time (`max_active_runs=1`), so the runs, and
+  their events, follow each other in the order of the features events.
 
 **Schedule.** On the Asset `flywheel-features` (taxi_features' materialize): daily, right after the day's
 features. Manual runs: params `interval_start` / `interval_end` (YYYY-MM-DD, end exclusive), `model`
@@ -37,6 +40,7 @@ import datetime as dt
 import logging
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +87,44 @@ def plan_shards_task(
     return plan["shards"]
 
 
+def predictions_event(commits: Any, run_id: str) -> dict[str, Any]:
+    """The extra of the run's one ``flywheel-predictions`` event: every committed interval and partition,
+    in day order, and the model version that scored them (see ``_lib.assets``).
+
+    Raises:
+        AirflowSkipException: no commit returned a summary (nothing was committed: no event).
+    """
+    found = [c for c in (commits or []) if isinstance(c, Mapping) and isinstance(c.get("interval"), Mapping)]
+    if not found:
+        raise AirflowSkipException("no interval committed: no flywheel-predictions event")
+    found.sort(key=lambda c: str(c["interval"].get("start")))
+    partitions = [
+        {k: p[k] for k in ("dt", "uri", "rows") if k in p}
+        for c in found
+        for p in c.get("partitions") or []
+        if isinstance(p, Mapping)
+    ]
+    models = sorted({f"{(c.get('model') or {}).get('name')}/{(c.get('model') or {}).get('version')}"
+                     for c in found if isinstance(c.get("model"), Mapping)})  # fmt: skip
+    return {
+        "step": "predict-commit",
+        "intervals": [dict(c["interval"]) for c in found],
+        "partitions": partitions,
+        "models": models,
+        "run_id": run_id,
+    }
+
+
+@task(task_id="publish", outlets=[PREDICTIONS])
+def publish_task(commits: Any, outlet_events: Any = None, run_id: Any = None) -> dict[str, Any]:
+    """Every interval committed: emit ``flywheel-predictions`` once, listing them (for taxi_monitoring)."""
+    extra = predictions_event(commits, str(run_id))
+    outlet_events[PREDICTIONS].extra.update(extra)
+    log.info("published %d interval(s), %d partition(s) scored by %s", len(extra["intervals"]),
+             len(extra["partitions"]), extra["models"])  # fmt: skip
+    return extra
+
+
 @task(task_id="plan_commits")
 def plan_commits_task(
     intervals: list[list[str]], resolved: dict[str, Any], params: Any = None, run_id: Any = None
@@ -98,7 +140,8 @@ with DAG(
     schedule=[FEATURES],
     start_date=pendulum.datetime(2024, 1, 1, tz=TZ),
     catchup=False,
-    max_active_runs=2,
+    # one run at a time: runs publish in the order of the features events, monitoring judges days in order
+    max_active_runs=1,
     max_active_tasks=4,
     dagrun_timeout=dt.timedelta(hours=4),
     default_args=default_args(execution_timeout=dt.timedelta(hours=2)),
@@ -131,7 +174,7 @@ with DAG(
     commit = ml_step(
         "predict-commit",
         expand_argv=commit_argv,
-        outlets=[PREDICTIONS],
-        doc_md="All shards done: write predictions/<model>/dt=D atomically (and upsert); emit the Asset.",
+        doc_md="All shards done: write predictions/<model>/dt=D atomically (and upsert).",
     )
     shards >> commit
+    publish_task(commit.output)  # an XComArg, resolved at run time

@@ -21,8 +21,8 @@ command (see `ml_tasks/cli.py`) run by the project's step helper (`dags/_lib`).
   time) before. Both checks, with their numbers, are written in the decision; otherwise the task is
   skipped and says why.
 
-**Schedule.** On the Asset `flywheel-predictions` (taxi_batch_predict's commit): daily after
-predictions. Manual runs: params `interval_start` / `interval_end`.
+**Schedule.** On the Asset `flywheel-predictions` (taxi_batch_predict's publish, one event per prediction
+run): daily after predictions. Manual runs: params `interval_start` / `interval_end`.
 """
 
 from __future__ import annotations

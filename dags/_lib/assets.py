@@ -10,7 +10,10 @@ Event contract: every event of these Assets is emitted by :class:`_lib.steps.MlS
     {"step": "publish", "interval": {"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"},  # local days, end exclusive
      "partitions": [{"dt": "YYYY-MM-DD", "uri": "...", "rows": 123}, ...], "run_id": "<producer run>"}
 
-Consumers read the interval from the extra (:func:`_lib.steps.plan_intervals`), never the URI: the URI
+A producer run that publishes several intervals in one event (taxi_batch_predict's ``publish``) puts
+``"intervals": [{"start", "end"}, ...]`` instead of ``"interval"``.
+
+Consumers read the interval(s) from the extra (:func:`_lib.steps.plan_intervals`), never the URI: the URI
 names the dataset, not a partition.
 """
 
@@ -24,7 +27,8 @@ CURATED_TRIPS = Asset(name="flywheel-curated-trips", uri="flywheel://curated/tri
 FEATURES = Asset(name="flywheel-features", uri="flywheel://features", group="flywheel")
 #: a new champion model version (taxi_training's promotion), extra: {"model", "version", "run_id", ...}
 CHAMPION_MODEL = Asset(name="flywheel-champion-model", uri="flywheel://models/champion", group="flywheel")
-#: batch predictions committed by taxi_batch_predict (all shards of an interval), one event per interval
+#: batch predictions committed by taxi_batch_predict: ONE event per run once every interval is committed,
+#: extra: {"step": "predict-commit", "intervals": [...], "partitions", "models", "run_id"}
 PREDICTIONS = Asset(name="flywheel-predictions", uri="flywheel://predictions", group="flywheel")
 #: a retraining request of taxi_monitoring: a drift verdict that passed hysteresis and cooldown, extra:
 #: {"step": "monitor", "interval", "decision", "model", "version", "run_id"}; taxi_training runs on it

@@ -147,8 +147,28 @@ def _event_day(value: Any, what: str) -> dt.date:
         raise ValueError(f"{what} is {value!r}, not a YYYY-MM-DD date") from None
 
 
+def _extra_intervals(extra: Mapping[str, Any]) -> list[tuple[dt.date, dt.date]]:
+    """The intervals one event names: ``extra.intervals`` (a list, for a producer run that publishes several
+    intervals in one event) or ``extra.interval``."""
+    many = extra.get("intervals")
+    if many is not None and not (isinstance(many, list) and many):
+        shown = json.dumps(many, default=str)[:200]
+        raise ValueError(f"its extra.intervals is {shown}, not a non-empty list")
+    found: list[tuple[dt.date, dt.date]] = []
+    for interval in many if many is not None else [extra.get("interval")]:
+        if not isinstance(interval, Mapping):
+            raise ValueError(f"its extra has no interval: {json.dumps(extra, default=str)[:300]}")
+        start = _event_day(interval.get("start"), "interval.start")
+        end = _event_day(interval.get("end"), "interval.end")
+        if end <= start:
+            raise ValueError(f"interval end {end} is not after start {start}")
+        found.append((start, end))
+    return found
+
+
 def event_intervals(extras: Iterable[Mapping[str, Any] | None]) -> list[tuple[dt.date, dt.date]]:
-    """The ``[start, end)`` day interval of each asset event, from its extra (``{"interval": ...}``).
+    """The ``[start, end)`` day intervals of the asset events, from their extras (``{"interval": ...}``, or
+    ``{"intervals": [...]}`` for an event that publishes several).
 
     Raises:
         AirflowFailException: an event without a usable interval (for example one created by hand in
@@ -159,20 +179,14 @@ def event_intervals(extras: Iterable[Mapping[str, Any] | None]) -> list[tuple[dt
     for number, extra in enumerate(extras, start=1):
         extra = extra or {}
         label = f"asset event {number} of {len(extras)} (producer run {extra.get('run_id')!r})"
-        interval = extra.get("interval")
         try:
-            if not isinstance(interval, Mapping):
-                raise ValueError(f"its extra has no interval: {json.dumps(extra, default=str)[:300]}")
-            start = _event_day(interval.get("start"), "interval.start")
-            end = _event_day(interval.get("end"), "interval.end")
-            if end <= start:
-                raise ValueError(f"interval end {end} is not after start {start}")
+            intervals += _extra_intervals(extra)
         except ValueError as exc:
             raise AirflowFailException(
                 f"{label}: {exc}; events must carry extra.interval = {{start, end}} (YYYY-MM-DD, end"
-                " exclusive), or trigger this DAG with the params interval_start / interval_end"
+                " exclusive) or extra.intervals = [{start, end}, ...], or trigger this DAG with the params"
+                " interval_start / interval_end"
             ) from None
-        intervals.append((start, end))
     return intervals
 
 

@@ -35,6 +35,8 @@ def test_structure_resolve_once_then_shards_then_one_commit_per_interval(dag: An
         "predict": {"plan_shards"},
         # the commit waits for EVERY shard instance (mapped -> mapped over different lists: no pairing)
         "predict-commit": {"plan_commits", "predict"},
+        # one event per run, once every interval is committed
+        "publish": {"predict-commit"},
     }
     resolve = dag.get_task("resolve-model")
     assert isinstance(resolve, MlStepOperator) and resolve.step == "resolve-model"
@@ -45,16 +47,19 @@ def test_structure_resolve_once_then_shards_then_one_commit_per_interval(dag: An
         assert task.expand_input.value["argv"].operator.task_id == plan
 
 
-def test_schedule_is_the_features_asset_and_commit_emits_predictions(dag: Any, dagbag: Any) -> None:
+def test_schedule_is_the_features_asset_and_publish_emits_predictions(dag: Any, dagbag: Any) -> None:
     from airflow.sdk import Asset
 
     condition = dag.timetable.asset_condition
     assert [(a.name, a.uri) for a in condition.objects if isinstance(a, Asset)] == [FEATURES]
     materialize = dagbag.dags["taxi_features"].get_task("materialize").partial_kwargs["outlets"]
     assert [(o.name, o.uri) for o in materialize] == [FEATURES]
-    outlets = dag.get_task("predict-commit").partial_kwargs["outlets"]
+    outlets = dag.get_task("publish").outlets
     assert [(o.name, o.uri) for o in outlets] == [PREDICTIONS]
-    assert not dag.get_task("predict").partial_kwargs.get("outlets"), "a shard alone must not announce data"
+    for task_id in ("predict", "predict-commit"):
+        assert not dag.get_task(task_id).partial_kwargs.get("outlets"), f"{task_id} must not announce data"
+    # one run at a time: runs publish in the order of their features events
+    assert dag.max_active_runs == 1
     # taxi_monitoring consumes exactly this Asset
     monitoring = dagbag.dags["taxi_monitoring"].timetable.asset_condition
     assert [(a.name, a.uri) for a in monitoring.objects if isinstance(a, Asset)] == [PREDICTIONS]
@@ -89,6 +94,40 @@ def test_no_champion_skips_with_the_reason() -> None:
     missing = {"step": "resolve-model", "version": None, "reason": "no champion yet: run taxi_training"}
     with pytest.raises(AirflowSkipException, match="no champion yet"):
         shard_plan(INTERVALS, missing, 2, "manual__x")
+
+
+def commit_summary(start: str, end: str, version: str = "7") -> dict[str, Any]:
+    partition = {"dt": start, "uri": f"file:///p/dt={start}", "rows": 10, "sha256": "x"}
+    return {"step": "predict", "model": {"name": "taxi_tips", "version": version},
+            "interval": {"start": start, "end": end}, "rows": 10, "partitions": [partition]}  # fmt: skip
+
+
+def test_publish_lists_every_committed_interval_in_day_order() -> None:
+    from _lib.steps import plan_intervals
+    from taxi_batch_predict import predictions_event
+
+    # mapped commits return in map-index order; a missing summary (None) is ignored
+    commits = [commit_summary("2024-01-06", "2024-01-07"), None, commit_summary("2024-01-02", "2024-01-04")]
+    extra = predictions_event(commits, "manual__r")
+    assert extra["intervals"] == [{"start": "2024-01-02", "end": "2024-01-04"},
+                                  {"start": "2024-01-06", "end": "2024-01-07"}]  # fmt: skip
+    assert [p["dt"] for p in extra["partitions"]] == ["2024-01-02", "2024-01-06"]
+    assert "sha256" not in extra["partitions"][0] and extra["models"] == ["taxi_tips/7"]
+    assert extra["run_id"] == "manual__r" and "interval" not in extra
+    # the consumer (taxi_monitoring, one day per task) plans exactly these days, gap kept
+    assert plan_intervals([extra], {}, max_days=1) == [
+        ["--start", "2024-01-02", "--end", "2024-01-03"],
+        ["--start", "2024-01-03", "--end", "2024-01-04"],
+        ["--start", "2024-01-06", "--end", "2024-01-07"],
+    ]
+
+
+def test_publish_skips_when_nothing_was_committed() -> None:
+    from airflow.sdk.exceptions import AirflowSkipException
+    from taxi_batch_predict import predictions_event
+
+    with pytest.raises(AirflowSkipException, match="no interval committed"):
+        predictions_event([None, {"step": "predict"}], "r")
 
 
 def test_mapped_shard_renders_its_argv(dag: Any) -> None:

@@ -184,6 +184,8 @@ def test_manual_runs_use_params_and_params_win() -> None:
         ([extra("2024-01-02", "2024-01-02")], {}, r"end 2024-01-02 is not after start 2024-01-02"),
         ([extra("2024-01-02", "tomorrow")], {}, r"interval.end is 'tomorrow', not a YYYY-MM-DD date"),
         ([{"interval": {"start": 20240102, "end": "2024-01-03"}}], {}, r"interval.start is 20240102"),
+        ([{"intervals": []}], {}, r"extra.intervals is \[\], not a non-empty list"),
+        ([{"intervals": [{"start": "2024-01-02", "end": "2024-01-03"}, "x"]}], {}, r"extra has no interval"),
     ],
 )
 def test_bad_events_and_params_fail_clearly(
