@@ -773,6 +773,11 @@ class AirflowApi:
         """The asset events an asset-triggered run consumed."""
         return list(self.get(f"/dags/{dag_id}/dagRuns/{run_id}/upstreamAssetEvents")["asset_events"])
 
+    def queued_events(self, dag_id: str) -> list[dict[str, Any]]:
+        """The asset events queued for ``dag_id`` that no run has taken yet (Airflow creates the run once the
+        DAG's asset condition holds and it is below ``max_active_runs``)."""
+        return list(self.get(f"/dags/{dag_id}/assets/queuedEvents")["queued_events"])
+
     def wait_consumer_runs(
         self,
         asset_name: str,
@@ -847,27 +852,31 @@ class AirflowApi:
         since: dt.datetime,
         *,
         timeout: float = 900,
-        quiet_polls: int = 3,
+        quiet_polls: int = 2,
         poll: float = 5.0,
     ) -> list[dict[str, Any]]:
-        """Every run of ``dag_id`` created at or after ``since``, once there is at least one, all are finished
-        and no new one appeared for ``quiet_polls`` polls.
+        """Every run of ``dag_id`` created at or after ``since``, once there is at least one, all are
+        finished, no asset event is queued for the DAG, and that held for ``quiet_polls`` polls in a row.
 
-        For asset chains where :meth:`wait_consumer_runs` is not enough: one producer run may emit several
-        events (one per interval) that Airflow hands to several consumer runs, created one after another
-        (with ``max_active_runs=1`` the later ones wait), and a consumer run also takes every event since its
-        DAG's previous run, including events of producer runs the caller does not know about.
+        For asset chains where :meth:`wait_consumer_runs` is not enough: a consumer run takes every event
+        since its DAG's previous run, including events of producer runs the caller does not know about; and
+        while the DAG is at ``max_active_runs``, Airflow keeps new events queued and creates their run only
+        after the active one finished (between the two, no run is active: only the queue tells).
         """
         deadline = time.monotonic() + timeout
         quiet = 0
         while True:
             runs = self.dag_runs(dag_id, run_after_gte=since.astimezone(dt.UTC).isoformat())
             busy = [r["dag_run_id"] for r in runs if r["state"] not in TERMINAL_RUN_STATES]
-            quiet = 0 if busy or not runs else quiet + 1
+            queued = self.queued_events(dag_id)
+            quiet = 0 if busy or queued or not runs else quiet + 1
             if quiet >= quiet_polls:
                 return sorted(runs, key=lambda r: (r["run_after"], r["dag_run_id"]))
             if time.monotonic() > deadline:
-                raise PlatformError(f"{dag_id}: runs since {since} not settled after {timeout:.0f} s: {busy}")
+                raise PlatformError(
+                    f"{dag_id}: runs since {since} not settled after {timeout:.0f} s: running {busy},"
+                    f" {len(queued)} asset event(s) queued"
+                )
             time.sleep(poll)
 
     def trigger(

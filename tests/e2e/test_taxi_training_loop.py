@@ -6,7 +6,8 @@ scenario (more card and mobile payments, fares +25%, new companies, later hours)
 taxi_features run over them, and everything after that happens through Assets:
 
 * taxi_batch_predict (on `flywheel-features`): resolves `taxi_tips@champion` once, scores the 4 days in 2
-  shards, commits once: `predictions/taxi_tips/dt=D` per day, the rows equal the curated trips;
+  shards, commits each day once: `predictions/taxi_tips/dt=D` per day, the rows equal the curated trips;
+  one `flywheel-predictions` event per run, listing its days;
 * taxi_monitoring (on `flywheel-predictions`): one decision per day, in order. The drifted days are
   judged drift; with hysteresis 1 (the platform's setting) the first drift verdict asks for a retrain,
   the later ones fall inside the cooldown and say so; every drift verdict is alerted (task log and a
@@ -105,8 +106,8 @@ def loop(champion: str, api: AirflowApi, data_root_e2e: Path) -> Iterator[dict[s
         features_run = ingest_and_features(api, FIRST, DAYS, conf)
         api.set_paused(FEATURES, True)
         # a consumer run takes every event since its DAG's previous run: the first prediction run also
-        # scores the days whose features other modules built while this DAG was paused (the backlog), and
-        # its commits (one per interval) may reach monitoring as several runs: wait until both settle
+        # scores the days whose features other modules built while this DAG was paused (the backlog); and
+        # events that arrive while a DAG is at max_active_runs wait in the queue: wait until both settle
         predict = api.wait_settled(PREDICT, since, timeout=900)
         monitor = api.wait_settled(MONITOR, since, timeout=1800)
         # only the monitoring runs whose decisions asked for a retrain emitted the drift Asset
@@ -146,6 +147,10 @@ def test_predictions_are_sharded_and_committed_once(loop: dict[str, Any], api: A
         shards = api.mapped_task_instances(PREDICT, run_id, "predict")
         commits = api.mapped_task_instances(PREDICT, run_id, "predict-commit")
         assert len(shards) == 2 * len(commits) and {t["state"] for t in shards + commits} == {"success"}
+        # one event per run, after every commit, naming each committed interval
+        events = api.asset_events("flywheel-predictions", source_run_id=run_id)
+        assert len(events) == 1, events
+        assert len(events[0]["extra"]["intervals"]) == len(commits), events[0]["extra"]
     for day in days():
         part = data_root_e2e / "predictions" / MODEL / f"dt={day}"
         manifest = json.loads((part / "_manifest.json").read_text())
