@@ -385,7 +385,7 @@ def load_reference(settings: Settings, name: str, version: str) -> Reference:
 
     from ml_tasks.training import registry, tracking
 
-    cache_root = registry._cache_root(settings)
+    cache_root = registry.model_cache_dir(settings)
     target = cache_root / name / str(version)
     if all((target / f).is_file() for f in REFERENCE_FILES):
         try:

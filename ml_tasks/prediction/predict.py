@@ -244,7 +244,7 @@ def _load_scorer(settings: Settings, info: VersionInfo) -> OnnxScorer:
     from ml_tasks.training.onnx_export import OnnxScorer
 
     client = tracking.client(settings)
-    cache = registry._cache_root(settings)
+    cache = registry.model_cache_dir(settings)
     path = registry.download_onnx(client, info, cache_dir=cache)
     try:
         try:

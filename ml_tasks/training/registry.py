@@ -511,7 +511,9 @@ def mark_challenger(
     return get_version(client, name, version)
 
 
-def _cache_root(settings: Settings) -> Path:
+def model_cache_dir(settings: Settings) -> Path:
+    """Where downloaded model files are cached: ``<data root>/mlflow/model-cache`` for a local data root, a
+    temporary folder for a remote one."""
     root = settings.resolved_data_root()
     if "://" in root:
         return Path(tempfile.gettempdir()) / "flywheel-model-cache"
@@ -532,7 +534,11 @@ def download_onnx(client: MlflowClient, info: VersionInfo, *, cache_dir: Path) -
     expected = info.onnx_sha256
     target = cache_dir / info.name / info.version
     cached = target / ONNX_FILE
-    if cached.is_file() and (expected is None or sha256_file(cached) == expected):
+
+    def valid() -> bool:
+        return cached.is_file() and (expected is None or sha256_file(cached) == expected)
+
+    if valid():
         return cached
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".download-"))
@@ -555,10 +561,15 @@ def download_onnx(client: MlflowClient, info: VersionInfo, *, cache_dir: Path) -
         ready = staging / "ready"
         ready.mkdir()
         found.replace(ready / ONNX_FILE)
-        if target.exists():
-            shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        ready.replace(target)
+        if target.exists() and not valid():
+            shutil.rmtree(target, ignore_errors=True)  # a stale or corrupt copy
+        try:
+            ready.replace(target)
+        except OSError:
+            # another process (a concurrent shard) swapped in its verified copy first: use it
+            if not valid():
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return cached
@@ -587,7 +598,7 @@ def load_champion_scorer(
     info = alias_version(client, name, alias)
     if info is None:
         return None, None
-    path = download_onnx(client, info, cache_dir=cache_dir or _cache_root(settings))
+    path = download_onnx(client, info, cache_dir=cache_dir or model_cache_dir(settings))
     scorer = OnnxScorer(path)
     log.info("loaded %s@%s = version %s from %s", name, alias, info.version, path)
     return scorer, {**info.to_dict(), "alias": alias, "path": str(path)}

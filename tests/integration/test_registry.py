@@ -280,3 +280,47 @@ def test_a_tampered_download_is_refused(store: Settings, v1: dict[str, Any], tmp
             registry.load_champion_scorer(store, NAME, "champion", cache_dir=tmp_path / "fresh")
     finally:
         client.set_model_version_tag(NAME, "1", "flywheel.onnx_sha256", v1["onnx_sha256"])
+
+
+def test_concurrent_downloads_of_one_version_share_one_verified_copy(
+    store: Settings, v1: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shards of one prediction run download the same version at the same time: none fails, none sees a
+    half-written file, and the cache holds one verified copy, no staging folders."""
+    import hashlib
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    import mlflow.artifacts
+
+    from ml_tasks.training import registry, tracking
+
+    client = tracking.client(store)
+    info = registry.get_version(client, NAME, "1")
+    cache = tmp_path / "cache"
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: registry.download_onnx(client, info, cache_dir=cache), range(4)))
+    assert len(set(paths)) == 1
+    assert hashlib.sha256(paths[0].read_bytes()).hexdigest() == v1["onnx_sha256"]
+    assert sorted(p.name for p in cache.iterdir()) == [NAME]
+
+    # deterministic: another process swaps its verified copy in while this one downloads; that copy may be
+    # in use (onnxruntime reading it): it is kept, not deleted and replaced
+    winner = tmp_path / "winner.onnx"
+    shutil.copyfile(paths[0], winner)
+    other = tmp_path / "other"
+    real = mlflow.artifacts.download_artifacts
+    inode: dict[str, int] = {}
+
+    def download_while_another_finishes(**kwargs: Any) -> str:
+        local = real(**kwargs)
+        (other / NAME / "1").mkdir(parents=True)
+        shutil.copyfile(winner, other / NAME / "1" / "model.onnx")
+        inode["before"] = (other / NAME / "1" / "model.onnx").stat().st_ino
+        return str(local)
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", download_while_another_finishes)
+    got = registry.download_onnx(client, info, cache_dir=other)
+    assert got == other / NAME / "1" / "model.onnx" and got.read_bytes() == winner.read_bytes()
+    assert got.stat().st_ino == inode["before"], "the other process's verified copy was replaced"
+    assert sorted(p.name for p in other.iterdir()) == [NAME]
