@@ -170,7 +170,7 @@ def run(args: argparse.Namespace, root: str, start: dt.date, end: dt.date, build
         (p, "_open_store", "open_and_check_feast"),
         (p, "load_scorer", "load_scorer"),
         (p, "entity_frame", "entity_frame"),
-        (p, "_historical", "feast_pit_join"),
+        (p, "historical_join", "feast_pit_join"),
         (Preprocessor, "encode", "encode"),
         (OnnxScorer, "predict_encoded", "onnx"),
         (p, "commit_predictions", "commit"),

@@ -126,7 +126,7 @@ def _chunks(days: list[dt.date], rows_by_day: dict[dt.date, int], limit: int) ->
     return [c for c in chunks if c]
 
 
-def _historical(
+def historical_join(
     handle: StoreHandle, service: FeatureService, views: list[FeatureView], entities: pa.Table
 ) -> pa.Table:
     """Feast's point-in-time join for ``entities``; rows carry their ``_row`` position back."""
@@ -192,7 +192,7 @@ def build_training_set(
             if n == 0:
                 continue
             entities = entities.append_column("_row", pa.array(range(n), pa.int64()))
-            joined = _historical(handle, service, views, entities)
+            joined = historical_join(handle, service, views, entities)
             if joined.num_rows != n:
                 raise FeatureStoreError(
                     f"get_historical_features returned {joined.num_rows} rows for {n} entity rows"
@@ -233,19 +233,19 @@ def build_training_set(
                 time.perf_counter() - t0,
             )
         if schema is None:
-            schema = _empty_schema(views)
+            schema = feature_schema(views)
             writer.write_empty(schema)
         elif any(t.num_rows for t in pending):
             writer.write(pa.concat_tables(pending), schema=schema)
         if rows_out != rows_in:  # pragma: no cover - guarded per chunk above
             raise FeatureStoreError(f"training set has {rows_out} rows for {rows_in} entity rows")
-        feature_inputs = _feature_inputs(root, views, interval)
+        view_inputs = feature_inputs(root, views, interval)
         label_rate = positives / labelled if labelled else None
         writer.manifest = Manifest(
             dataset=f"{LAYER}/{service.name}",
             partition=target.rsplit("/", 1)[1],
             step="training-set",
-            inputs=[curated_inputs[d] for d in days] + feature_inputs,
+            inputs=[curated_inputs[d] for d in days] + view_inputs,
             row_counts={
                 "entity_rows": rows_in,
                 "rows": rows_out,
@@ -302,7 +302,9 @@ def _output_table(entities: pa.Table, joined: pa.Table, features: list[str]) -> 
     return base
 
 
-def _empty_schema(views: list[FeatureView]) -> pa.Schema:
+def feature_schema(views: list[FeatureView]) -> pa.Schema:
+    """The columns of a training set (or prediction input) of ``views``: entity columns, request-time
+    features, then each view's features as ``<view>__<feature>``, typed as in the view's spec."""
     fields = [pa.field(n, t) for n, t in ENTITY_COLUMNS.items()]
     fields += [pa.field(n, t) for n, t in REQUEST_FEATURES.items()]
     for fv in views:
@@ -312,7 +314,7 @@ def _empty_schema(views: list[FeatureView]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def _feature_inputs(root: DataRoot, views: list[FeatureView], interval: Interval) -> list[dict[str, Any]]:
+def feature_inputs(root: DataRoot, views: list[FeatureView], interval: Interval) -> list[dict[str, Any]]:
     """Feature partitions a PIT join of ``interval`` can read: event time within [start - ttl, end)."""
     records = []
     for fv in views:

@@ -50,11 +50,11 @@ from ml_tasks.features.training_set import (
     LABEL,
     ROW_GROUP_ROWS,
     TRIP_KEY,
-    _empty_schema,
-    _feature_inputs,
-    _historical,
     entity_frame,
     feature_columns,
+    feature_inputs,
+    feature_schema,
+    historical_join,
     resolve_service,
 )
 from ml_tasks.intervals import Interval
@@ -427,7 +427,7 @@ def _context(
     service, views = _service(handle, model)
     inputs = scorer.preprocessor.inputs
     check_service_columns(model, inputs, feature_columns(views))
-    types = {f.name: f.type for f in _empty_schema(views)}
+    types = {f.name: f.type for f in feature_schema(views)}
     schema = output_schema(inputs, types)
     return _Context(
         root=root,
@@ -448,13 +448,13 @@ def _context(
 def _with_features(ctx: _Context, rows: pa.Table) -> pa.Table:
     """``rows`` plus the service's feature columns (Feast point-in-time join, in chunks), row-aligned."""
     features = [c for cols in ctx.view_columns.values() for c in cols]
-    types = {f.name: f.type for f in ctx.staged} | {f.name: f.type for f in _empty_schema(ctx.views)}
+    types = {f.name: f.type for f in ctx.staged} | {f.name: f.type for f in feature_schema(ctx.views)}
     n = rows.num_rows
     indexed = rows.append_column("_row", pa.array(np.arange(n, dtype=np.int64)))
     parts: list[pa.Table] = []
     for start in range(0, n, ctx.chunk_rows):
         part = indexed.slice(start, ctx.chunk_rows)
-        joined = _historical(ctx.handle, ctx.service, ctx.views, part)
+        joined = historical_join(ctx.handle, ctx.service, ctx.views, part)
         if joined.num_rows != part.num_rows:
             raise FeatureStoreError(
                 f"get_historical_features returned {joined.num_rows} rows for {part.num_rows} entity rows:"
@@ -523,7 +523,7 @@ def _score_day(ctx: _Context, day: dt.date, shard: int, shards: int, target: str
     table = _with_features(ctx, rows)
     missing, per_row = missing_views(table, ctx.view_columns)
     curated = input_record(root, root.partition_path(*CURATED, day))
-    inputs = [curated, *_feature_inputs(root, ctx.views, ctx.interval.single(day))]
+    inputs = [curated, *feature_inputs(root, ctx.views, ctx.interval.single(day))]
     path = f"{target}/dt={day.isoformat()}"
     with root.write_partition(path) as writer:
         for batch in _score_rows(ctx, table, per_row, pa.array(positions, pa.int64())):
