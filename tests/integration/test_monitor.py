@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +22,12 @@ from ml_tasks.intervals import Interval
 from ml_tasks.settings import Settings
 from ml_tasks.storage import DataRoot, Manifest, PartitionError
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 MODEL = "taxi_tips"
 D0 = dt.date(2024, 3, 4)  # a Monday
 DRIFT_FROM = D0 + dt.timedelta(days=4)
 TRIPS_PER_DAY = 2_500
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores
-    yield
-    torch.set_num_threads(before)
 
 
 def train_bundle(frame: pa.Table, out: Path, seed: int = 7) -> Path:
@@ -116,33 +105,23 @@ def settings_for(root: Path, **extra: Any) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def tfdv(chicago_samples: Path) -> tuple[pa.Table, pa.Table]:
-    from ml_tasks.training.frames import training_frame_from_csv
-
-    return (
-        training_frame_from_csv(chicago_samples / "tfdv_train.csv"),
-        training_frame_from_csv(chicago_samples / "tfdv_eval.csv"),
-    )
-
-
-@pytest.fixture(scope="module")
-def tfdv_bundle(tfdv: tuple[pa.Table, pa.Table], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tfdv_bundle(tfdv_frames: tuple[pa.Table, pa.Table], tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ml_tasks.monitoring.reference import build_reference
 
-    out = train_bundle(tfdv[0], tmp_path_factory.mktemp("tfdv") / "bundle")
-    build_reference(out, tfdv[0], settings_for(out.parent / "unused"))
+    out = train_bundle(tfdv_frames[0], tmp_path_factory.mktemp("tfdv") / "bundle")
+    build_reference(out, tfdv_frames[0], settings_for(out.parent / "unused"))
     return out
 
 
 def test_reference_files_are_seeded_and_scored_by_the_model(
-    tfdv: tuple[pa.Table, pa.Table], tfdv_bundle: Path, tmp_path: Path
+    tfdv_frames: tuple[pa.Table, pa.Table], tfdv_bundle: Path, tmp_path: Path
 ) -> None:
     import shutil
 
     from ml_tasks.monitoring.reference import build_reference, load_reference_dir
     from ml_tasks.training.model import load_bundle
 
-    train = tfdv[0]
+    train = tfdv_frames[0]
     ref = load_reference_dir(tfdv_bundle)
     assert ref.sample.num_rows == 5_000 < train.num_rows
     assert ref.stats["rows"] == train.num_rows and ref.stats["sample_rows"] == 5_000
@@ -172,20 +151,20 @@ def test_reference_files_are_seeded_and_scored_by_the_model(
 
 
 def test_tfdv_eval_against_tfdv_train_is_no_drift(
-    tfdv: tuple[pa.Table, pa.Table], tfdv_bundle: Path, tmp_path: Path
+    tfdv_frames: tuple[pa.Table, pa.Table], tfdv_bundle: Path, tmp_path: Path
 ) -> None:
     from ml_tasks.monitoring.monitor import run_monitoring
 
     root = DataRoot(str(tmp_path / "data"))
     day = dt.date(2024, 1, 10)
-    write_predictions(root, predictions_table(tfdv[1], tfdv_bundle, day), day)
+    write_predictions(root, predictions_table(tfdv_frames[1], tfdv_bundle, day), day)
     settings = settings_for(tmp_path / "data")
     summary = run_monitoring(settings, Interval(day, day + dt.timedelta(days=1)), reference=tfdv_bundle)
     decision = summary["decision"]
     print(
         "\ntfdv no-drift:", json.dumps({k: summary[k] for k in ("drift_share", "drifted_columns", "seconds")})
     )
-    assert summary["rows"] == tfdv[1].num_rows and summary["sample_rows"] == 3_000
+    assert summary["rows"] == tfdv_frames[1].num_rows and summary["sample_rows"] == 3_000
     assert summary["verdict"] == "no_drift" and summary["retrain"] is False
     assert summary["drift_share"] is not None and summary["drift_share"] < settings.monitor_drift_share
     # day of week and month are calendar columns: a one-day interval is excluded from their drift test
@@ -201,10 +180,10 @@ def test_tfdv_eval_against_tfdv_train_is_no_drift(
     assert json.loads((out / "decision.json").read_text()) == json.loads(json.dumps(decision))
     report = json.loads((out / "drift_report.json").read_text())
     quality = report["data_quality"]["columns"]
-    assert quality["fare"]["count"] == tfdv[1].num_rows  # every row, not the sample
-    assert quality["company"]["null_count"] == tfdv[1]["company"].null_count
+    assert quality["fare"]["count"] == tfdv_frames[1].num_rows  # every row, not the sample
+    assert quality["company"]["null_count"] == tfdv_frames[1]["company"].null_count
     manifest = json.loads((out / "_manifest.json").read_text())
-    assert manifest["step"] == "monitor" and manifest["row_counts"]["rows"] == tfdv[1].num_rows
+    assert manifest["step"] == "monitor" and manifest["row_counts"]["rows"] == tfdv_frames[1].num_rows
     assert any("reference" in i for i in manifest["inputs"])
     assert "<html" in (out / "drift_report.html").read_text()[:2000].lower()
 

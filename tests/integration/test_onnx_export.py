@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,37 +11,17 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")
-def frames(chicago_samples: Path) -> tuple[pa.Table, pa.Table]:
-    from ml_tasks.training.frames import training_frame_from_csv
-
-    return (
-        training_frame_from_csv(chicago_samples / "tfdv_train.csv"),
-        training_frame_from_csv(chicago_samples / "tfdv_eval.csv"),
-    )
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(frames: tuple[pa.Table, pa.Table], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bundle_dir(tfdv_frames: tuple[pa.Table, pa.Table], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small model trained for two epochs on tfdv_train.csv, saved as a bundle."""
     from ml_tasks.training.model import ModelConfig, save_bundle
     from ml_tasks.training.train import split_by_time, train_model
 
     config = ModelConfig(hidden=(32, 16), max_epochs=2, patience=1, batch_size=256, seed=7)
-    result = train_model(split_by_time(frames[0], 0.1, 0.1), config, checkpoint_dir=None, device="cpu")
+    result = train_model(split_by_time(tfdv_frames[0], 0.1, 0.1), config, checkpoint_dir=None, device="cpu")
     out = tmp_path_factory.mktemp("bundle") / "candidate"
     save_bundle(
         out, result.model, result.preprocessor, config, result.bundle_metadata(feature_service="none")
@@ -51,10 +30,10 @@ def bundle_dir(frames: tuple[pa.Table, pa.Table], tmp_path_factory: pytest.TempP
 
 
 @pytest.fixture(scope="module")
-def exported(bundle_dir: Path, frames: tuple[pa.Table, pa.Table]) -> dict[str, Any]:
+def exported(bundle_dir: Path, tfdv_frames: tuple[pa.Table, pa.Table]) -> dict[str, Any]:
     from ml_tasks.training.onnx_export import export_onnx
 
-    return export_onnx(bundle_dir, sample=frames[1].slice(0, 200))
+    return export_onnx(bundle_dir, sample=tfdv_frames[1].slice(0, 200))
 
 
 def _copy_bundle(bundle_dir: Path, tmp_path: Path) -> Path:
@@ -88,11 +67,11 @@ def test_export_writes_a_self_describing_model(bundle_dir: Path, exported: dict[
 
 
 def test_check_passes_with_parity_on_real_rows(
-    bundle_dir: Path, exported: dict[str, Any], frames: tuple[pa.Table, pa.Table]
+    bundle_dir: Path, exported: dict[str, Any], tfdv_frames: tuple[pa.Table, pa.Table]
 ) -> None:
     from ml_tasks.training.onnx_export import CHECK_JSON, check_onnx
 
-    eval_rows = frames[1]
+    eval_rows = tfdv_frames[1]
     result = check_onnx(
         bundle_dir, eval_rows, expected_sha256=exported["onnx_sha256"], latency_calls=50, large_batch=10_000
     )
@@ -118,7 +97,7 @@ def test_check_passes_with_parity_on_real_rows(
 
 
 def test_scorer_dynamic_batch_1_and_10k(
-    bundle_dir: Path, exported: dict[str, Any], frames: tuple[pa.Table, pa.Table], tmp_path: Path
+    bundle_dir: Path, exported: dict[str, Any], tfdv_frames: tuple[pa.Table, pa.Table], tmp_path: Path
 ) -> None:
     from ml_tasks.training.model import load_bundle
     from ml_tasks.training.onnx_export import OnnxScorer
@@ -129,20 +108,22 @@ def test_scorer_dynamic_batch_1_and_10k(
     scorer = OnnxScorer(alone, batch_size=4_096)
     bundle = load_bundle(bundle_dir)
     assert scorer.threshold == bundle.threshold
-    one = frames[1].slice(0, 1)
+    one = tfdv_frames[1].slice(0, 1)
     assert scorer.predict_proba(one).shape == (1,)
     np.testing.assert_allclose(scorer.predict_proba(one), bundle.predict_proba(one), atol=1e-5, rtol=0)
-    big = pa.concat_tables([frames[1], frames[1], frames[1]]).slice(0, 10_000)
+    big = pa.concat_tables([tfdv_frames[1], tfdv_frames[1], tfdv_frames[1]]).slice(0, 10_000)
     p = scorer.predict_proba(big)
     assert p.shape == (10_000,) and p.dtype == np.float64
     assert np.all((p >= 0) & (p <= 1))
     np.testing.assert_allclose(p, bundle.predict_proba(big), atol=1e-5, rtol=0)
     # rows are scored independently: the 10k batch repeats the first rows' scores exactly
-    np.testing.assert_array_equal(p[: frames[1].num_rows], p[frames[1].num_rows : 2 * frames[1].num_rows])
+    np.testing.assert_array_equal(
+        p[: tfdv_frames[1].num_rows], p[tfdv_frames[1].num_rows : 2 * tfdv_frames[1].num_rows]
+    )
 
 
 def test_corrupted_file_fails_the_check_with_reasons(
-    bundle_dir: Path, exported: dict[str, Any], frames: tuple[pa.Table, pa.Table], tmp_path: Path
+    bundle_dir: Path, exported: dict[str, Any], tfdv_frames: tuple[pa.Table, pa.Table], tmp_path: Path
 ) -> None:
     from ml_tasks.training.files import sha256_file
     from ml_tasks.training.onnx_export import CHECK_JSON, check_onnx, corrupt_onnx
@@ -153,7 +134,7 @@ def test_corrupted_file_fails_the_check_with_reasons(
     assert (copy / "model.onnx").stat().st_size == size
     assert info["sha256_before"] == exported["onnx_sha256"] != sha256_file(copy / "model.onnx")
     result = check_onnx(
-        copy, frames[1], expected_sha256=exported["onnx_sha256"], latency_calls=5, large_batch=100
+        copy, tfdv_frames[1], expected_sha256=exported["onnx_sha256"], latency_calls=5, large_batch=100
     )
     assert result["passed"] is False
     assert "the file was modified or corrupted after export" in result["reasons"][0]
@@ -162,12 +143,12 @@ def test_corrupted_file_fails_the_check_with_reasons(
 
 
 def test_intact_file_with_the_wrong_recorded_hash_fails_only_on_integrity(
-    bundle_dir: Path, exported: dict[str, Any], frames: tuple[pa.Table, pa.Table], tmp_path: Path
+    bundle_dir: Path, exported: dict[str, Any], tfdv_frames: tuple[pa.Table, pa.Table], tmp_path: Path
 ) -> None:
     from ml_tasks.training.onnx_export import check_onnx
 
     copy = _copy_bundle(bundle_dir, tmp_path)
-    rows = frames[1].slice(0, 500)
+    rows = tfdv_frames[1].slice(0, 500)
     result = check_onnx(copy, rows, expected_sha256="0" * 64, latency_calls=5, large_batch=100)
     assert result["passed"] is False
     assert len(result["reasons"]) == 1 and result["reasons"][0].startswith("sha256 of model.onnx is ")
@@ -175,13 +156,13 @@ def test_intact_file_with_the_wrong_recorded_hash_fails_only_on_integrity(
 
 
 def test_unloadable_and_missing_files_fail_the_check(
-    bundle_dir: Path, exported: dict[str, Any], frames: tuple[pa.Table, pa.Table], tmp_path: Path
+    bundle_dir: Path, exported: dict[str, Any], tfdv_frames: tuple[pa.Table, pa.Table], tmp_path: Path
 ) -> None:
     from ml_tasks.training.files import sha256_file
     from ml_tasks.training.onnx_export import check_onnx
 
     copy = _copy_bundle(bundle_dir, tmp_path)
-    rows = frames[1].slice(0, 100)
+    rows = tfdv_frames[1].slice(0, 100)
     (copy / "model.onnx").write_bytes(b"not a protobuf at all" * 10)
     result = check_onnx(copy, rows, expected_sha256=sha256_file(copy / "model.onnx"))
     assert result["passed"] is False
@@ -192,15 +173,15 @@ def test_unloadable_and_missing_files_fail_the_check(
 
 
 def test_unusable_arguments_raise(
-    bundle_dir: Path, frames: tuple[pa.Table, pa.Table], tmp_path: Path
+    bundle_dir: Path, tfdv_frames: tuple[pa.Table, pa.Table], tmp_path: Path
 ) -> None:
     from ml_tasks.training.onnx_export import OnnxExportError, OnnxScorer, check_onnx, export_onnx
 
     with pytest.raises(OnnxExportError, match="not a bundle"):
-        export_onnx(tmp_path, sample=frames[1])
+        export_onnx(tmp_path, sample=tfdv_frames[1])
     with pytest.raises(OnnxExportError, match="sample: at least one row"):
-        export_onnx(bundle_dir, sample=frames[1].slice(0, 0))
+        export_onnx(bundle_dir, sample=tfdv_frames[1].slice(0, 0))
     with pytest.raises(OnnxExportError, match="rows: the parity check needs at least one real row"):
-        check_onnx(bundle_dir, frames[1].slice(0, 0), expected_sha256="x")
+        check_onnx(bundle_dir, tfdv_frames[1].slice(0, 0), expected_sha256="x")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         OnnxScorer(tmp_path / "missing.onnx")

@@ -13,19 +13,9 @@ import pytest
 
 from ml_tasks.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 NAME = "taxi_tips"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -45,18 +35,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     mp.undo()
 
 
-@pytest.fixture(scope="module")
-def frames(chicago_samples: Path) -> tuple[pa.Table, pa.Table]:
-    from ml_tasks.training.frames import training_frame_from_csv
-
-    return (
-        training_frame_from_csv(chicago_samples / "tfdv_train.csv"),
-        training_frame_from_csv(chicago_samples / "tfdv_eval.csv"),
-    )
-
-
 def _candidate(
-    store: Settings, frames: tuple[pa.Table, pa.Table], out: Path, seed: int, dag_run: str
+    store: Settings, tfdv_frames: tuple[pa.Table, pa.Table], out: Path, seed: int, dag_run: str
 ) -> Path:
     """A bundle of M's TabularNet (fitted preprocessing, seeded init, one short epoch), its train run,
     and its ONNX export: what the train + export steps leave behind."""
@@ -68,7 +48,9 @@ def _candidate(
     key = tracking.RunKey("taxi_training", dag_run, "train")
     with tracking.task_run(store, key, tags={tracking.TAG_FEATURE_SERVICE: "taxi_tips_v1"}) as run:
         config = ModelConfig(hidden=(16,), max_epochs=1, patience=1, batch_size=512, seed=seed)
-        result = train_model(split_by_time(frames[0], 0.1, 0.1), config, checkpoint_dir=None, device="cpu")
+        result = train_model(
+            split_by_time(tfdv_frames[0], 0.1, 0.1), config, checkpoint_dir=None, device="cpu"
+        )
         meta = result.bundle_metadata(
             mlflow_run_id=run.info.run_id,
             feature_service="taxi_tips_v1",
@@ -76,23 +58,27 @@ def _candidate(
             training_set_sha256="cd" * 32,
         )
         save_bundle(out, result.model, result.preprocessor, config, meta)
-    export_onnx(out, sample=frames[1].slice(0, 100))
+    export_onnx(out, sample=tfdv_frames[1].slice(0, 100))
     (out / "model_card.md").write_text(f"# candidate seed {seed}\n")
     return out
 
 
 @pytest.fixture(scope="module")
 def first(
-    store: Settings, frames: tuple[pa.Table, pa.Table], tmp_path_factory: pytest.TempPathFactory
+    store: Settings, tfdv_frames: tuple[pa.Table, pa.Table], tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    return _candidate(store, frames, tmp_path_factory.mktemp("c1") / "bundle", seed=1, dag_run="manual__1")
+    return _candidate(
+        store, tfdv_frames, tmp_path_factory.mktemp("c1") / "bundle", seed=1, dag_run="manual__1"
+    )
 
 
 @pytest.fixture(scope="module")
 def second(
-    store: Settings, frames: tuple[pa.Table, pa.Table], tmp_path_factory: pytest.TempPathFactory
+    store: Settings, tfdv_frames: tuple[pa.Table, pa.Table], tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    return _candidate(store, frames, tmp_path_factory.mktemp("c2") / "bundle", seed=2, dag_run="manual__2")
+    return _candidate(
+        store, tfdv_frames, tmp_path_factory.mktemp("c2") / "bundle", seed=2, dag_run="manual__2"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +165,7 @@ def test_registering_the_same_run_again_reuses_the_version(
 
 
 def test_promote_then_champion_alias_serves_the_same_scores(
-    store: Settings, first: Path, v1: dict[str, Any], frames: tuple[pa.Table, pa.Table]
+    store: Settings, first: Path, v1: dict[str, Any], tfdv_frames: tuple[pa.Table, pa.Table]
 ) -> None:
     import mlflow
 
@@ -208,7 +194,7 @@ def test_promote_then_champion_alias_serves_the_same_scores(
     scorer, version = registry.load_champion_scorer(store, NAME, "champion")
     assert scorer is not None and version is not None
     assert version["version"] == "1" and version["alias"] == "champion"
-    rows = frames[1]
+    rows = tfdv_frames[1]
     expected = load_bundle(first).predict_proba(rows)
     np.testing.assert_allclose(scorer.predict_proba(rows), expected, atol=1e-5, rtol=0)
     assert scorer.threshold == load_bundle(first).threshold

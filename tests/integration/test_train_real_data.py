@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -31,27 +30,16 @@ from ml_tasks.training.model import ModelConfig, load_bundle, save_bundle
 from ml_tasks.training.preprocess import labels
 from ml_tasks.training.train import CHECKPOINT_FILE, TrainResult, split_by_time, train_model
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores; also makes runs bitwise repeatable
-    yield
-    torch.set_num_threads(before)
+# one torch thread: 2 shared cores; also makes runs bitwise repeatable
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")
-def tfdv(chicago_samples: Path) -> tuple[pa.Table, pa.Table]:
-    return (
-        training_frame_from_csv(chicago_samples / "tfdv_train.csv"),
-        training_frame_from_csv(chicago_samples / "tfdv_eval.csv"),
-    )
-
-
-@pytest.fixture(scope="module")
-def tfdv_result(tfdv: tuple[pa.Table, pa.Table]) -> TrainResult:
+def tfdv_result(tfdv_frames: tuple[pa.Table, pa.Table]) -> TrainResult:
     # test_fraction 0: tfdv_eval.csv is the test set; the newest 10 % of train validates
-    return train_model(split_by_time(tfdv[0], 0.1, 0.0), ModelConfig(), checkpoint_dir=None, device="cpu")
+    return train_model(
+        split_by_time(tfdv_frames[0], 0.1, 0.0), ModelConfig(), checkpoint_dir=None, device="cpu"
+    )
 
 
 def auc(result: TrainResult, table: pa.Table) -> float:
@@ -61,12 +49,14 @@ def auc(result: TrainResult, table: pa.Table) -> float:
     return float(roc_auc_score(labels(table).astype(int), probs))
 
 
-def test_file_loader_accounts_for_every_row(chicago_samples: Path, tfdv: tuple[pa.Table, pa.Table]) -> None:
+def test_file_loader_accounts_for_every_row(
+    chicago_samples: Path, tfdv_frames: tuple[pa.Table, pa.Table]
+) -> None:
     csv = chicago_samples / "tfdv_train.csv"
-    report = frame_report(tfdv[0])
+    report = frame_report(tfdv_frames[0])
     assert report["rows_read"] == 10_000
     assert report["rows_kept"] + report["rows_rejected"] == 10_000 == report["rows_kept"] + 47
-    assert tfdv[0].num_rows == report["rows_kept"]
+    assert tfdv_frames[0].num_rows == report["rows_kept"]
     # the rule counts, straight from the CSV with DuckDB's own typing (not our code)
     row = duckdb.sql(
         f"""SELECT count(*) FILTER (WHERE fare <= 0 OR fare > 1000),
@@ -79,7 +69,7 @@ def test_file_loader_accounts_for_every_row(chicago_samples: Path, tfdv: tuple[p
         "zero_seconds_positive_miles": row[1],
     }
     # the nulls that validation allows (e.g. a trip ending outside Chicago) are kept, not dropped
-    assert tfdv[0]["dropoff_community_area"].null_count > 200
+    assert tfdv_frames[0]["dropoff_community_area"].null_count > 200
     # stricter settings reject more, and say why
     strict = curated_trips_from_file(csv, settings=Settings(max_fare=50.0))
     assert strict.rejected_by_reason["fare_out_of_range"] > row[0]
@@ -104,11 +94,11 @@ def test_reject_codes_are_the_pipelines() -> None:
     assert REJECT_CODES == ROW_CODES
 
 
-def test_training_frame_columns_match_a_training_set(tfdv: tuple[pa.Table, pa.Table]) -> None:
+def test_training_frame_columns_match_a_training_set(tfdv_frames: tuple[pa.Table, pa.Table]) -> None:
     from ml_tasks.features.request import REQUEST_FEATURES
     from ml_tasks.features.training_set import ENTITY_COLUMNS
 
-    frame = tfdv[0]
+    frame = tfdv_frames[0]
     expected = [*ENTITY_COLUMNS, *REQUEST_FEATURES]
     assert frame.column_names == expected
     for name, typ in {**ENTITY_COLUMNS, **REQUEST_FEATURES}.items():
@@ -118,8 +108,8 @@ def test_training_frame_columns_match_a_training_set(tfdv: tuple[pa.Table, pa.Ta
     assert 0.2 < rate < 0.25  # README: 22.5 % big tippers
 
 
-def test_tfdv_train_to_eval_auc(tfdv: tuple[pa.Table, pa.Table], tfdv_result: TrainResult) -> None:
-    measured = auc(tfdv_result, tfdv[1])
+def test_tfdv_train_to_eval_auc(tfdv_frames: tuple[pa.Table, pa.Table], tfdv_result: TrainResult) -> None:
+    measured = auc(tfdv_result, tfdv_frames[1])
     print(f"\nTFDV train -> eval ROC-AUC {measured:.4f} (best epoch {tfdv_result.best_epoch})")
     assert measured >= 0.95
     assert 0.05 <= tfdv_result.threshold <= 0.95
@@ -138,7 +128,7 @@ def test_tfx_2013_2015_to_2016_auc(chicago_samples: Path) -> None:
 
 
 def test_bundle_on_real_data_scores_like_the_model(
-    tfdv: tuple[pa.Table, pa.Table], tfdv_result: TrainResult, tmp_path: Path
+    tfdv_frames: tuple[pa.Table, pa.Table], tfdv_result: TrainResult, tmp_path: Path
 ) -> None:
     save_bundle(
         tmp_path,
@@ -148,12 +138,12 @@ def test_bundle_on_real_data_scores_like_the_model(
         tfdv_result.bundle_metadata(),
     )
     bundle = load_bundle(tmp_path)
-    probs = bundle.predict_proba(tfdv[1])
-    assert roc_auc_score(labels(tfdv[1]).astype(int), probs) == pytest.approx(
-        auc(tfdv_result, tfdv[1]), abs=1e-6
+    probs = bundle.predict_proba(tfdv_frames[1])
+    assert roc_auc_score(labels(tfdv_frames[1]).astype(int), probs) == pytest.approx(
+        auc(tfdv_result, tfdv_frames[1]), abs=1e-6
     )
     # calibrated despite the class weights: the mean probability is close to the positive rate
-    assert abs(float(probs.mean()) - float(labels(tfdv[1]).mean())) < 0.03
+    assert abs(float(probs.mean()) - float(labels(tfdv_frames[1]).mean())) < 0.03
 
 
 RESUME = ModelConfig(max_epochs=4, patience=10, batch_size=1024)
@@ -164,9 +154,9 @@ class Interrupted(RuntimeError):
 
 
 def test_interrupted_run_resumes_to_the_same_weights(
-    tfdv: tuple[pa.Table, pa.Table], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tfdv_frames: tuple[pa.Table, pa.Table], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    split = split_by_time(tfdv[0].slice(0, 4000), 0.2, 0.1)
+    split = split_by_time(tfdv_frames[0].slice(0, 4000), 0.2, 0.1)
     whole = train_model(split, RESUME, checkpoint_dir=tmp_path / "whole", device="cpu")
 
     def crash_after_two(metrics: dict[str, float], epoch: int) -> None:
