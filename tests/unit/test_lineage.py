@@ -535,9 +535,10 @@ def test_unknown_model_version_or_alias_is_a_clear_error(registry_root: dict[str
         trace(settings, "models:/no_such_model/1")
 
 
-def test_prediction_partition_links_model_and_checks_its_record(registry_root: dict[str, Any]) -> None:
-    root, good = registry_root["root"], registry_root["versions"]["good"]
-    record = {
+def model_record(registry_root: dict[str, Any]) -> dict[str, Any]:
+    """The model record a predictions manifest carries: the registry fixture's good version."""
+    good = registry_root["versions"]["good"]
+    return {
         "name": "taxi_tips",
         "version": good,
         "run_id": registry_root["run_id"],
@@ -545,6 +546,11 @@ def test_prediction_partition_links_model_and_checks_its_record(registry_root: d
         "onnx_sha256": registry_root["onnx"],
         "feature_service": SERVICE,
     }
+
+
+def test_prediction_partition_links_model_and_checks_its_record(registry_root: dict[str, Any]) -> None:
+    root, good = registry_root["root"], registry_root["versions"]["good"]
+    record = model_record(registry_root)
     write_predictions(root, "taxi_tips", record)
     result = trace(settings_for(root), f"{root.base}/predictions/taxi_tips/dt=2024-03-05")
     pred_id = "predictions/taxi_tips/dt=2024-03-05"
@@ -580,14 +586,7 @@ def test_monitoring_partition_links_predictions_and_the_reference_model(
     registry_root: dict[str, Any],
 ) -> None:
     root, good = registry_root["root"], registry_root["versions"]["good"]
-    record = {
-        "name": "taxi_tips",
-        "version": good,
-        "run_id": registry_root["run_id"],
-        "uri": f"models:/taxi_tips/{good}",
-        "onnx_sha256": registry_root["onnx"],
-        "feature_service": SERVICE,
-    }
+    record = model_record(registry_root)
     predictions = write_predictions(root, "monitored", record)
     target = root.partition_path("monitoring", "monitored", DAYS[1])
     decision = {"verdict": "drift", "drift_share": 0.5, "retrain": False}
