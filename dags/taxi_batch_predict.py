@@ -47,7 +47,7 @@ from typing import Any
 import pendulum
 from _lib import FEATURES, PREDICTIONS, default_args, interval_params, ml_step, plan_intervals_task
 from airflow.sdk import DAG, Param, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 TZ = "America/Chicago"
 SHARDS = int(os.environ.get("FLYWHEEL_PREDICT_SHARDS", "2"))
@@ -91,20 +91,35 @@ def predictions_event(commits: Any, run_id: str) -> dict[str, Any]:
     """The extra of the run's one ``flywheel-predictions`` event: every committed interval and partition,
     in day order, and the model version that scored them (see ``_lib.assets``).
 
+    Args:
+        commits: the summaries of the run's commit tasks (all succeeded: this task runs after all of them).
+
     Raises:
-        AirflowSkipException: no commit returned a summary (nothing was committed: no event).
+        AirflowSkipException: there were no commits (nothing to announce).
+        AirflowFailException: a commit returned no summary with an interval: announcing the others alone
+            would leave its days unmonitored, silently.
     """
-    found = [c for c in (commits or []) if isinstance(c, Mapping) and isinstance(c.get("interval"), Mapping)]
-    if not found:
+    commits = list(commits or [])
+    if not commits:
         raise AirflowSkipException("no interval committed: no flywheel-predictions event")
-    found.sort(key=lambda c: str(c["interval"].get("start")))
+    bad = [
+        i
+        for i, c in enumerate(commits)
+        if not (isinstance(c, Mapping) and isinstance(c.get("interval"), Mapping))
+    ]
+    if bad:
+        raise AirflowFailException(
+            f"predict-commit map index(es) {bad} returned no summary with an interval: which days they"
+            " committed is unknown; nothing is announced (clear those tasks to re-run them)"
+        )
+    found = sorted(commits, key=lambda c: str(c["interval"].get("start")))
     partitions = [
         {k: p[k] for k in ("dt", "uri", "rows") if k in p}
         for c in found
         for p in c.get("partitions") or []
         if isinstance(p, Mapping)
     ]
-    models = sorted({f"{(c.get('model') or {}).get('name')}/{(c.get('model') or {}).get('version')}"
+    models = sorted({f"{c['model'].get('name')}/{c['model'].get('version')}"
                      for c in found if isinstance(c.get("model"), Mapping)})  # fmt: skip
     return {
         "step": "predict-commit",

@@ -351,7 +351,7 @@ def summarize_training(demo: Demo, runs: list[dict[str, Any]]) -> str:
 # -- stage: the loop (predict -> monitor -> drift -> retrain) ---------------------------------------------
 #: days after the window: one normal day, then the synthetic source's drift scenario
 LOOP_DAYS = 4
-PREDICT_ASSET, DRIFT_ASSET = "flywheel-predictions", "flywheel-drift"
+DRIFT_ASSET = "flywheel-drift"
 
 
 def loop_days(config: DemoConfig) -> tuple[dt.date, dt.date, dt.date]:

@@ -106,8 +106,8 @@ def test_publish_lists_every_committed_interval_in_day_order() -> None:
     from _lib.steps import plan_intervals
     from taxi_batch_predict import predictions_event
 
-    # mapped commits return in map-index order; a missing summary (None) is ignored
-    commits = [commit_summary("2024-01-06", "2024-01-07"), None, commit_summary("2024-01-02", "2024-01-04")]
+    # mapped commits return in map-index order, not necessarily in day order
+    commits = [commit_summary("2024-01-06", "2024-01-07"), commit_summary("2024-01-02", "2024-01-04")]
     extra = predictions_event(commits, "manual__r")
     assert extra["intervals"] == [{"start": "2024-01-02", "end": "2024-01-04"},
                                   {"start": "2024-01-06", "end": "2024-01-07"}]  # fmt: skip
@@ -122,12 +122,17 @@ def test_publish_lists_every_committed_interval_in_day_order() -> None:
     ]
 
 
-def test_publish_skips_when_nothing_was_committed() -> None:
-    from airflow.sdk.exceptions import AirflowSkipException
+def test_publish_skips_without_commits_and_fails_on_a_commit_without_summary() -> None:
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
     from taxi_batch_predict import predictions_event
 
-    with pytest.raises(AirflowSkipException, match="no interval committed"):
-        predictions_event([None, {"step": "predict"}], "r")
+    for nothing in (None, []):
+        with pytest.raises(AirflowSkipException, match="no interval committed"):
+            predictions_event(nothing, "r")
+    # a commit whose summary is lost: its days would go unmonitored, so nothing is announced
+    good = commit_summary("2024-01-02", "2024-01-03")
+    with pytest.raises(AirflowFailException, match=r"map index\(es\) \[1, 2\] returned no summary"):
+        predictions_event([good, None, {"step": "predict"}], "r")
 
 
 def test_mapped_shard_renders_its_argv(dag: Any) -> None:
