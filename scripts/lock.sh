@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp)
+# Start from the current lock: uv keeps its pins (preferences) and resolves only what changed.
+grep -v "^torch==" requirements.lock > "$tmp"  # torch: let the find-links CPU wheel win
+# uv does not read pip's find-links: the local CPU torch wheel (and no CUDA packages) when it is set.
+export UV_FIND_LINKS="${UV_FIND_LINKS:-${PIP_FIND_LINKS:-}}"
 .venv/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 --no-header -o "$tmp" >/dev/null
 {
   echo "# Flywheel lock: the full resolved set for Python 3.11 (regenerate with \`make lock\`)."
