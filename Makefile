@@ -35,10 +35,11 @@ venv: $(STAMP)  ## create or update .venv from the lock
 lock: $(UV)  ## re-resolve requirements.lock from pyproject.toml
 	scripts/lock.sh
 
-lint: venv  ## ruff + mypy
+lint: venv  ## ruff + mypy + the import layers (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: venv lint  ## lint, type-check, then the whole test suite (unit, integration, dags, e2e)
 	scripts/run_tests.sh

@@ -57,7 +57,8 @@ from bench._features import (
     run_child_mode,
     server_rss_mib,
 )
-from ml_tasks.features.spec import EVENT_TIMESTAMP, VIEWS_BY_NAME, ViewSpec
+from ml_tasks.contract import EVENT_TIMESTAMP
+from ml_tasks.features.spec import VIEWS_BY_NAME, ViewSpec
 from tests.integration._servers.redis import redis_server
 
 VIEW = "pickup_area_stats"
@@ -68,8 +69,9 @@ REDIS_PIPELINE_ROWS = 10_000
 # --------------------------------------------------------------------------------------- data
 def generate(data_root: Path, rows: int, start: dt.date, days: int, timezone: str) -> dict[str, list[Any]]:
     """Write the feature partitions; return the expected values of a sample of entities (key -> values)."""
+    from ml_tasks.contract import FEATURES_LAYER
     from ml_tasks.features.build import end_of_day_utc
-    from ml_tasks.features.spec import COVERAGE, FEATURES_LAYER, VIEWS
+    from ml_tasks.features.spec import COVERAGE, VIEWS
     from ml_tasks.storage import DataRoot, Manifest
 
     spec = VIEWS_BY_NAME[VIEW]

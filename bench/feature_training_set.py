@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/x.
 import duckdb
 
 from bench._features import ChildRun, add_child_arguments, child_argv, run_child, run_child_mode
-from ml_tasks.features.spec import EVENT_TIMESTAMP, FEATURE_SERVICES, FEATURES_LAYER, VIEWS_BY_NAME
+from ml_tasks.contract import EVENT_TIMESTAMP, FEATURES_LAYER
+from ml_tasks.features.spec import FEATURE_SERVICES, VIEWS_BY_NAME
 
 SERVICE = "taxi_tips_v1"
 SNAPSHOT = "bench"
@@ -52,8 +53,9 @@ RENAMED = {EVENT_TIMESTAMP: "trip_start_ts_utc"}
 
 def reference_query(root_base: str, curated_files: list[str], out_path: str) -> str:
     """The plain DuckDB point-in-time join of the curated trips with the service's feature views."""
+    from ml_tasks.contract import TRIP_KEY
     from ml_tasks.features.request import REQUEST_FEATURES
-    from ml_tasks.features.training_set import ENTITY_COLUMNS, TRIP_KEY
+    from ml_tasks.features.training_set import ENTITY_COLUMNS
 
     views = [VIEWS_BY_NAME[name] for name in FEATURE_SERVICES[SERVICE]]
     entity_cols = [*ENTITY_COLUMNS, *REQUEST_FEATURES]
@@ -131,7 +133,7 @@ def child(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
 
 def compare(flywheel_files: list[str], reference_files: list[str]) -> dict[str, Any]:
     """Every trip with a unique key: same timestamp, keys, label and feature values in both outputs."""
-    from ml_tasks.features.training_set import LABEL, TRIP_KEY
+    from ml_tasks.contract import LABEL, TRIP_KEY
 
     views = [VIEWS_BY_NAME[name] for name in FEATURE_SERVICES[SERVICE]]
     features = [f"{v.name}__{n}" for v in views for n in v.feature_columns()]

@@ -88,7 +88,7 @@ def score(table: pa.Table) -> np.ndarray[Any, np.dtype[np.float64]]:
 
 def build(base: Path, rows: int) -> tuple[Path, Path]:
     """The data root with the day's predictions partition, and the reference folder."""
-    from ml_tasks.monitoring.reference import compute_reference, write_reference
+    from ml_tasks.models.reference import compute_reference, write_reference
     from ml_tasks.storage import DataRoot, Manifest
 
     reference_dir = base / "reference"

@@ -156,11 +156,11 @@ def run(args: argparse.Namespace, root: str, start: dt.date, end: dt.date, build
     import pyarrow as pa
 
     from ml_tasks.intervals import Interval
+    from ml_tasks.models.preprocess import Preprocessor
+    from ml_tasks.models.scorer import OnnxScorer
     from ml_tasks.prediction import predict as p
     from ml_tasks.settings import Settings
     from ml_tasks.storage import DataRoot
-    from ml_tasks.training.onnx_export import OnnxScorer
-    from ml_tasks.training.preprocess import Preprocessor
 
     settings = Settings(data_root=root, predict_batch_rows=args.batch_rows, predict_threads=args.threads)
     interval = Interval(start, end)

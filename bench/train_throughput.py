@@ -125,7 +125,7 @@ def main() -> int:
 
     import torch
 
-    from ml_tasks.training.model import ModelConfig
+    from ml_tasks.models.network import ModelConfig
     from ml_tasks.training.train import split_by_time, train_model
 
     torch.set_num_threads(args.threads)

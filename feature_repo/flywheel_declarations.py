@@ -20,7 +20,8 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueT
 from feast.data_format import ParquetFormat
 from feast.types import Float64, Int64, PrimitiveFeastType, String
 
-from ml_tasks.features.spec import EVENT_TIMESTAMP, FEATURE_SERVICES, FEATURES_LAYER, VIEWS, ViewSpec
+from ml_tasks.contract import EVENT_TIMESTAMP, FEATURES_LAYER
+from ml_tasks.features.spec import FEATURE_SERVICES, VIEWS, ViewSpec
 
 _DATA_ROOT = os.environ.get("FLYWHEEL_DATA_ROOT") or str(
     Path(__file__).resolve().parent.parent / ".flywheel/data"

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ml_tasks.errors import FlywheelError
 from ml_tasks.jsonout import emit
 
 app = typer.Typer(
@@ -37,7 +38,7 @@ DataRootOpt = Annotated[
 ]
 
 
-class StepError(Exception):
+class StepError(FlywheelError):
     """Raised by steps for an expected failure: reported as one clear line, exit status 1."""
 
 
@@ -294,7 +295,7 @@ EvalSetOpt = Annotated[
 
 
 def _run_key(step: str, dag_id: str | None, dag_run_id: str | None, task_id: str | None) -> Any:
-    from ml_tasks.training.tracking import RunKey
+    from ml_tasks.models.tracking import RunKey
 
     if bool(dag_id) != bool(dag_run_id):
         raise StepError("--dag-id and --dag-run-id go together (they name the MLflow run of a DAG run)")
@@ -558,42 +559,9 @@ def lineage(
         print(render_text(chain), flush=True)
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from pydantic import ValidationError
-
-    from ml_tasks.features.store import FeatureStoreError
-    from ml_tasks.intervals import IntervalError
-    from ml_tasks.schema import SchemaError
-    from ml_tasks.sources.base import SourceError
-    from ml_tasks.storage import PartitionError
-
-    errors: list[type[BaseException]] = [
-        StepError, IntervalError, SchemaError, SourceError, PartitionError, ValidationError,
-        FeatureStoreError,
-    ]  # fmt: skip
-    try:
-        from ml_tasks.training.pipeline import TrainingStepError
-        from ml_tasks.training.registry import RegistryError
-
-        errors += [TrainingStepError, RegistryError]
-    except ImportError:  # pragma: no cover - during bootstrap only
-        pass
-    from ml_tasks.monitoring import MonitoringError
-
-    errors.append(MonitoringError)
-    try:
-        from ml_tasks.prediction.predict import PredictionError
-
-        errors.append(PredictionError)
-    except ImportError:  # pragma: no cover - during bootstrap only
-        pass
-    try:
-        from ml_tasks.validation import ValidationFailed
-
-        errors.append(ValidationFailed)
-    except ImportError:  # pragma: no cover - during bootstrap only
-        pass
-    return tuple(errors)
+def _one_line(exc: BaseException) -> str:
+    """The error as one line (the DAG helper reads the line after ``ml-tasks: error:``)."""
+    return " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -611,8 +579,10 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, click.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, _expected_errors()):
-            print(f"ml-tasks: error: {exc}", file=sys.stderr)
+        from pydantic import ValidationError
+
+        if isinstance(exc, FlywheelError | ValidationError):
+            print(f"ml-tasks: error: {_one_line(exc)}", file=sys.stderr)
             sys.exit(1)
         raise
 

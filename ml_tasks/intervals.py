@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+from ml_tasks.errors import FlywheelError
 from ml_tasks.settings import CHICAGO_TZ
 
 
-class IntervalError(ValueError):
+class IntervalError(FlywheelError, ValueError):
     """A data interval that cannot be used (unparseable, empty, or not day-aligned)."""
 
 

@@ -9,7 +9,7 @@ Partition links come from the ``_manifest.json`` of each partition: an ``inputs`
 ``files`` (:func:`ml_tasks.storage.input_record`) points at the partition the step read, with the sha256
 of each file as it was read. A predictions manifest also holds one ``{"model": {...}}`` record. The model
 links come from the MLflow registry: version tags ``flywheel.run_id.<task>``, ``flywheel.training_set.uri``
-and ``flywheel.training_set.sha256`` (written at registration, :mod:`ml_tasks.training.registry`).
+and ``flywheel.training_set.sha256`` (written at registration, :mod:`ml_tasks.models.registry`).
 
 Every partition reached is checked: its files are hashed again and compared with its own manifest and with
 what each consumer recorded; the training set's digest (sha256 of its files' sha256s, as
@@ -41,9 +41,23 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
 
+from ml_tasks.contract import (
+    MANIFEST,
+    TAG_CODE_VERSION,
+    TAG_DAG_ID,
+    TAG_DAG_RUN_ID,
+    TAG_DATA_INTERVAL_END,
+    TAG_DATA_INTERVAL_START,
+    TAG_DECISION,
+    TAG_FEATURE_SERVICE,
+    TAG_METRIC,
+    TAG_RUN_ID,
+    TAG_TASK_ID,
+    TAG_TRAINING_SET_URI,
+)
+from ml_tasks.models import registry, tracking
 from ml_tasks.settings import Settings
-from ml_tasks.storage import MANIFEST, DataRoot, Manifest, PartitionError
-from ml_tasks.training import registry, tracking
+from ml_tasks.storage import DataRoot, Manifest, PartitionError, file_sha256
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -73,19 +87,17 @@ MAX_PROBLEMS_SHOWN = 10
 VERIFIED, MISMATCH, UNVERIFIED = "verified", "MISMATCH", "unverified"
 
 # the tags the registry and tracking write (their modules import no MLflow: cheap to import here)
-TAG_RUN_ID_PREFIX = f"{registry.TAG_RUN_ID}."
-TAG_TRAINING_SET_URI = tracking.TAG_TRAINING_SET_URI
+TAG_RUN_ID_PREFIX = f"{TAG_RUN_ID}."
 TAG_TRAINING_SET_SHA256 = tracking.TAG_TRAINING_SET_SHA256
 TAG_ONNX_SHA256 = registry.TAG_ONNX_SHA256
-TAG_FEATURE_SERVICE = tracking.TAG_FEATURE_SERVICE
-TAG_METRIC_PREFIX = f"{registry.TAG_METRIC}."
+TAG_METRIC_PREFIX = f"{TAG_METRIC}."
 RUN_TAGS = {
-    "dag_id": tracking.TAG_DAG_ID,
-    "dag_run_id": tracking.TAG_DAG_RUN_ID,
-    "task_id": tracking.TAG_TASK_ID,
-    "code_version": tracking.TAG_CODE_VERSION,
-    "data_interval_start": tracking.TAG_DATA_INTERVAL_START,
-    "data_interval_end": tracking.TAG_DATA_INTERVAL_END,
+    "dag_id": TAG_DAG_ID,
+    "dag_run_id": TAG_DAG_RUN_ID,
+    "task_id": TAG_TASK_ID,
+    "code_version": TAG_CODE_VERSION,
+    "data_interval_start": TAG_DATA_INTERVAL_START,
+    "data_interval_end": TAG_DATA_INTERVAL_END,
 }
 
 _MODEL_VERSION = re.compile(r"^(?:models:/)?(?P<name>[A-Za-z0-9_.-]+)/(?P<version>\d+)$")
@@ -358,7 +370,7 @@ class _Tracer:
                 for k, v in tags.items()
                 if k.startswith(TAG_METRIC_PREFIX)
             },
-            "promotion": tags.get(registry.TAG_DECISION),
+            "promotion": tags.get(TAG_DECISION),
             "runs": runs,
             "training_set_uri": tags.get(TAG_TRAINING_SET_URI),
             "training_set_sha256": tags.get(TAG_TRAINING_SET_SHA256),
@@ -456,13 +468,7 @@ def _exists(fs: pafs.FileSystem, path: str) -> bool:
 
 
 def _sha256(fs: pafs.FileSystem, path: str) -> str | None:
-    if not _exists(fs, path):
-        return None
-    digest = hashlib.sha256()
-    with fs.open_input_stream(path) as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path, fs) if _exists(fs, path) else None
 
 
 def _diff(expected: dict[str, Any], actual: dict[str, Any]) -> str:

@@ -21,27 +21,26 @@ import logging
 import time
 from typing import Any
 
-from ml_tasks.intervals import Interval
-from ml_tasks.schema import CURATED_SCHEMA
-from ml_tasks.settings import Settings
-from ml_tasks.storage import DataRoot, Manifest, PartitionError, input_record
-from ml_tasks.validation.layout import (
+from ml_tasks.contract import (
     ACCEPTED,
     ACCOUNTING_FILE,
     DATA_DOCS_FILE,
     GX_RESULT_FILE,
     INDEX_FILE,
     QUARANTINE,
-    REPORTS,
+    RAW,
     STAGING,
-    VERDICT_PASSED,
-    partition,
+    VALIDATION_REPORTS,
 )
+from ml_tasks.intervals import Interval
+from ml_tasks.schema import CURATED_SCHEMA
+from ml_tasks.settings import Settings
+from ml_tasks.storage import DataRoot, Manifest, PartitionError, input_record
+from ml_tasks.validation.layout import VERDICT_PASSED, partition
 
 log = logging.getLogger(__name__)
 
 LAYER, DATASET = "curated", "trips"
-RAW = ("raw", "trips")
 
 
 class AccountingError(PartitionError):
@@ -56,7 +55,7 @@ def _check_day(root: DataRoot, day: dt.date) -> tuple[dict[str, Any], list[str]]
     """Everything publish needs for ``day``, and the problems that forbid publishing it."""
     key = day.isoformat()
     problems: list[str] = []
-    report_path = partition(root, REPORTS, day)
+    report_path = partition(root, VALIDATION_REPORTS, day)
     try:
         report_manifest = root.read_manifest(report_path)
         accounting: dict[str, Any] = root.read_json(f"{report_path}/{ACCOUNTING_FILE}")

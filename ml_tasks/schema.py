@@ -15,6 +15,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from ml_tasks.errors import FlywheelError
+
 Kind = Literal["string", "int", "float", "timestamp", "epoch_seconds"]
 
 # Column name -> (arrow type, parse kind). Timestamps are the portal's floating local (Chicago) time.
@@ -98,7 +100,7 @@ PAYMENT_TYPES: tuple[str, ...] = (
 COMMUNITY_AREAS: tuple[int, ...] = tuple(range(1, 78))
 
 
-class SchemaError(ValueError):
+class SchemaError(FlywheelError, ValueError):
     """A source whose columns cannot be mapped onto the canonical raw schema."""
 
 

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -31,14 +32,15 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 import ml_tasks
+from ml_tasks.contract import MANIFEST
+from ml_tasks.errors import FlywheelError
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "_manifest.json"
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "write_statistics": True}
 
 
-class PartitionError(RuntimeError):
+class PartitionError(FlywheelError, RuntimeError):
     """A partition that is missing, incomplete, or cannot be written."""
 
 
@@ -63,12 +65,37 @@ def code_version() -> str:
     return f"{version}+g{sha}" if sha else version
 
 
-def file_sha256(fs: pafs.FileSystem, path: str) -> str:
-    digest = hashlib.sha256()
-    with fs.open_input_stream(path) as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+def file_sha256(path: str | Path, fs: pafs.FileSystem | None = None) -> str:
+    """Hex sha256 of a file: a local path, or ``path`` on the pyarrow filesystem ``fs``."""
+    if fs is None:
+        with Path(path).open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    with fs.open_input_stream(str(path)) as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """``payload`` as indented, key-sorted JSON, written atomically."""
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
 @dataclass
@@ -282,7 +309,7 @@ class PartitionWriter:
             result.append(
                 {
                     "uri": self.root.uri(f"{self.final}/{name}"),
-                    "sha256": file_sha256(self.root.fs, staged),
+                    "sha256": file_sha256(staged, self.root.fs),
                     "rows": self.rows,
                 }
             )

@@ -34,15 +34,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from ml_tasks.contract import CURATED, EVENT_TIMESTAMP, FEATURES_LAYER
+from ml_tasks.features.spec import AGGREGATES, COVERAGE, MAX_WINDOW, VIEWS, WINDOWS, ViewSpec
 from ml_tasks.intervals import Interval
 from ml_tasks.settings import Settings
 from ml_tasks.storage import DataRoot, Manifest, PartitionError, input_record
 
-from .spec import AGGREGATES, COVERAGE, EVENT_TIMESTAMP, FEATURES_LAYER, MAX_WINDOW, VIEWS, WINDOWS, ViewSpec
-
 log = logging.getLogger(__name__)
 
-CURATED = ("curated", "trips")
 UTC = dt.UTC
 
 # (sum expression, count expression) per aggregate over the daily rows; the mean is sum / count.

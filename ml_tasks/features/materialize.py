@@ -41,13 +41,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ml_tasks.contract import EVENT_TIMESTAMP, FEATURES_LAYER
+from ml_tasks.features.online_write import OnlineWriter, key_order_sql, online_writer
+from ml_tasks.features.spec import MAX_WINDOW, VIEWS_BY_NAME, ViewSpec
+from ml_tasks.features.store import FeatureStoreError, StoreHandle
 from ml_tasks.intervals import Interval
 from ml_tasks.settings import Settings
 from ml_tasks.storage import DataRoot, PartitionError
-
-from .online_write import OnlineWriter, key_order_sql, online_writer
-from .spec import EVENT_TIMESTAMP, FEATURES_LAYER, MAX_WINDOW, VIEWS_BY_NAME, ViewSpec
-from .store import FeatureStoreError, StoreHandle
 
 log = logging.getLogger(__name__)
 

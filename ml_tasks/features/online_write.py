@@ -59,7 +59,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .store import FeatureStoreError
+from ml_tasks.errors import FlywheelError
+from ml_tasks.features.store import FeatureStoreError
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
@@ -86,7 +87,7 @@ STALE_CHECK_ROWS = 2000
 ENTITY_KEY_SERIALIZATION_VERSION = 3
 
 
-class UnsupportedLayout(ValueError):
+class UnsupportedLayout(FlywheelError, ValueError):
     """The view or store cannot be written by the fast writers (use Feast's generic path)."""
 
 

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from ml_tasks.contract import EVENT_TIMESTAMP
+
 #: trailing windows in days; the longest one bounds how much history a day reads
 WINDOWS: tuple[int, ...] = (1, 7, 28)
 MAX_WINDOW = max(WINDOWS)
-EVENT_TIMESTAMP = "event_timestamp"
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")  # DuckDB-based Feast reads need microseconds
 #: days of the longest window that had a curated partition (a partial window is visible, not hidden)
 COVERAGE = f"window_days_{MAX_WINDOW}d"
@@ -84,4 +85,3 @@ VIEWS_BY_NAME: dict[str, ViewSpec] = {v.name: v for v in VIEWS}
 FEATURE_SERVICES: dict[str, tuple[str, ...]] = {
     "taxi_tips_v1": ("pickup_area_stats", "company_stats"),
 }
-FEATURES_LAYER = "features"

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ml_tasks
+from ml_tasks.errors import FlywheelError
 from ml_tasks.settings import Settings
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ DECLARATIONS_MODULE = "flywheel_declarations"
 APPLY_HINT = "run `ml-tasks feature-apply` (feast apply) to update it"
 
 
-class FeatureStoreError(RuntimeError):
+class FeatureStoreError(FlywheelError, RuntimeError):
     """The feature store cannot serve this request: missing repo or registry, unknown names, ..."""
 
 

@@ -33,23 +33,27 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ml_tasks.contract import (
+    CURATED,
+    EVENT_TIMESTAMP,
+    FEATURES_LAYER,
+    LABEL,
+    TRAINING_SETS_LAYER,
+    TRIP_KEY,
+    training_set_digest,
+)
+from ml_tasks.features.request import REQUEST_FEATURES, request_time_features
+from ml_tasks.features.spec import VIEWS_BY_NAME
+from ml_tasks.features.store import FeatureStoreError, StoreHandle
 from ml_tasks.intervals import Interval
 from ml_tasks.settings import Settings
 from ml_tasks.storage import DataRoot, Manifest, PartitionError, input_record
-
-from .request import REQUEST_FEATURES, request_time_features
-from .spec import EVENT_TIMESTAMP, FEATURES_LAYER, VIEWS_BY_NAME
-from .store import FeatureStoreError, StoreHandle
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureView
 
 log = logging.getLogger(__name__)
 
-LAYER = "training_sets"
-CURATED = ("curated", "trips")
-LABEL = "big_tipper"
-TRIP_KEY = "trip_key"
 #: columns of the entity frame besides the request-time features (the model's raw inputs and the label)
 ENTITY_COLUMNS: dict[str, pa.DataType] = {
     TRIP_KEY: pa.string(),
@@ -142,7 +146,7 @@ def historical_join(
 
 def training_set_path(root: DataRoot, service: str, interval: Interval, name: str | None) -> str:
     key = name or f"{interval.start.isoformat()}_{interval.end.isoformat()}"
-    return f"{root.dataset_path(LAYER, service)}/{key}"
+    return f"{root.dataset_path(TRAINING_SETS_LAYER, service)}/{key}"
 
 
 def build_training_set(
@@ -242,7 +246,7 @@ def build_training_set(
         view_inputs = feature_inputs(root, views, interval)
         label_rate = positives / labelled if labelled else None
         writer.manifest = Manifest(
-            dataset=f"{LAYER}/{service.name}",
+            dataset=f"{TRAINING_SETS_LAYER}/{service.name}",
             partition=target.rsplit("/", 1)[1],
             step="training-set",
             inputs=[curated_inputs[d] for d in days] + view_inputs,
@@ -271,7 +275,7 @@ def build_training_set(
         )
         outputs = writer.outputs()
         writer.manifest.outputs = outputs
-    digest = hashlib.sha256("".join(o["sha256"] for o in outputs).encode()).hexdigest()
+    digest = training_set_digest(outputs)
     seconds = time.perf_counter() - started
     log.info(
         "training-set %s %s: %d rows (label rate %s), rows without features %s, %.1f s",

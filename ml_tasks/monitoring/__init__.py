@@ -12,8 +12,10 @@ Nothing heavy is imported here (Evidently, MLflow and torch are imported inside 
 
 from __future__ import annotations
 
+from ml_tasks.errors import FlywheelError
 
-class MonitoringError(RuntimeError):
+
+class MonitoringError(FlywheelError, RuntimeError):
     """A monitoring input that cannot be used (names the input and the problem)."""
 
 

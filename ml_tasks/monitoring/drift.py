@@ -42,13 +42,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ml_tasks.contract import SCORE
+from ml_tasks.models.reference import categorical_values, finite_float, sample_indices
 from ml_tasks.monitoring import MonitoringError
-from ml_tasks.monitoring.reference import (
-    SCORE,
-    categorical_values,
-    finite_float,
-    sample_indices,
-)
 
 if TYPE_CHECKING:
     import pandas as pd

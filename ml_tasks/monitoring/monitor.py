@@ -27,26 +27,30 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ml_tasks.contract import (
+    CURATED,
+    DECISION_JSON,
+    DRIFT_REPORT_HTML,
+    DRIFT_REPORT_JSON,
+    LABEL,
+    MONITORING_LAYER,
+    PREDICTIONS_LAYER,
+    SCORE,
+    TAG_METRIC,
+    TAG_TRAINING_SET_URI,
+    TRIP_KEY,
+)
 from ml_tasks.intervals import Interval
+from ml_tasks.models.reference import Reference, load_reference, load_reference_dir
 from ml_tasks.monitoring import MonitoringError
 from ml_tasks.monitoring.drift import DriftResult, drift_report, scan_current
 from ml_tasks.monitoring.policy import PolicyConfig, decide
-from ml_tasks.monitoring.reference import LABEL, SCORE, Reference, load_reference, load_reference_dir
 from ml_tasks.settings import Settings
 from ml_tasks.storage import DataRoot, Manifest, PartitionError, input_record
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS_LAYER = "predictions"
-MONITORING_LAYER = "monitoring"
-CURATED = ("curated", "trips")
-TRIP_KEY = "trip_key"
-DECISION_JSON = "decision.json"
-REPORT_HTML = "drift_report.html"
-REPORT_JSON = "drift_report.json"
 BATCH_ROWS = 65_536
-TAG_METRIC = "flywheel.metric"
-TAG_TRAINING_SET_URI = "flywheel.training_set_uri"
 #: calendar inputs and their cycle in days: in an interval shorter than the cycle they differ from a longer
 #: reference by construction (a one-day interval has ONE day of the week), so they are not drift signals
 CALENDAR_CYCLES = {"trip_start_day_of_week": 7, "trip_start_month": 365}
@@ -179,7 +183,7 @@ def evaluate_performance(
     Returns:
         the performance block and the manifest input records it read.
     """
-    from ml_tasks.training.evaluate import classification_metrics
+    from ml_tasks.models.metrics import classification_metrics
 
     delay = dt.timedelta(days=settings.monitor_label_delay_days)
     labelled = Interval(interval.start - delay, interval.end - delay)
@@ -290,7 +294,7 @@ def _resolve_reference(
 
 def _version_tags(settings: Settings, model_name: str) -> Any:
     def tags(version: str) -> dict[str, str] | None:
-        from ml_tasks.training.registry import get_version
+        from ml_tasks.models.registry import get_version
 
         try:
             return get_version(settings, model_name, version).tags
@@ -428,8 +432,8 @@ def run_monitoring(
         else _placeholder_html(f"no current rows in {interval}: nothing to compare")
     )
     files_out = {
-        REPORT_HTML: html.encode(),
-        REPORT_JSON: _json_bytes(report),
+        DRIFT_REPORT_HTML: html.encode(),
+        DRIFT_REPORT_JSON: _json_bytes(report),
         DECISION_JSON: _json_bytes(decision),
     }
     target = root.partition_path(MONITORING_LAYER, model_name, interval.start)

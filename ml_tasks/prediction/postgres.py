@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from ml_tasks.prediction.predict import CORE_COLUMNS, PredictionError
 from ml_tasks.storage import DataRoot
-
-from .predict import CORE_COLUMNS, PredictionError
 
 if TYPE_CHECKING:
     import psycopg

@@ -43,13 +43,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from ml_tasks.features.spec import EVENT_TIMESTAMP
+from ml_tasks.contract import (
+    CHAMPION,
+    CURATED,
+    EVENT_TIMESTAMP,
+    LABEL,
+    MANIFEST,
+    PREDICTIONS_LAYER,
+    SHARD_JSON,
+    SHARDS_DIR,
+    TAG_FEATURE_SERVICE,
+    TRIP_KEY,
+)
+from ml_tasks.errors import FlywheelError
 from ml_tasks.features.store import FeatureStoreError
 from ml_tasks.features.training_set import (
-    CURATED,
-    LABEL,
     ROW_GROUP_ROWS,
-    TRIP_KEY,
     entity_frame,
     feature_columns,
     feature_inputs,
@@ -58,23 +67,20 @@ from ml_tasks.features.training_set import (
     resolve_service,
 )
 from ml_tasks.intervals import Interval
+from ml_tasks.models.registry import RegistryError
 from ml_tasks.settings import Settings
-from ml_tasks.storage import MANIFEST, DataRoot, Manifest, PartitionError, file_sha256, input_record
-from ml_tasks.training.registry import RegistryError
+from ml_tasks.storage import DataRoot, Manifest, PartitionError, file_sha256, input_record
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureView
 
     from ml_tasks.features.store import StoreHandle
-    from ml_tasks.training.onnx_export import OnnxScorer
-    from ml_tasks.training.preprocess import Inputs
-    from ml_tasks.training.registry import VersionInfo
+    from ml_tasks.models.preprocess import Inputs
+    from ml_tasks.models.registry import VersionInfo
+    from ml_tasks.models.scorer import OnnxScorer
 
 log = logging.getLogger(__name__)
 
-LAYER = "predictions"
-SHARDS_DIR = "_shards"
-SHARD_JSON = "_shard.json"
 POSITION = "_pos"  # position of a row in its day's sorted order (staging only; the merge key)
 MISSING_VIEWS = "missing_feature_views"
 SORT_KEYS = [(EVENT_TIMESTAMP, "ascending"), (TRIP_KEY, "ascending")]
@@ -99,7 +105,7 @@ _SPEC = re.compile(
 )
 
 
-class PredictionError(RuntimeError):
+class PredictionError(FlywheelError, RuntimeError):
     """Prediction cannot run on these inputs (names the input and the problem)."""
 
 
@@ -179,14 +185,14 @@ def parse_model_spec(spec: str) -> tuple[str, str | None, str | None]:
 def _version_info(settings: Settings, spec: str) -> VersionInfo:
     from mlflow.exceptions import MlflowException
 
-    from ml_tasks.training import registry, tracking
+    from ml_tasks.models import registry, tracking
 
     name, alias, version = parse_model_spec(spec)
     client = tracking.client(settings)
     if alias is not None:
         info = registry.alias_version(client, name, alias)
         if info is None:
-            if alias == registry.CHAMPION:
+            if alias == CHAMPION:
                 raise NoModelError(
                     f"no champion yet: run taxi_training first (model {name!r} has no {alias!r} alias in the"
                     " MLflow registry, so there is nothing to predict with)"
@@ -215,7 +221,6 @@ def resolve_model(settings: Settings, spec: str) -> ResolvedModel:
         ModelLoadError: the version has no ONNX sha256 tag, or its file does not verify or load.
         RegistryError: the version has no feature service.
     """
-    from ml_tasks.training import tracking
 
     info = _version_info(settings, spec)
     if not info.onnx_sha256:
@@ -223,9 +228,9 @@ def resolve_model(settings: Settings, spec: str) -> ResolvedModel:
             f"{info.uri} has no {'flywheel.onnx_sha256'} tag: its ONNX file cannot be verified"
         )
     scorer = _load_scorer(settings, info)
-    service = info.tags.get(tracking.TAG_FEATURE_SERVICE) or scorer.metadata.get("feature_service")
+    service = info.tags.get(TAG_FEATURE_SERVICE) or scorer.metadata.get("feature_service")
     if not service:
-        raise RegistryError(f"{info.uri} records no feature service (tag {tracking.TAG_FEATURE_SERVICE})")
+        raise RegistryError(f"{info.uri} records no feature service (tag {TAG_FEATURE_SERVICE})")
     model = ResolvedModel(
         name=info.name,
         version=info.version,
@@ -240,8 +245,8 @@ def resolve_model(settings: Settings, spec: str) -> ResolvedModel:
 
 
 def _load_scorer(settings: Settings, info: VersionInfo) -> OnnxScorer:
-    from ml_tasks.training import registry, tracking
-    from ml_tasks.training.onnx_export import OnnxScorer
+    from ml_tasks.models import registry, tracking
+    from ml_tasks.models.scorer import OnnxScorer
 
     client = tracking.client(settings)
     cache = registry.model_cache_dir(settings)
@@ -268,7 +273,7 @@ def load_scorer(settings: Settings, model: ResolvedModel) -> OnnxScorer:
         ModelLoadError: the version's sha256 tag or threshold changed since resolution, or the file
             does not verify / load.
     """
-    from ml_tasks.training import registry, tracking
+    from ml_tasks.models import registry, tracking
 
     info = registry.get_version(tracking.client(settings), model.name, model.version)
     if info.onnx_sha256 != model.onnx_sha256:
@@ -338,7 +343,7 @@ def check_service_columns(model: ResolvedModel, inputs: Inputs, provided: list[s
     Raises:
         FeatureServiceMismatch: naming the service and the missing columns.
     """
-    from ml_tasks.training.preprocess import FEATURE_SEPARATOR
+    from ml_tasks.models.preprocess import FEATURE_SEPARATOR
 
     needed = [c for c in inputs.columns if FEATURE_SEPARATOR in c]
     missing = [c for c in needed if c not in set(provided)]
@@ -359,7 +364,7 @@ def safe_key(run_key: str) -> str:
 def staging_path(root: DataRoot, model_name: str, run_key: str, interval: Interval) -> str:
     """The staging folder of one run's shards of ``interval``."""
     span = f"{interval.start.isoformat()}_{interval.end.isoformat()}"
-    return f"{root.dataset_path(LAYER, model_name)}/{SHARDS_DIR}/{safe_key(run_key)}/{span}"
+    return f"{root.dataset_path(PREDICTIONS_LAYER, model_name)}/{SHARDS_DIR}/{safe_key(run_key)}/{span}"
 
 
 def shard_path(
@@ -530,7 +535,7 @@ def _score_day(ctx: _Context, day: dt.date, shard: int, shards: int, target: str
             writer.write(batch, schema=ctx.staged)
         writer.write_empty(ctx.staged)
         writer.manifest = Manifest(
-            dataset=f"{LAYER}/{ctx.model.name}/{SHARDS_DIR}",
+            dataset=f"{PREDICTIONS_LAYER}/{ctx.model.name}/{SHARDS_DIR}",
             partition=day.isoformat(),
             step="predict-shard",
             inputs=[*inputs, ctx.model.record()],
@@ -709,7 +714,7 @@ def _merge_day(
     for shard, entry in enumerate(entries):
         name = entry["file"]["uri"].rsplit("/", 1)[1]
         path = f"{base}/shard-{shard:04d}-of-{len(records):04d}/dt={day}/{name}"
-        if not root.exists(path) or file_sha256(root.fs, path) != entry["file"]["sha256"]:
+        if not root.exists(path) or file_sha256(path, root.fs) != entry["file"]["sha256"]:
             raise PredictionError(
                 f"staged file {root.uri(path)} is missing or changed since shard {shard} wrote it"
             )
@@ -787,14 +792,14 @@ def commit_predictions(
         if table.column_names != names:
             raise PredictionError(f"the staged predictions of {key} have columns {table.column_names}")
         schema = table.schema
-        target = root.partition_path(LAYER, name, day)
+        target = root.partition_path(PREDICTIONS_LAYER, name, day)
         with root.write_partition(target) as writer:
             # fixed row groups: the file's bytes do not depend on shards or batch sizes
             for start in range(0, table.num_rows, ROW_GROUP_ROWS):
                 writer.write(table.slice(start, ROW_GROUP_ROWS), schema=schema)
             writer.write_empty(schema)
             writer.manifest = Manifest(
-                dataset=f"{LAYER}/{name}",
+                dataset=f"{PREDICTIONS_LAYER}/{name}",
                 partition=key,
                 step="predict",
                 inputs=[*totals["inputs"], resolved.record()],
@@ -837,10 +842,10 @@ def commit_predictions(
             settings.predictions_postgres_uri.get_secret_value(),
             settings.predictions_postgres_table,
             root,
-            [root.partition_path(LAYER, name, d) for d in interval.days()],
+            [root.partition_path(PREDICTIONS_LAYER, name, d) for d in interval.days()],
         )
     root.fs.delete_dir(base)
-    _remove_empty_parents(root, base.rsplit("/", 1)[0], f"{root.dataset_path(LAYER, name)}")
+    _remove_empty_parents(root, base.rsplit("/", 1)[0], f"{root.dataset_path(PREDICTIONS_LAYER, name)}")
     seconds = time.perf_counter() - started
     shard_seconds = sum(float(r["seconds"]) for r in records)
     log.info(
@@ -889,7 +894,9 @@ def predict_interval(
     except BaseException:
         if root.exists(base):  # our own staging only: nothing half-done is left behind
             root.fs.delete_dir(base)
-            _remove_empty_parents(root, base.rsplit("/", 1)[0], root.dataset_path(LAYER, model.name))
+            _remove_empty_parents(
+                root, base.rsplit("/", 1)[0], root.dataset_path(PREDICTIONS_LAYER, model.name)
+            )
         raise
     seconds = time.perf_counter() - started
     summary["seconds"] = round(seconds, 3)
@@ -904,5 +911,5 @@ def read_predictions(
     """A day's predictions partition (complete partitions only), optionally projected to ``columns``."""
     import pyarrow.parquet as pq
 
-    files = root.parquet_files(root.partition_path(LAYER, model_name, day))
+    files = root.parquet_files(root.partition_path(PREDICTIONS_LAYER, model_name, day))
     return pa.concat_tables([pq.read_table(f, filesystem=root.fs, columns=columns) for f in files])

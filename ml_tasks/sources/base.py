@@ -8,10 +8,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
+from ml_tasks.errors import FlywheelError
 from ml_tasks.intervals import Interval
 
 
-class SourceError(RuntimeError):
+class SourceError(FlywheelError, RuntimeError):
     """A source that cannot deliver the requested interval (unreachable, malformed, misconfigured)."""
 
 

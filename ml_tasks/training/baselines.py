@@ -28,8 +28,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ml_tasks.features.spec import EVENT_TIMESTAMP
-from ml_tasks.features.training_set import LABEL
+from ml_tasks.contract import EVENT_TIMESTAMP, LABEL
 
 if TYPE_CHECKING:
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -66,7 +65,7 @@ def labels(table: pa.Table, label: str = LABEL, *, who: str = "table") -> npt.ND
 
 def model_inputs(schema: pa.Schema) -> tuple[list[str], list[str]]:
     """(categorical, numeric) model input columns of a training-set schema, as the network uses them."""
-    from ml_tasks.training.preprocess import infer_inputs
+    from ml_tasks.models.preprocess import infer_inputs
 
     inputs = infer_inputs(schema)
     return list(inputs.categorical), list(inputs.numeric)

@@ -21,32 +21,38 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ml_tasks.features.spec import EVENT_TIMESTAMP
-from ml_tasks.features.training_set import LABEL, TRIP_KEY
-
-from .baselines import fit_baselines, labels, model_inputs
-from .files import atomic_write_text
+from ml_tasks.contract import (
+    EVALUATION_JSON,
+    EVENT_TIMESTAMP,
+    LABEL,
+    MODEL_CARD_MD,
+    RELIABILITY_PNG,
+    TRIP_KEY,
+)
+from ml_tasks.models.metrics import (
+    Array,
+    Labels,
+    auc_or_none,
+    calibration,
+    check_scores,
+    classification_metrics,
+)
+from ml_tasks.storage import atomic_write_text
+from ml_tasks.training.baselines import fit_baselines, labels, model_inputs
 
 log = logging.getLogger(__name__)
 
-Array = npt.NDArray[np.float64]
-Labels = npt.NDArray[np.int8]
-
-EVALUATION_JSON = "evaluation.json"
-RELIABILITY_PNG = "reliability.png"
-MODEL_CARD_MD = "model_card.md"
 
 #: slice name -> source column (hour_bucket is bucketed from the request-time hour)
 SLICE_COLUMNS: dict[str, str] = {
@@ -60,8 +66,6 @@ OTHER = "other"
 NULL = "(null)"
 #: default single-feature ROC-AUC at or above which a feature is flagged as a possible leak
 LEAKAGE_THRESHOLD = 0.9
-#: clip for the log loss so a confident wrong 0/1 score costs ~34.5 nats instead of infinity
-LOG_LOSS_EPS = 1e-15
 
 
 class Scorer(Protocol):
@@ -78,121 +82,6 @@ class Scorer(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------- metrics
-
-
-def _check_scores(y: npt.ArrayLike, p: npt.ArrayLike, who: str = "scores") -> tuple[Labels, Array]:
-    """``y`` as 0/1 int8 and ``p`` as float64, checked (same length, non-empty, finite, in [0, 1])."""
-    y_arr = np.asarray(y)
-    p_arr = np.asarray(p, dtype=np.float64)
-    if y_arr.ndim != 1 or p_arr.ndim != 1:
-        raise ValueError(f"{who}: labels and scores must be 1-D, got shapes {y_arr.shape} and {p_arr.shape}")
-    if y_arr.shape != p_arr.shape:
-        raise ValueError(f"{who}: {y_arr.size} labels but {p_arr.size} scores")
-    if y_arr.size == 0:
-        raise ValueError(f"{who}: no rows to evaluate")
-    if not np.isin(y_arr, (0, 1)).all():
-        raise ValueError(f"{who}: labels must be 0/1 or boolean")
-    bad = ~np.isfinite(p_arr)
-    if bad.any():
-        raise ValueError(f"{who}: {int(bad.sum())} score(s) are NaN or infinite")
-    if (p_arr < 0).any() or (p_arr > 1).any():
-        raise ValueError(
-            f"{who}: scores must be probabilities in [0, 1] (min {p_arr.min()}, max {p_arr.max()})"
-        )
-    return y_arr.astype(np.int8), p_arr
-
-
-def _auc_or_none(y: Labels, p: Array) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    if y.min() == y.max():
-        return None
-    return float(roc_auc_score(y, p))
-
-
-def classification_metrics(y: npt.ArrayLike, p: npt.ArrayLike, threshold: float) -> dict[str, float]:
-    """Metrics of scores ``p`` against labels ``y`` (positive = score >= ``threshold``).
-
-    Returns roc_auc, pr_auc (average precision), log_loss, accuracy, precision, recall, f1, brier, ece
-    (10 equal-width bins), positive_rate (labels), predicted_positive_rate, mean_score and rows.
-
-    Raises:
-        ValueError: mismatched or empty inputs, scores outside [0, 1], a threshold outside [0, 1], or
-            labels of a single class (ROC-AUC is undefined; an evaluation window needs both classes).
-    """
-    from sklearn.metrics import average_precision_score, brier_score_loss, precision_recall_fscore_support
-
-    y_arr, p_arr = _check_scores(y, p)
-    if not 0.0 <= threshold <= 1.0 or not math.isfinite(threshold):
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    roc_auc = _auc_or_none(y_arr, p_arr)
-    if roc_auc is None:
-        raise ValueError(
-            f"classification_metrics: all {y_arr.size} labels are {int(y_arr[0])}; "
-            "ROC-AUC needs both classes in the evaluation window"
-        )
-    predicted = (p_arr >= threshold).astype(np.int8)
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_arr, predicted, average="binary", zero_division=0
-    )
-    clipped = np.clip(p_arr, LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
-    log_loss = -np.mean(y_arr * np.log(clipped) + (1 - y_arr) * np.log1p(-clipped))
-    return {
-        "roc_auc": roc_auc,
-        "pr_auc": float(average_precision_score(y_arr, p_arr)),
-        "log_loss": float(log_loss),
-        "accuracy": float(np.mean(predicted == y_arr)),
-        "precision": float(precision),
-        "recall": float(recall),
-        "f1": float(f1),
-        "brier": float(brier_score_loss(y_arr, p_arr)),
-        "ece": calibration(y_arr, p_arr).ece,
-        "positive_rate": float(y_arr.mean()),
-        "predicted_positive_rate": float(predicted.mean()),
-        "mean_score": float(p_arr.mean()),
-        "rows": float(y_arr.size),
-    }
-
-
-class Calibration(NamedTuple):
-    """Expected calibration error and the reliability table (one dict per equal-width bin)."""
-
-    ece: float
-    table: list[dict[str, Any]]
-
-
-def calibration(y: npt.ArrayLike, p: npt.ArrayLike, bins: int = 10) -> Calibration:
-    """ECE and reliability table of scores ``p`` over ``bins`` equal-width bins of [0, 1].
-
-    Bin i holds scores in [i/bins, (i+1)/bins) (the last bin also holds 1.0). ECE is the row-weighted
-    mean of |mean predicted - observed rate| over the bins. Empty bins have count 0 and None rates.
-    """
-    if bins < 1:
-        raise ValueError(f"bins must be >= 1, got {bins}")
-    y_arr, p_arr = _check_scores(y, p, "calibration")
-    index = np.minimum((p_arr * bins).astype(np.int64), bins - 1)
-    counts = np.bincount(index, minlength=bins)
-    sum_p = np.bincount(index, weights=p_arr, minlength=bins)
-    sum_y = np.bincount(index, weights=y_arr.astype(np.float64), minlength=bins)
-    table: list[dict[str, Any]] = []
-    ece = 0.0
-    for i in range(bins):
-        n = int(counts[i])
-        mean_p = float(sum_p[i] / n) if n else None
-        rate = float(sum_y[i] / n) if n else None
-        if mean_p is not None and rate is not None:
-            ece += n / y_arr.size * abs(mean_p - rate)
-        table.append(
-            {
-                "bin": i,
-                "lower": i / bins,
-                "upper": (i + 1) / bins,
-                "count": n,
-                "mean_predicted": mean_p,
-                "observed_rate": rate,
-            }
-        )
-    return Calibration(ece=float(ece), table=table)
 
 
 def reliability_plot(table: Sequence[Mapping[str, Any]], path: Path, *, title: str = "Reliability") -> Path:
@@ -311,7 +200,7 @@ def slice_metrics(
     Raises:
         ValueError: a slice column is missing, or the table and scores are not row-aligned.
     """
-    y_arr, p_arr = _check_scores(y, p, "slice_metrics")
+    y_arr, p_arr = check_scores(y, p, "slice_metrics")
     if table.num_rows != y_arr.size:
         raise ValueError(
             f"slice_metrics: the table has {table.num_rows} rows but there are {y_arr.size} scores"
@@ -343,7 +232,7 @@ def slice_metrics(
                     "rows": int(rows[i]),
                     "positive_rate": float(positives[i] / rows[i]),
                     "mean_score": float(scores[i] / rows[i]),
-                    "roc_auc": _auc_or_none(y_arr[members], p_arr[members]),
+                    "roc_auc": auc_or_none(y_arr[members], p_arr[members]),
                     "accuracy": float(right[i] / rows[i]),
                 }
             )
@@ -715,7 +604,7 @@ def evaluate_candidate(
     Returns:
         The report (also written as evaluation.json); ``report["gate_inputs"]`` feeds the gate.
     """
-    from .card import model_card
+    from ml_tasks.training.card import model_card
 
     started = time.perf_counter()
     y_eval = labels(eval_table, label, who="eval table")

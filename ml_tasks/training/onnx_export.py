@@ -4,7 +4,7 @@
   [batch, F] and ``categorical`` int64 [batch, C], output ``probability`` float32 [batch], a dynamic batch
   dimension and a pinned opset. The bundle's ``model.json`` and ``preprocessing.json`` are embedded in the
   model's ``metadata_props`` (``flywheel.model``, ``flywheel.preprocessing``): an ONNX file alone is enough to
-  score raw rows (:class:`OnnxScorer`), with exactly the preprocessing the model was trained with.
+  score raw rows (``models.scorer.OnnxScorer``), with the preprocessing the model was trained with.
 * :func:`check_onnx` compares the file with the sha256 recorded at export (a corrupted or swapped file is
   caught), loads it in onnxruntime, checks the graph's names / dtypes / dynamic batch dim, checks parity with
   the torch model on real rows (max abs difference and identical decisions at the threshold), runs batch 1
@@ -28,31 +28,31 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from .files import atomic_write_bytes, sha256_file, write_json
+from ml_tasks.contract import CHECK_JSON, EXPORT_JSON, ONNX_FILE
+from ml_tasks.errors import FlywheelError
+from ml_tasks.models.scorer import (
+    INPUT_CATEGORICAL,
+    INPUT_NUMERIC,
+    META_MODEL,
+    META_PREPROCESSING,
+    OUTPUT,
+    OnnxScorer,
+)
+from ml_tasks.storage import atomic_write_bytes, file_sha256, write_json
 
 if TYPE_CHECKING:
     import onnx
-    import onnxruntime as ort
 
-    from ml_tasks.training.model import Bundle
-    from ml_tasks.training.preprocess import Preprocessor
+    from ml_tasks.models.network import Bundle
+    from ml_tasks.models.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
-EXPORT_JSON = "onnx_export.json"  # written by export_onnx: sha256, opset, bytes, seconds
-CHECK_JSON = "onnx.json"  # written by check_onnx: passed, reasons, parity, latency (the gate's input)
-ONNX_JSON = CHECK_JSON
 OPSET = 18
-INPUT_NUMERIC = "numeric"
-INPUT_CATEGORICAL = "categorical"
-OUTPUT = "probability"
-META_MODEL = "flywheel.model"
-META_PREPROCESSING = "flywheel.preprocessing"
 BATCH_DIM = "batch"
 
 
-class OnnxExportError(ValueError):
+class OnnxExportError(FlywheelError, ValueError):
     """Unusable arguments to export / check (a missing bundle, an empty sample)."""
 
 
@@ -95,7 +95,8 @@ def export_onnx(bundle_dir: str | Path, *, sample: pa.Table, opset: int = OPSET)
     import onnx
     import torch
 
-    from ml_tasks.training.model import MODEL_JSON, PREPROCESSING_JSON, load_bundle
+    from ml_tasks.contract import MODEL_JSON, PREPROCESSING_JSON
+    from ml_tasks.models.network import load_bundle
 
     path = _bundle_dir(bundle_dir)
     started = time.perf_counter()
@@ -149,71 +150,6 @@ def export_onnx(bundle_dir: str | Path, *, sample: pa.Table, opset: int = OPSET)
         path / ONNX_FILE, len(data), actual_opset, result["onnx_sha256"][:12], seconds,
     )  # fmt: skip
     return result
-
-
-def _session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
-class OnnxScorer:
-    """Scores raw rows with an ONNX model exported by :func:`export_onnx` (the Scorer protocol).
-
-    The preprocessing (vocabularies, input columns) and the threshold come from the file's metadata, so the
-    file is all it needs. One onnxruntime session on the CPU provider, reused for every call; rows are
-    encoded and scored in batches of ``batch_size`` (bounded memory).
-    """
-
-    def __init__(self, path: str | Path, *, batch_size: int = 65_536, threads: int | None = None) -> None:
-        from ml_tasks.training.preprocess import Preprocessor
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"ONNX model {self.path} does not exist")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
-        self.session = _session(self.path, threads)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        missing = [k for k in (META_MODEL, META_PREPROCESSING) if k not in meta]
-        if missing:
-            raise ValueError(f"ONNX model {self.path} has no metadata {missing}: not exported by export_onnx")
-        self.metadata: dict[str, Any] = json.loads(meta[META_MODEL])
-        self.preprocessor = Preprocessor.from_json(meta[META_PREPROCESSING])
-        self._threshold = float(self.metadata["threshold"])
-
-    @property
-    def threshold(self) -> float:
-        """The decision threshold chosen at training time."""
-        return self._threshold
-
-    def predict_encoded(
-        self, numeric: npt.NDArray[np.float32], categorical: npt.NDArray[np.int64]
-    ) -> npt.NDArray[np.float64]:
-        """Probabilities for already-encoded arrays (batched)."""
-        out = np.empty(numeric.shape[0], dtype=np.float64)
-        for start in range(0, numeric.shape[0], self.batch_size):
-            stop = start + self.batch_size
-            feeds = {
-                INPUT_NUMERIC: np.ascontiguousarray(numeric[start:stop], dtype=np.float32),
-                INPUT_CATEGORICAL: np.ascontiguousarray(categorical[start:stop], dtype=np.int64),
-            }
-            out[start:stop] = self.session.run([OUTPUT], feeds)[0]
-        return out
-
-    def predict_proba(self, table: pa.Table) -> npt.NDArray[np.float64]:
-        """Probabilities of the positive class, row-aligned with ``table`` (float64)."""
-        out = np.empty(table.num_rows, dtype=np.float64)
-        for start in range(0, table.num_rows, self.batch_size):
-            chunk = table.slice(start, self.batch_size)
-            encoded = self.preprocessor.encode(chunk)
-            out[start : start + chunk.num_rows] = self.predict_encoded(encoded.numeric, encoded.categorical)
-        return out
 
 
 def _dims(value_info: Any) -> list[str | int]:
@@ -293,7 +229,7 @@ def check_onnx(
     """
     import onnx
 
-    from ml_tasks.training.model import load_bundle
+    from ml_tasks.models.network import load_bundle
 
     path = _bundle_dir(bundle_dir)
     if rows.num_rows == 0:
@@ -332,7 +268,7 @@ def check_onnx(
     if not onnx_path.is_file():
         reasons.append(f"{ONNX_FILE} does not exist in {path}")
         return finish()
-    actual = sha256_file(onnx_path)
+    actual = file_sha256(onnx_path)
     result["sha256"] = actual
     if actual != expected_sha256:
         reasons.append(
@@ -383,7 +319,7 @@ def _parity_and_latency(
     large_batch: int,
 ) -> None:
     """Parity with torch on ``rows``, batch-1 latency and large-batch throughput (fills ``result``)."""
-    from ml_tasks.training.model import predict_encoded
+    from ml_tasks.models.network import predict_encoded
 
     # Parity on real rows: the same encoded arrays through torch and onnxruntime.
     encoded = bundle.preprocessor.encode(rows)
@@ -470,7 +406,7 @@ def corrupt_onnx(path: str | Path, n_bytes: int = 64) -> dict[str, Any]:
     start = len(data) // 2 - n_bytes // 2
     for i in range(start, start + n_bytes):
         data[i] ^= 0xFF
-    before = sha256_file(target)
+    before = file_sha256(target)
     target.write_bytes(bytes(data))
     log.warning("corrupted %s: flipped %d bytes at offset %d", target, n_bytes, start)
     return {"path": str(target), "offset": start, "bytes": n_bytes, "sha256_before": before}

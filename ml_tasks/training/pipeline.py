@@ -10,7 +10,6 @@ and log to their own MLflow child run of the train run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -21,24 +20,34 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ml_tasks.contract import (
+    CHECK_JSON,
+    DECISION_JSON,
+    EVALUATION_JSON,
+    EXPORT_JSON,
+    MANIFEST,
+    ONNX_FILE,
+    PART_FILE,
+    TAG_DATA_INTERVAL_END,
+    TAG_DATA_INTERVAL_START,
+    TAG_FEATURE_SERVICE,
+    TAG_TRAINING_SET_URI,
+    training_set_digest,
+)
+from ml_tasks.errors import FlywheelError
+from ml_tasks.models.tracking import RunKey
 from ml_tasks.settings import Settings
-from ml_tasks.storage import MANIFEST, Manifest
-
-from .files import sha256_file, write_json
-from .tracking import RunKey
+from ml_tasks.storage import Manifest, file_sha256, write_json
 
 if TYPE_CHECKING:
-    from .model import Bundle
+    from ml_tasks.models.network import Bundle
 
 log = logging.getLogger(__name__)
 
-TRAINING_SET_FILE = "part-00000.parquet"
-EVALUATION_JSON = "evaluation.json"
-DECISION_JSON = "decision.json"
 FAULTS = ("corrupt-onnx",)
 
 
-class TrainingStepError(ValueError):
+class TrainingStepError(FlywheelError, ValueError):
     """An expected failure of a training step (bad input, missing upstream output): one clear line."""
 
 
@@ -66,14 +75,14 @@ def read_training_set(uri: str) -> tuple[pa.Table, Manifest, str]:
     manifest = Manifest.from_json(manifest_path.read_text())
     for output in manifest.outputs:
         path = folder / Path(str(output["uri"])).name
-        digest = sha256_file(path) if path.is_file() else None
+        digest = file_sha256(path) if path.is_file() else None
         if digest != output.get("sha256"):
             raise TrainingStepError(
                 f"training set {uri}: {path.name} does not match its manifest (sha256 {digest} vs"
                 f" {output.get('sha256')}): rebuild it with `ml-tasks training-set`"
             )
-    table = pq.read_table(folder / TRAINING_SET_FILE)
-    digest = hashlib.sha256("".join(str(o["sha256"]) for o in manifest.outputs).encode()).hexdigest()
+    table = pq.read_table(folder / PART_FILE)
+    digest = training_set_digest(manifest.outputs)
     return table, manifest, digest
 
 
@@ -89,7 +98,7 @@ def candidate_dir(settings: Settings, key: RunKey) -> Path:
 
 
 def load_candidate(bundle: str) -> Bundle:
-    from .model import BundleError, load_bundle
+    from ml_tasks.models.network import BundleError, load_bundle
 
     try:
         return load_bundle(_local(bundle))
@@ -98,15 +107,15 @@ def load_candidate(bundle: str) -> Bundle:
 
 
 def _training_tags(uri: str, manifest: Manifest, digest: str) -> dict[str, str]:
-    from . import tracking
+    from ml_tasks.models import tracking
 
     interval = manifest.params.get("interval") or {}
     return {
-        tracking.TAG_TRAINING_SET_URI: uri,
+        TAG_TRAINING_SET_URI: uri,
         tracking.TAG_TRAINING_SET_SHA256: digest,
-        tracking.TAG_FEATURE_SERVICE: str(manifest.params.get("feature_service")),
-        tracking.TAG_DATA_INTERVAL_START: str(interval.get("start")),
-        tracking.TAG_DATA_INTERVAL_END: str(interval.get("end")),
+        TAG_FEATURE_SERVICE: str(manifest.params.get("feature_service")),
+        TAG_DATA_INTERVAL_START: str(interval.get("start")),
+        TAG_DATA_INTERVAL_END: str(interval.get("end")),
     }
 
 
@@ -141,7 +150,7 @@ def _distributed_trial(
     import subprocess
     import sys
 
-    from .model import load_bundle
+    from ml_tasks.models.network import load_bundle
 
     threads = settings.train_threads or 1
     cmd = [
@@ -192,10 +201,10 @@ def train(
     """Hyperparameter trials on the time-based split; the best on validation becomes the candidate bundle."""
     import mlflow
 
-    from . import tracking
-    from .model import save_bundle
-    from .search import trial_configs
-    from .train import split_by_time, train_model
+    from ml_tasks.models import tracking
+    from ml_tasks.models.network import save_bundle
+    from ml_tasks.training.search import trial_configs
+    from ml_tasks.training.train import split_by_time, train_model
 
     started = time.perf_counter()
     table, manifest, digest = read_training_set(training_set)
@@ -233,7 +242,7 @@ def train(
 
                 if settings.train_processes > 1:
                     trial = _distributed_trial(
-                        settings, _local(training_set) / TRAINING_SET_FILE, config,
+                        settings, _local(training_set) / PART_FILE, config,
                         checkpoints / f"trial-{number}-bundle", checkpoints / f"trial-{number}", device,
                     )  # fmt: skip
                 else:
@@ -277,7 +286,7 @@ def train(
         save_bundle(out, model, preprocessor, best_config, metadata)
         # the monitoring reference travels with the model: a seeded sample of the training rows (inputs,
         # label, the model's scores) and per-column statistics over every training row
-        from ml_tasks.monitoring.reference import build_reference
+        from ml_tasks.models.reference import build_reference
 
         reference = build_reference(out, table, settings)
         mlflow.log_params({f"best_{k}": v for k, v in best_config.to_dict().items()})
@@ -313,8 +322,8 @@ def evaluate(
     """Candidate, champion (same rows) and baselines on the later eval window; report + model card."""
     import mlflow
 
-    from . import registry, tracking
-    from .evaluate import evaluate_candidate
+    from ml_tasks.models import registry, tracking
+    from ml_tasks.training.evaluate import evaluate_candidate
 
     started = time.perf_counter()
     candidate = load_candidate(bundle)
@@ -390,7 +399,8 @@ def export_onnx(
     """Export the candidate to ONNX (dynamic batch, pinned opset); the file's hash goes into onnx.json."""
     import mlflow
 
-    from . import onnx_export, tracking
+    from ml_tasks.models import tracking
+    from ml_tasks.training import onnx_export
 
     if inject_fault is not None:
         if inject_fault not in FAULTS:
@@ -405,8 +415,8 @@ def export_onnx(
     with tracking.task_run(settings, key, parent_run_id=parent, experiment=settings.mlflow_experiment):
         result = onnx_export.export_onnx(candidate.path, sample=rows)
         if inject_fault == "corrupt-onnx":
-            onnx_export.corrupt_onnx(candidate.path / onnx_export.ONNX_FILE)
-            log.warning("FAULT INJECTED: %s corrupted after export", candidate.path / onnx_export.ONNX_FILE)
+            onnx_export.corrupt_onnx(candidate.path / ONNX_FILE)
+            log.warning("FAULT INJECTED: %s corrupted after export", candidate.path / ONNX_FILE)
             mlflow.set_tag("flywheel.fault_injected", inject_fault)
         mlflow.log_metrics(_flat("onnx_", {k: v for k, v in result.items() if k != "opset"}))
         mlflow.log_param("onnx_opset", result.get("opset"))
@@ -417,10 +427,11 @@ def check_onnx(settings: Settings, bundle: str, eval_set: str, key: RunKey) -> d
     """Hash, load, signature, parity with torch on real eval rows, latency: recorded for the gate."""
     import mlflow
 
-    from . import onnx_export, tracking
+    from ml_tasks.models import tracking
+    from ml_tasks.training import onnx_export
 
     candidate = load_candidate(bundle)
-    exported = candidate.path / onnx_export.EXPORT_JSON
+    exported = candidate.path / EXPORT_JSON
     if not exported.is_file():
         raise TrainingStepError(f"bundle {bundle}: no {exported.name}: run export-onnx first")
     expected = json.loads(exported.read_text())["onnx_sha256"]
@@ -445,13 +456,13 @@ def register(settings: Settings, bundle: str, key: RunKey) -> dict[str, Any]:
     marks it challenger with the reasons, so the failure is visible in the registry); a file that cannot
     even be parsed is not registered, and the summary says why (promote records the decision).
     """
-    from . import onnx_export, registry, tracking
+    from ml_tasks.models import registry, tracking
 
     candidate = load_candidate(bundle)
-    check_file = candidate.path / onnx_export.CHECK_JSON
+    check_file = candidate.path / CHECK_JSON
     check = json.loads(check_file.read_text()) if check_file.is_file() else None
     if check is None:
-        raise TrainingStepError(f"bundle {bundle}: no {onnx_export.CHECK_JSON}: run check-onnx first")
+        raise TrainingStepError(f"bundle {bundle}: no {CHECK_JSON}: run check-onnx first")
     parent = str(candidate.metadata["mlflow_run_id"])
     with tracking.task_run(settings, key, parent_run_id=parent, experiment=settings.mlflow_experiment):
         try:
@@ -478,17 +489,17 @@ def promote(
     """The gate: champion if it beats every baseline and the champion (within margin) and passed ONNX."""
     import mlflow
 
-    from . import onnx_export, registry, tracking
-    from .gate import decide
+    from ml_tasks.models import registry, tracking
+    from ml_tasks.training.gate import decide
 
     if force and not (force_reason or "").strip():
         raise TrainingStepError("--force needs --force-reason: a forced promotion must say why")
     candidate = load_candidate(bundle)
-    for name in (EVALUATION_JSON, onnx_export.CHECK_JSON):
+    for name in (EVALUATION_JSON, CHECK_JSON):
         if not (candidate.path / name).is_file():
             raise TrainingStepError(f"bundle {bundle}: no {name}: run evaluate and check-onnx first")
     report = json.loads((candidate.path / EVALUATION_JSON).read_text())
-    check = json.loads((candidate.path / onnx_export.CHECK_JSON).read_text())
+    check = json.loads((candidate.path / CHECK_JSON).read_text())
     gate = report["gate_inputs"]
     metric = settings.promotion_metric
     decision = decide(

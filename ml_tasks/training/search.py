@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ml_tasks.training.model import ModelConfig
+from ml_tasks.models.network import ModelConfig
 
 #: field -> candidate values of the draws
 SPACE: dict[str, tuple[Any, ...]] = {

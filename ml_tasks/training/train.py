@@ -5,7 +5,7 @@
   the same instant never straddle a boundary (the TFX sample has 15-minute timestamps: a cut inside a
   tie would put simultaneous trips on both sides).
 * **Loop** (:func:`train_model`): AdamW, BCE-with-logits weighted by ``pos_weight`` (from the train
-  split; see :mod:`ml_tasks.training.model` for how probabilities stay calibrated), gradient clipping,
+  split; see :mod:`ml_tasks.models.network` for how probabilities stay calibrated), gradient clipping,
   early stopping on the validation LOG LOSS (a proper scoring rule: it rewards calibrated probabilities,
   which evaluation measures, and is far less noisy epoch to epoch than PR-AUC on a 1k-row window).
   The weights of the best epoch are the result.
@@ -58,12 +58,11 @@ import torch.distributed as torch_dist
 from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
-from ml_tasks.features.spec import EVENT_TIMESTAMP
-from ml_tasks.features.training_set import TRIP_KEY
-
-from .files import atomic_write_bytes, sha256_file
-from .model import ModelConfig, TabularNet, predict_encoded, save_bundle
-from .preprocess import Encoded, Preprocessor, infer_inputs, labels
+from ml_tasks.contract import EVENT_TIMESTAMP, TRIP_KEY
+from ml_tasks.models.metrics import binary_metrics, f1_threshold
+from ml_tasks.models.network import ModelConfig, TabularNet, predict_encoded, save_bundle
+from ml_tasks.models.preprocess import Encoded, Preprocessor, infer_inputs, labels
+from ml_tasks.storage import atomic_write_bytes, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -261,38 +260,6 @@ def data_sha256(parts: Sequence[tuple[Encoded, npt.NDArray[np.float32]]]) -> str
 # -- metrics -------------------------------------------------------------------------------------------
 
 
-def binary_metrics(y: npt.NDArray[Any], p: npt.NDArray[np.float64]) -> dict[str, float]:
-    """roc_auc, pr_auc (average precision), log_loss, positive rate; AUCs left out with only one class."""
-    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
-
-    out = {
-        "log_loss": float(log_loss(y, p, labels=[0, 1])),
-        "rows": float(len(y)),
-        "positive_rate": float(np.mean(y)),
-    }
-    if 0 < y.sum() < len(y):
-        out["roc_auc"] = float(roc_auc_score(y, p))
-        out["pr_auc"] = float(average_precision_score(y, p))
-    return out
-
-
-def f1_threshold(y: npt.NDArray[Any], p: npt.NDArray[np.float64]) -> float:
-    """The probability threshold with the highest F1 on (y, p); 0.5 when undefined (one class only).
-
-    Why F1 and not 0.5: the positive class is the minority (~22 %); a decision rule should trade
-    precision against recall on held-out data, and F1 does so without inventing costs. The threshold is
-    clipped to [0.05, 0.95] so a degenerate validation window cannot produce an all-yes/all-no rule.
-    """
-    from sklearn.metrics import precision_recall_curve
-
-    if not 0 < y.sum() < len(y):
-        return 0.5
-    precision, recall, thresholds = precision_recall_curve(y, p)
-    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
-    best = float(thresholds[int(np.argmax(f1))])
-    return float(min(0.95, max(0.05, best)))
-
-
 # -- checkpoint ----------------------------------------------------------------------------------------
 
 
@@ -390,7 +357,7 @@ class TrainResult:
         return digest.hexdigest()
 
     def bundle_metadata(self, **extra: Any) -> dict[str, Any]:
-        """model.json content for :func:`~ml_tasks.training.model.save_bundle` (plus ``extra``)."""
+        """model.json content for :func:`~ml_tasks.models.network.save_bundle` (plus ``extra``)."""
         return {
             "threshold": self.threshold,
             "threshold_rule": "max F1 on the validation split",
@@ -688,7 +655,7 @@ def read_training_table(path: str | Path, mapping: str = "tfx") -> pa.Table:
     """A training set parquet file, or a trips CSV turned into a training-set-shaped table."""
     text = str(path)
     if text.endswith((".csv", ".csv.gz")):
-        from .frames import training_frame_from_csv
+        from ml_tasks.training.frames import training_frame_from_csv
 
         return training_frame_from_csv(text, mapping=mapping)
     import pyarrow.parquet as pq
@@ -738,7 +705,7 @@ def train_from_file(
             config,
             result.bundle_metadata(
                 training_set_uri=str(Path(training_set).resolve()),
-                training_set_sha256=sha256_file(training_set),
+                training_set_sha256=file_sha256(training_set),
                 **(metadata or {}),
             ),
         )

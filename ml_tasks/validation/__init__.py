@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ml_tasks.errors import FlywheelError
+
 if TYPE_CHECKING:
     from ml_tasks.intervals import Interval
     from ml_tasks.settings import Settings
     from ml_tasks.storage import DataRoot
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(FlywheelError, RuntimeError):
     """One or more partitions failed a batch-level rule (schema, empty, reject share).
 
     Attributes:

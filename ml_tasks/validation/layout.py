@@ -14,16 +14,6 @@ import datetime as dt
 
 from ml_tasks.storage import DataRoot
 
-STAGING = ("staging", "trips")
-ACCEPTED = ("staging", "trips_accepted")
-QUARANTINE = ("quarantine", "trips")
-REPORTS = ("reports", "validation")
-
-ACCOUNTING_FILE = "accounting.json"  # deterministic: counts, rules, verdict, input/output hashes
-GX_RESULT_FILE = "gx_result.json"  # the GX suite validation result (long row-id lists truncated)
-DATA_DOCS_FILE = "data_docs.html"  # GX's own data docs page for that result
-INDEX_FILE = "index.html"  # one readable page: verdict, accounting, non-GX rules, links
-
 VERDICT_PASSED = "passed"
 VERDICT_FAILED = "failed"
 

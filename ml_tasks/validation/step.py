@@ -35,24 +35,22 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ml_tasks.intervals import Interval
-from ml_tasks.schema import CURATED_SCHEMA, QUARANTINE_SCHEMA
-from ml_tasks.settings import Settings
-from ml_tasks.storage import DataRoot, Manifest, input_record
-from ml_tasks.validation import ValidationFailed
-from ml_tasks.validation.layout import (
+from ml_tasks.contract import (
     ACCEPTED,
     ACCOUNTING_FILE,
     DATA_DOCS_FILE,
     GX_RESULT_FILE,
     INDEX_FILE,
     QUARANTINE,
-    REPORTS,
     STAGING,
-    VERDICT_FAILED,
-    VERDICT_PASSED,
-    partition,
+    VALIDATION_REPORTS,
 )
+from ml_tasks.intervals import Interval
+from ml_tasks.schema import CURATED_SCHEMA, QUARANTINE_SCHEMA
+from ml_tasks.settings import Settings
+from ml_tasks.storage import DataRoot, Manifest, input_record
+from ml_tasks.validation import ValidationFailed
+from ml_tasks.validation.layout import VERDICT_FAILED, VERDICT_PASSED, partition
 from ml_tasks.validation.reports import (
     MAX_LISTED_ROWS,
     chunk_day_docs_html,
@@ -174,7 +172,7 @@ def _write_report(
     root: DataRoot, day: dt.date, files: dict[str, bytes], volatile: set[str]
 ) -> dict[str, str]:
     """Write the report files as one atomic partition; return name -> URI."""
-    target = partition(root, REPORTS, day)
+    target = partition(root, VALIDATION_REPORTS, day)
     uris: dict[str, str] = {}
     with root.write_partition(target) as writer:
         outputs = []
@@ -191,7 +189,7 @@ def _write_report(
                 entry["sha256"] = hashlib.sha256(payload).hexdigest()
             outputs.append(entry)
         writer.manifest = Manifest(
-            dataset=f"{REPORTS[0]}/{REPORTS[1]}",
+            dataset=f"{VALIDATION_REPORTS[0]}/{VALIDATION_REPORTS[1]}",
             partition=day.isoformat(),
             step="validate",
             outputs=outputs,
@@ -433,7 +431,7 @@ def _chunk_report(
     as a day). Row ids in it are positions in the chunk (the days' rows concatenated in date order).
     """
     first, last = days[0].day.isoformat(), days[-1].day.isoformat()
-    target = f"{root.dataset_path(*REPORTS)}/chunks/{first}_{last}"
+    target = f"{root.dataset_path(*VALIDATION_REPORTS)}/chunks/{first}_{last}"
     trim_result(outcome.result)
     files = {GX_RESULT_FILE: gx_result_json(outcome.result), DATA_DOCS_FILE: data_docs_html(outcome.result)}
     uris: dict[str, str] = {}
@@ -444,7 +442,7 @@ def _chunk_report(
             uris[name] = root.uri(f"{target}/{name}")
         offsets = np.cumsum([0] + [d.table.num_rows for d in days]).tolist()
         writer.manifest = Manifest(
-            dataset=f"{REPORTS[0]}/{REPORTS[1]}/chunks",
+            dataset=f"{VALIDATION_REPORTS[0]}/{VALIDATION_REPORTS[1]}/chunks",
             partition=f"{first}_{last}",
             step="validate",
             inputs=[d.record for d in days],

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from great_expectations.core import ExpectationSuiteValidationResult
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
+from ml_tasks.errors import FlywheelError
 from ml_tasks.validation.rules import (
     EMPTY_PARTITION,
     PARTITION_END,
@@ -57,7 +58,7 @@ RESULT_FORMAT: dict[str, Any] = {
 }
 
 
-class GxEvaluationError(RuntimeError):
+class GxEvaluationError(FlywheelError, RuntimeError):
     """GX could not evaluate an expectation (a bug or a broken frame, never a data verdict)."""
 
 

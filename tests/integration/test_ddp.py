@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from ml_tasks.training.model import load_bundle
+from ml_tasks.models.network import load_bundle
 from tests.unit.training.test_model import synthetic_frame
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from ml_tasks.models import metrics as model_metrics
 from ml_tasks.training import baselines, evaluate
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,8 @@ def baseline_aucs(tfdv_frames: tuple[pa.Table, pa.Table]) -> dict[str, float]:
     y = baselines.labels(ev)
     out = {}
     for baseline in baselines.fit_baselines(train, seed=0, gbt_threads=1):
-        out[baseline.name] = evaluate.classification_metrics(y, baseline.predict_proba(ev), 0.5)["roc_auc"]
+        scores = baseline.predict_proba(ev)
+        out[baseline.name] = model_metrics.classification_metrics(y, scores, 0.5)["roc_auc"]
     print(
         f"\nbaselines on tfdv_eval ({ev.num_rows} rows): " + ", ".join(f"{k} {v:.4f}" for k, v in out.items())
     )
@@ -56,7 +58,7 @@ def bundle(
     """A TabularNet briefly trained (few epochs) on tfdv_train.csv by the real training code."""
     import torch
 
-    from ml_tasks.training.model import ModelConfig, load_bundle
+    from ml_tasks.models.network import ModelConfig, load_bundle
     from ml_tasks.training.train import train_from_file
 
     torch.set_num_threads(1)
@@ -131,7 +133,7 @@ def test_onnx_export_scores_like_the_bundle_on_the_same_window(
     bundle: Any, tfdv_frames: tuple[pa.Table, pa.Table], tmp_path: Path
 ) -> None:
     """The ONNX scorer (the champion's form in the registry) through the same evaluation as the bundle."""
-    from ml_tasks.training.onnx_export import OnnxScorer, export_onnx
+    from ml_tasks.models.scorer import OnnxScorer, export_onnx
 
     train, ev = tfdv_frames
     export_onnx(bundle.path, sample=ev.slice(0, 256))

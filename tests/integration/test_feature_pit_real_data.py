@@ -28,11 +28,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ml_tasks.contract import EVENT_TIMESTAMP, FEATURES_LAYER, TRIP_KEY
 from ml_tasks.extract import extract
 from ml_tasks.features.build import build_features
-from ml_tasks.features.spec import EVENT_TIMESTAMP, FEATURE_SERVICES, FEATURES_LAYER, VIEWS_BY_NAME
+from ml_tasks.features.spec import FEATURE_SERVICES, VIEWS_BY_NAME
 from ml_tasks.features.store import apply_declarations, open_store
-from ml_tasks.features.training_set import TRIP_KEY, build_training_set
+from ml_tasks.features.training_set import build_training_set
 from ml_tasks.intervals import Interval
 from ml_tasks.publish import publish
 from ml_tasks.settings import Settings

@@ -24,11 +24,12 @@ import pyarrow as pa
 import pytest
 import redis
 
+from ml_tasks.contract import EVENT_TIMESTAMP, FEATURES_LAYER
 from ml_tasks.extract import extract
 from ml_tasks.features.build import build_features
 from ml_tasks.features.materialize import interval_files, latest_rows, materialize
 from ml_tasks.features.online_write import online_writer, write_batch
-from ml_tasks.features.spec import EVENT_TIMESTAMP, FEATURES_LAYER, VIEWS, VIEWS_BY_NAME, ViewSpec
+from ml_tasks.features.spec import VIEWS, VIEWS_BY_NAME, ViewSpec
 from ml_tasks.features.store import (
     APPLY_HINT,
     FeatureStoreError,

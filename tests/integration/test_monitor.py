@@ -31,7 +31,7 @@ TRIPS_PER_DAY = 2_500
 
 
 def train_bundle(frame: pa.Table, out: Path, seed: int = 7) -> Path:
-    from ml_tasks.training.model import ModelConfig, save_bundle
+    from ml_tasks.models.network import ModelConfig, save_bundle
     from ml_tasks.training.train import split_by_time, train_model
 
     config = ModelConfig(hidden=(32, 16), max_epochs=2, patience=1, batch_size=256, seed=seed)
@@ -44,7 +44,7 @@ def train_bundle(frame: pa.Table, out: Path, seed: int = 7) -> Path:
 
 def predictions_table(frame: pa.Table, bundle_dir: Path, day: dt.date, version: str = "1") -> pa.Table:
     """``frame``'s rows as the predictions partition of ``day`` (contract columns, bundle scores)."""
-    from ml_tasks.training.model import load_bundle
+    from ml_tasks.models.network import load_bundle
 
     bundle = load_bundle(bundle_dir)
     inputs = list(bundle.preprocessor.inputs.columns)
@@ -106,7 +106,7 @@ def settings_for(root: Path, **extra: Any) -> Settings:
 
 @pytest.fixture(scope="module")
 def tfdv_bundle(tfdv_frames: tuple[pa.Table, pa.Table], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ml_tasks.monitoring.reference import build_reference
+    from ml_tasks.models.reference import build_reference
 
     out = train_bundle(tfdv_frames[0], tmp_path_factory.mktemp("tfdv") / "bundle")
     build_reference(out, tfdv_frames[0], settings_for(out.parent / "unused"))
@@ -118,8 +118,8 @@ def test_reference_files_are_seeded_and_scored_by_the_model(
 ) -> None:
     import shutil
 
-    from ml_tasks.monitoring.reference import build_reference, load_reference_dir
-    from ml_tasks.training.model import load_bundle
+    from ml_tasks.models.network import load_bundle
+    from ml_tasks.models.reference import build_reference, load_reference_dir
 
     train = tfdv_frames[0]
     ref = load_reference_dir(tfdv_bundle)
@@ -196,7 +196,7 @@ def test_no_predictions_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_bundle_without_reference_is_a_clear_error(tfdv_bundle: Path, tmp_path: Path) -> None:
-    from ml_tasks.monitoring.reference import ReferenceNotFoundError, load_reference_dir
+    from ml_tasks.models.reference import ReferenceNotFoundError, load_reference_dir
 
     with pytest.raises(ReferenceNotFoundError, match="without a monitoring reference"):
         load_reference_dir(tmp_path)
@@ -230,7 +230,7 @@ def with_degenerate_features(frame: pa.Table) -> pa.Table:
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Curated days D0..D0+6 (drift from D0+4), a model + reference on D0..D0+1, predictions D0+2..D0+6."""
-    from ml_tasks.monitoring.reference import build_reference
+    from ml_tasks.models.reference import build_reference
     from ml_tasks.schema import CURATED_SCHEMA
     from ml_tasks.training.frames import training_frame_from_trips
 

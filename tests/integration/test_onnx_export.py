@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread
 @pytest.fixture(scope="module")
 def bundle_dir(tfdv_frames: tuple[pa.Table, pa.Table], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small model trained for two epochs on tfdv_train.csv, saved as a bundle."""
-    from ml_tasks.training.model import ModelConfig, save_bundle
+    from ml_tasks.models.network import ModelConfig, save_bundle
     from ml_tasks.training.train import split_by_time, train_model
 
     config = ModelConfig(hidden=(32, 16), max_epochs=2, patience=1, batch_size=256, seed=7)
@@ -43,12 +43,12 @@ def _copy_bundle(bundle_dir: Path, tmp_path: Path) -> Path:
 def test_export_writes_a_self_describing_model(bundle_dir: Path, exported: dict[str, Any]) -> None:
     import onnx
 
-    from ml_tasks.training.files import sha256_file
-    from ml_tasks.training.onnx_export import EXPORT_JSON
+    from ml_tasks.contract import EXPORT_JSON
+    from ml_tasks.storage import file_sha256
 
     path = bundle_dir / "model.onnx"
     assert exported["opset"] == 18
-    assert exported["onnx_sha256"] == sha256_file(path)
+    assert exported["onnx_sha256"] == file_sha256(path)
     assert exported["bytes"] == path.stat().st_size > 1000
     assert 0 < exported["export_seconds"] < 300
     assert json.loads((bundle_dir / EXPORT_JSON).read_text())["onnx_sha256"] == exported["onnx_sha256"]
@@ -69,7 +69,8 @@ def test_export_writes_a_self_describing_model(bundle_dir: Path, exported: dict[
 def test_check_passes_with_parity_on_real_rows(
     bundle_dir: Path, exported: dict[str, Any], tfdv_frames: tuple[pa.Table, pa.Table]
 ) -> None:
-    from ml_tasks.training.onnx_export import CHECK_JSON, check_onnx
+    from ml_tasks.contract import CHECK_JSON
+    from ml_tasks.training.onnx_export import check_onnx
 
     eval_rows = tfdv_frames[1]
     result = check_onnx(
@@ -99,8 +100,8 @@ def test_check_passes_with_parity_on_real_rows(
 def test_scorer_dynamic_batch_1_and_10k(
     bundle_dir: Path, exported: dict[str, Any], tfdv_frames: tuple[pa.Table, pa.Table], tmp_path: Path
 ) -> None:
-    from ml_tasks.training.model import load_bundle
-    from ml_tasks.training.onnx_export import OnnxScorer
+    from ml_tasks.models.network import load_bundle
+    from ml_tasks.models.scorer import OnnxScorer
 
     # the ONNX file alone (no bundle beside it) carries its preprocessing and threshold
     alone = tmp_path / "alone.onnx"
@@ -125,14 +126,15 @@ def test_scorer_dynamic_batch_1_and_10k(
 def test_corrupted_file_fails_the_check_with_reasons(
     bundle_dir: Path, exported: dict[str, Any], tfdv_frames: tuple[pa.Table, pa.Table], tmp_path: Path
 ) -> None:
-    from ml_tasks.training.files import sha256_file
-    from ml_tasks.training.onnx_export import CHECK_JSON, check_onnx, corrupt_onnx
+    from ml_tasks.contract import CHECK_JSON
+    from ml_tasks.storage import file_sha256
+    from ml_tasks.training.onnx_export import check_onnx, corrupt_onnx
 
     copy = _copy_bundle(bundle_dir, tmp_path)
     size = (copy / "model.onnx").stat().st_size
     info = corrupt_onnx(copy / "model.onnx")
     assert (copy / "model.onnx").stat().st_size == size
-    assert info["sha256_before"] == exported["onnx_sha256"] != sha256_file(copy / "model.onnx")
+    assert info["sha256_before"] == exported["onnx_sha256"] != file_sha256(copy / "model.onnx")
     result = check_onnx(
         copy, tfdv_frames[1], expected_sha256=exported["onnx_sha256"], latency_calls=5, large_batch=100
     )
@@ -158,13 +160,13 @@ def test_intact_file_with_the_wrong_recorded_hash_fails_only_on_integrity(
 def test_unloadable_and_missing_files_fail_the_check(
     bundle_dir: Path, exported: dict[str, Any], tfdv_frames: tuple[pa.Table, pa.Table], tmp_path: Path
 ) -> None:
-    from ml_tasks.training.files import sha256_file
+    from ml_tasks.storage import file_sha256
     from ml_tasks.training.onnx_export import check_onnx
 
     copy = _copy_bundle(bundle_dir, tmp_path)
     rows = tfdv_frames[1].slice(0, 100)
     (copy / "model.onnx").write_bytes(b"not a protobuf at all" * 10)
-    result = check_onnx(copy, rows, expected_sha256=sha256_file(copy / "model.onnx"))
+    result = check_onnx(copy, rows, expected_sha256=file_sha256(copy / "model.onnx"))
     assert result["passed"] is False
     assert result["reasons"][0].startswith("onnxruntime cannot load model.onnx")
     (copy / "model.onnx").unlink()
@@ -175,7 +177,8 @@ def test_unloadable_and_missing_files_fail_the_check(
 def test_unusable_arguments_raise(
     bundle_dir: Path, tfdv_frames: tuple[pa.Table, pa.Table], tmp_path: Path
 ) -> None:
-    from ml_tasks.training.onnx_export import OnnxExportError, OnnxScorer, check_onnx, export_onnx
+    from ml_tasks.models.scorer import OnnxScorer
+    from ml_tasks.training.onnx_export import OnnxExportError, check_onnx, export_onnx
 
     with pytest.raises(OnnxExportError, match="not a bundle"):
         export_onnx(tmp_path, sample=tfdv_frames[1])

@@ -123,7 +123,7 @@ CONTRACT = [
 
 
 def test_partitions_follow_the_contract(root: PipelineRoot, unsharded: dict[str, Any]) -> None:
-    from ml_tasks.training.onnx_export import OnnxScorer
+    from ml_tasks.models.scorer import OnnxScorer
 
     summary = unsharded["summary"]
     version = root.version
@@ -181,8 +181,8 @@ def test_scores_equal_the_training_path_and_the_registered_model(
     """The same rows through training's PIT join score identically with the registry's ONNX file."""
     from ml_tasks.features.store import open_store
     from ml_tasks.features.training_set import build_training_set
-    from ml_tasks.training.model import load_bundle
-    from ml_tasks.training.registry import load_champion_scorer
+    from ml_tasks.models.network import load_bundle
+    from ml_tasks.models.registry import load_champion_scorer
 
     settings = settings_of(root)
     from ml_tasks.storage import DataRoot
@@ -270,8 +270,8 @@ def test_commit_refuses_shards_of_another_model(root: PipelineRoot, sharded: dic
 
 def test_a_day_without_feature_rows_is_counted_and_scored(root: PipelineRoot) -> None:
     """The fixture's first day has no earlier features: every trip misses both views."""
+    from ml_tasks.models.scorer import OnnxScorer
     from ml_tasks.prediction.predict import predict_interval
-    from ml_tasks.training.onnx_export import OnnxScorer
 
     first = Interval(day(0), day(1))
     summary = predict_interval(settings_of(root), first, f"{MODEL}@champion")
@@ -350,8 +350,8 @@ def test_feature_service_mismatch_is_a_clear_error(root: PipelineRoot) -> None:
 
 
 def test_no_champion_and_unknown_version(tmp_path: Path, root: PipelineRoot, env: None) -> None:
+    from ml_tasks.models.registry import RegistryError
     from ml_tasks.prediction.predict import NoModelError, resolve_model
-    from ml_tasks.training.registry import RegistryError
 
     empty = Settings(data_root=str(tmp_path / "data"))
     with pytest.raises(NoModelError, match="no champion yet: run taxi_training first") as info:
@@ -371,8 +371,8 @@ def broken(pipeline_root: PipelineRoot, tmp_path: Path, env: None) -> PipelineRo
 def test_corrupt_or_unloadable_onnx_fails_and_writes_nothing(broken: PipelineRoot) -> None:
     from mlflow import MlflowClient
 
+    from ml_tasks.models.registry import RegistryError
     from ml_tasks.prediction.predict import ModelLoadError, predict_interval, predict_shard, resolve_model
-    from ml_tasks.training.registry import RegistryError
 
     settings = settings_of(broken)
     interval = Interval(day(6), day(7))

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from ml_tasks.contract import TAG_FEATURE_SERVICE
 from ml_tasks.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
@@ -40,13 +41,13 @@ def _candidate(
 ) -> Path:
     """A bundle of M's TabularNet (fitted preprocessing, seeded init, one short epoch), its train run,
     and its ONNX export: what the train + export steps leave behind."""
-    from ml_tasks.training import tracking
-    from ml_tasks.training.model import ModelConfig, save_bundle
+    from ml_tasks.models import tracking
+    from ml_tasks.models.network import ModelConfig, save_bundle
     from ml_tasks.training.onnx_export import export_onnx
     from ml_tasks.training.train import split_by_time, train_model
 
     key = tracking.RunKey("taxi_training", dag_run, "train")
-    with tracking.task_run(store, key, tags={tracking.TAG_FEATURE_SERVICE: "taxi_tips_v1"}) as run:
+    with tracking.task_run(store, key, tags={TAG_FEATURE_SERVICE: "taxi_tips_v1"}) as run:
         config = ModelConfig(hidden=(16,), max_epochs=1, patience=1, batch_size=512, seed=seed)
         result = train_model(
             split_by_time(tfdv_frames[0], 0.1, 0.1), config, checkpoint_dir=None, device="cpu"
@@ -83,7 +84,7 @@ def second(
 
 @pytest.fixture(scope="module")
 def v1(store: Settings, first: Path) -> dict[str, Any]:
-    from ml_tasks.training import registry
+    from ml_tasks.models import registry
 
     run_id = json.loads((first / "model.json").read_text())["mlflow_run_id"]
     info = registry.register_onnx(first, run_id=run_id, target=store, metrics={"eval_roc_auc": 0.9612})
@@ -92,7 +93,7 @@ def v1(store: Settings, first: Path) -> dict[str, Any]:
 
 
 def test_no_champion_before_the_first_promotion(store: Settings) -> None:
-    from ml_tasks.training import registry
+    from ml_tasks.models import registry
 
     assert registry.champion(store) is None
     assert registry.current_alias_version(store, NAME, "champion") is None
@@ -104,8 +105,8 @@ def test_register_records_lineage_and_explicit_requirements(
 ) -> None:
     import mlflow
 
-    from ml_tasks.training import registry, tracking
-    from ml_tasks.training.files import sha256_file
+    from ml_tasks.models import registry, tracking
+    from ml_tasks.storage import file_sha256
 
     meta = json.loads((first / "model.json").read_text())
     assert v1["version"] == "1" and v1["reused"] is False
@@ -113,7 +114,7 @@ def test_register_records_lineage_and_explicit_requirements(
     assert v1["run_id"] == meta["mlflow_run_id"]
     assert v1["seconds"] < 60
     tags = v1["tags"]
-    assert tags["flywheel.onnx_sha256"] == sha256_file(first / "model.onnx")
+    assert tags["flywheel.onnx_sha256"] == file_sha256(first / "model.onnx")
     assert tags["flywheel.preprocessing_sha256"] == meta["preprocessing_sha256"]
     assert tags["flywheel.run_id.train"] == meta["mlflow_run_id"]
     assert tags["flywheel.feature_service"] == "taxi_tips_v1"
@@ -132,7 +133,7 @@ def test_register_records_lineage_and_explicit_requirements(
     assert sorted(requirements) == sorted([f"mlflow=={mlflow.__version__}", *registry.pip_requirements()])
     assert all("==" in r for r in requirements) and any(r.startswith("onnxruntime==") for r in requirements)
     # the registered file is byte-identical to the checked export; the bundle's files travel with it
-    assert sha256_file(local / "model.onnx") == tags["flywheel.onnx_sha256"]
+    assert file_sha256(local / "model.onnx") == tags["flywheel.onnx_sha256"]
     extra = {p.name for p in (local / "extra_files").iterdir()}
     assert extra == {"model.json", "preprocessing.json", "model_card.md", "onnx_export.json"}
     assert (local / "extra_files" / "model_card.md").read_text() == "# candidate seed 1\n"
@@ -148,7 +149,7 @@ def test_register_records_lineage_and_explicit_requirements(
 def test_registering_the_same_run_again_reuses_the_version(
     store: Settings, first: Path, v1: dict[str, Any]
 ) -> None:
-    from ml_tasks.training import registry, tracking
+    from ml_tasks.models import registry, tracking
 
     run_id = json.loads((first / "model.json").read_text())["mlflow_run_id"]
     again = registry.register_onnx(first, run_id=run_id, target=store, run_ids={"register": "r-2"})
@@ -169,9 +170,9 @@ def test_promote_then_champion_alias_serves_the_same_scores(
 ) -> None:
     import mlflow
 
-    from ml_tasks.training import registry, tracking
+    from ml_tasks.models import registry, tracking
+    from ml_tasks.models.network import load_bundle
     from ml_tasks.training.gate import decide
-    from ml_tasks.training.model import load_bundle
 
     decision = decide(
         {"roc_auc": 0.9612}, {"gradient_boosted_tree": {"roc_auc": 0.957}}, None, {"passed": True}
@@ -206,7 +207,7 @@ def test_promote_then_champion_alias_serves_the_same_scores(
 def test_a_worse_candidate_becomes_challenger_and_keeps_the_champion(
     store: Settings, second: Path, v1: dict[str, Any]
 ) -> None:
-    from ml_tasks.training import registry
+    from ml_tasks.models import registry
     from ml_tasks.training.gate import decide
 
     summary = registry.register_candidate(store, second, model_name=NAME)
@@ -234,7 +235,7 @@ def test_a_worse_candidate_becomes_challenger_and_keeps_the_champion(
 
 
 def test_forced_promotion_is_recorded_and_clears_the_challenger(store: Settings, second: Path) -> None:
-    from ml_tasks.training import registry
+    from ml_tasks.models import registry
 
     decision = {"promote": True, "forced": True, "reasons": ["forced promotion despite: roc_auc ..."]}
     info = registry.promote(store, NAME, "2", decision=decision, reason="hotfix for a broken champion")
@@ -250,7 +251,7 @@ def test_forced_promotion_is_recorded_and_clears_the_challenger(store: Settings,
 
 
 def test_a_tampered_download_is_refused(store: Settings, v1: dict[str, Any], tmp_path: Path) -> None:
-    from ml_tasks.training import registry, tracking
+    from ml_tasks.models import registry, tracking
 
     client = tracking.client(store)
     scorer, _ = registry.load_champion_scorer(store, NAME, "champion", cache_dir=tmp_path)
@@ -279,7 +280,7 @@ def test_concurrent_downloads_of_one_version_share_one_verified_copy(
 
     import mlflow.artifacts
 
-    from ml_tasks.training import registry, tracking
+    from ml_tasks.models import registry, tracking
 
     client = tracking.client(store)
     info = registry.get_version(client, NAME, "1")

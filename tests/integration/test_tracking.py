@@ -13,9 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from ml_tasks.contract import (
+    EXPERIMENT,
+    TAG_DATA_INTERVAL_END,
+    TAG_DATA_INTERVAL_START,
+    TAG_FEATURE_SERVICE,
+    TAG_TRAINING_SET_URI,
+)
+from ml_tasks.models import tracking
+from ml_tasks.models.tracking import RunKey, child_run, task_run
 from ml_tasks.settings import Settings
-from ml_tasks.training import tracking
-from ml_tasks.training.tracking import RunKey, child_run, task_run
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +44,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
 
 def _active_runs(settings: Settings, key: RunKey) -> list[str]:
     mlf = tracking.client(settings)
-    exp = tracking.experiment_id(mlf, tracking.EXPERIMENT, settings)
+    exp = tracking.experiment_id(mlf, EXPERIMENT, settings)
     return [r.info.run_id for r in tracking.find_runs(mlf, exp, key)]
 
 
@@ -46,12 +53,12 @@ def test_default_store_is_sqlite_under_the_data_root(settings: Settings) -> None
     assert tracking.tracking_uri(settings) == f"sqlite:///{root}/mlflow/mlflow.db"
     assert not (root / "mlflow").exists()  # nothing is created until a client is needed
     mlf = tracking.client(settings)
-    exp = mlf.get_experiment(tracking.experiment_id(mlf, tracking.EXPERIMENT, settings))
+    exp = mlf.get_experiment(tracking.experiment_id(mlf, EXPERIMENT, settings))
     assert exp.name == "flywheel-taxi-tips"
     assert exp.artifact_location == (root / "mlflow" / "artifacts").as_uri()
     assert (root / "mlflow" / "mlflow.db").is_file()
     # a second lookup reuses the experiment
-    assert tracking.experiment_id(mlf, tracking.EXPERIMENT, settings) == exp.experiment_id
+    assert tracking.experiment_id(mlf, EXPERIMENT, settings) == exp.experiment_id
 
 
 def test_env_tracking_uri_wins(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,11 +89,11 @@ def test_task_run_tags_status_and_retry_replaces_it(settings: Settings) -> None:
 
     key = RunKey("taxi_training", "scheduled__2024-01-08T00:00:00+00:00", "train")
     extra = {
-        tracking.TAG_DATA_INTERVAL_START: "2024-01-01",
-        tracking.TAG_DATA_INTERVAL_END: "2024-01-08",
-        tracking.TAG_TRAINING_SET_URI: "file:///x/part-00000.parquet",
+        TAG_DATA_INTERVAL_START: "2024-01-01",
+        TAG_DATA_INTERVAL_END: "2024-01-08",
+        TAG_TRAINING_SET_URI: "file:///x/part-00000.parquet",
         tracking.TAG_TRAINING_SET_SHA256: "ab" * 32,
-        tracking.TAG_FEATURE_SERVICE: "taxi_tips_v1",
+        TAG_FEATURE_SERVICE: "taxi_tips_v1",
     }
     # first try: a trial child run, then the task fails
     with pytest.raises(RuntimeError, match="boom"), task_run(settings, key, tags=extra) as first:
@@ -106,7 +113,7 @@ def test_task_run_tags_status_and_retry_replaces_it(settings: Settings) -> None:
         mlflow.log_metric("rows", 10_000)
         assert mlflow.active_run() is not None and mlflow.active_run().info.run_id == second.info.run_id
     assert _active_runs(settings, key) == [second.info.run_id]
-    exp = tracking.experiment_id(mlf, tracking.EXPERIMENT, settings)
+    exp = tracking.experiment_id(mlf, EXPERIMENT, settings)
     alive = mlf.search_runs([exp])
     assert [r.info.run_id for r in alive] == [second.info.run_id]  # no ghost trials either
     assert mlf.get_run(first.info.run_id).info.lifecycle_stage == "deleted"
@@ -126,7 +133,7 @@ def test_task_run_tags_status_and_retry_replaces_it(settings: Settings) -> None:
 
 def test_children_nest_and_other_tasks_are_untouched(settings: Settings) -> None:
     key = RunKey("cli", "cli__run", "train")
-    with task_run(settings, key, tags={tracking.TAG_FEATURE_SERVICE: "svc"}) as train:
+    with task_run(settings, key, tags={TAG_FEATURE_SERVICE: "svc"}) as train:
         with child_run(train.info.run_id, "trial-0") as t0:
             pass
         with child_run(train.info.run_id, "trial-1") as t1:
@@ -139,7 +146,7 @@ def test_children_nest_and_other_tasks_are_untouched(settings: Settings) -> None
     for run_id in (t0.info.run_id, t1.info.run_id, ev.info.run_id):
         assert mlf.get_run(run_id).data.tags["mlflow.parentRunId"] == train.info.run_id
     trial_tags = mlf.get_run(t0.info.run_id).data.tags
-    assert trial_tags[tracking.TAG_FEATURE_SERVICE] == "svc"  # descriptive tags are inherited
+    assert trial_tags[TAG_FEATURE_SERVICE] == "svc"  # descriptive tags are inherited
     assert "flywheel.task_id" not in trial_tags  # identifying ones are not: a retry finds only the task run
 
     # retrying evaluate replaces only the evaluate run

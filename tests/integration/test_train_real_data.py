@@ -18,6 +18,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from ml_tasks.models.network import ModelConfig, load_bundle, save_bundle
+from ml_tasks.models.preprocess import labels
 from ml_tasks.settings import Settings
 from ml_tasks.training.frames import (
     REJECT_CODES,
@@ -26,8 +28,6 @@ from ml_tasks.training.frames import (
     rows_between,
     training_frame_from_csv,
 )
-from ml_tasks.training.model import ModelConfig, load_bundle, save_bundle
-from ml_tasks.training.preprocess import labels
 from ml_tasks.training.train import CHECKPOINT_FILE, TrainResult, split_by_time, train_model
 
 # one torch thread: 2 shared cores; also makes runs bitwise repeatable

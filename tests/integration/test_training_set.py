@@ -27,11 +27,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from ml_tasks.cli import main
+from ml_tasks.contract import EVENT_TIMESTAMP, FEATURES_LAYER, LABEL, TRIP_KEY
 from ml_tasks.extract import extract
 from ml_tasks.features.build import build_features
-from ml_tasks.features.spec import EVENT_TIMESTAMP, FEATURE_SERVICES, FEATURES_LAYER, VIEWS, ViewSpec
+from ml_tasks.features.spec import FEATURE_SERVICES, VIEWS, ViewSpec
 from ml_tasks.features.store import FeatureStoreError, StoreHandle, apply_declarations, open_store
-from ml_tasks.features.training_set import LABEL, TRIP_KEY, build_training_set
+from ml_tasks.features.training_set import build_training_set
 from ml_tasks.intervals import Interval
 from ml_tasks.publish import publish
 from ml_tasks.settings import Settings

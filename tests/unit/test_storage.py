@@ -8,7 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from ml_tasks.storage import MANIFEST, DataRoot, Manifest, PartitionError
+from ml_tasks.contract import MANIFEST
+from ml_tasks.storage import DataRoot, Manifest, PartitionError
 
 
 def _write(root: DataRoot, path: str, values: list[int]) -> None:

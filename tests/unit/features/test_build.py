@@ -25,18 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ml_tasks.contract import EVENT_TIMESTAMP, FEATURES_LAYER
 from ml_tasks.features.build import build_features, end_of_day_utc
-from ml_tasks.features.spec import (
-    AGGREGATES,
-    COVERAGE,
-    EVENT_TIMESTAMP,
-    FEATURES_LAYER,
-    MAX_WINDOW,
-    VIEWS,
-    VIEWS_BY_NAME,
-    WINDOWS,
-    ViewSpec,
-)
+from ml_tasks.features.spec import AGGREGATES, COVERAGE, MAX_WINDOW, VIEWS, VIEWS_BY_NAME, WINDOWS, ViewSpec
 from ml_tasks.intervals import Interval
 from ml_tasks.schema import CURATED_SCHEMA, RAW_SCHEMA
 from ml_tasks.settings import Settings

@@ -31,6 +31,7 @@ from feast.type_map import python_values_to_proto_values
 from feast.types import Float64, Int64, String
 from feast.utils import _convert_arrow_to_proto
 
+from ml_tasks.contract import EVENT_TIMESTAMP, FEATURES_LAYER
 from ml_tasks.features.materialize import interval_files, latest_rows, prefetched
 from ml_tasks.features.online_write import (
     OnlineWriteError,
@@ -43,7 +44,7 @@ from ml_tasks.features.online_write import (
     key_order_sql,
     value_texts,
 )
-from ml_tasks.features.spec import EVENT_TIMESTAMP, FEATURES_LAYER, VIEWS_BY_NAME, ViewSpec
+from ml_tasks.features.spec import VIEWS_BY_NAME, ViewSpec
 from ml_tasks.intervals import Interval
 from ml_tasks.storage import DataRoot, Manifest, PartitionError
 

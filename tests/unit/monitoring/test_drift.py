@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from ml_tasks.models.reference import compute_reference, numeric_stats, sample_indices
 from ml_tasks.monitoring import MonitoringError
 from ml_tasks.monitoring.drift import (
     RULE_ALL_NULL,
@@ -18,7 +19,6 @@ from ml_tasks.monitoring.drift import (
     drift_report,
     scan_current,
 )
-from ml_tasks.monitoring.reference import compute_reference, numeric_stats, sample_indices
 
 CAT = ["payment_type", "area"]
 NUM = ["fare", "miles"]

@@ -10,11 +10,11 @@ import pyarrow as pa
 import pytest
 
 from ml_tasks.intervals import Interval
+from ml_tasks.models.preprocess import Inputs
+from ml_tasks.models.registry import RegistryError
 from ml_tasks.prediction import predict as p
 from ml_tasks.settings import Settings
 from ml_tasks.storage import DataRoot
-from ml_tasks.training.preprocess import Inputs
-from ml_tasks.training.registry import RegistryError
 
 MODEL = p.ResolvedModel(
     name="taxi_tips",

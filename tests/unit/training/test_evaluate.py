@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
+from ml_tasks.models import metrics as model_metrics
 from ml_tasks.training import baselines, card, evaluate
 from ml_tasks.training.frames import FRAME_SCHEMA
 from ml_tasks.training.gate import decide
@@ -94,7 +95,7 @@ def payment_fare_score(table: pa.Table) -> npt.NDArray[np.float64]:
 def test_classification_metrics_known_answers() -> None:
     y = np.array([0, 0, 1, 1])
     p = np.array([0.1, 0.4, 0.35, 0.8])
-    m = evaluate.classification_metrics(y, p, 0.5)
+    m = model_metrics.classification_metrics(y, p, 0.5)
     assert m["roc_auc"] == pytest.approx(0.75)
     assert m["pr_auc"] == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
     assert m["accuracy"] == pytest.approx(0.75)
@@ -103,12 +104,12 @@ def test_classification_metrics_known_answers() -> None:
     assert m["precision"] == pytest.approx(1.0) and m["recall"] == pytest.approx(0.5)
     assert m["positive_rate"] == 0.5 and m["predicted_positive_rate"] == 0.25 and m["rows"] == 4
     # threshold matters for accuracy only
-    assert evaluate.classification_metrics(y, p, 0.3)["accuracy"] == pytest.approx(0.75)
-    assert evaluate.classification_metrics(y, p, 0.05)["accuracy"] == pytest.approx(0.5)
+    assert model_metrics.classification_metrics(y, p, 0.3)["accuracy"] == pytest.approx(0.75)
+    assert model_metrics.classification_metrics(y, p, 0.05)["accuracy"] == pytest.approx(0.5)
 
 
 def test_confident_wrong_score_has_a_finite_log_loss() -> None:
-    m = evaluate.classification_metrics(np.array([0, 1]), np.array([1.0, 1.0]), 0.5)
+    m = model_metrics.classification_metrics(np.array([0, 1]), np.array([1.0, 1.0]), 0.5)
     # one row right, one confidently wrong at the clip (~34.5 nats): mean ~17.3, not infinity
     assert 15 < m["log_loss"] < 20
 
@@ -126,15 +127,15 @@ def test_confident_wrong_score_has_a_finite_log_loss() -> None:
 )
 def test_classification_metrics_rejects_bad_input(y: list[int], p: list[float], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-        evaluate.classification_metrics(np.array(y), np.array(p, dtype=float), 0.5)
+        model_metrics.classification_metrics(np.array(y), np.array(p, dtype=float), 0.5)
 
 
 def test_ece_zero_for_calibrated_bins_and_shift_for_shifted_scores() -> None:
     # bin 2 holds four rows scored 0.25 of which one is positive: exactly calibrated
     y = np.array([1, 0, 0, 0, 1, 1, 1, 0])
     p = np.array([0.25] * 4 + [0.75] * 4)
-    assert evaluate.calibration(y, p).ece == pytest.approx(0.0)
-    shifted = evaluate.calibration(y, p + 0.2)
+    assert model_metrics.calibration(y, p).ece == pytest.approx(0.0)
+    shifted = model_metrics.calibration(y, p + 0.2)
     assert shifted.ece == pytest.approx(0.2)
     rows = {r["bin"]: r for r in shifted.table}
     assert rows[4]["count"] == 4 and rows[4]["mean_predicted"] == pytest.approx(0.45)
@@ -146,20 +147,20 @@ def test_ece_of_random_calibrated_vs_shifted_predictor() -> None:
     rng = np.random.default_rng(0)
     p = rng.uniform(0.2, 0.8, 200_000)
     y = (rng.random(p.size) < p).astype(int)
-    assert evaluate.calibration(y, p).ece < 0.01
-    assert evaluate.calibration(y, p + 0.15).ece == pytest.approx(0.15, abs=0.01)
+    assert model_metrics.calibration(y, p).ece < 0.01
+    assert model_metrics.calibration(y, p + 0.15).ece == pytest.approx(0.15, abs=0.01)
 
 
 def test_calibration_puts_one_in_the_last_bin() -> None:
-    result = evaluate.calibration(np.array([0, 1]), np.array([0.0, 1.0]), bins=5)
+    result = model_metrics.calibration(np.array([0, 1]), np.array([0.0, 1.0]), bins=5)
     assert [r["count"] for r in result.table] == [1, 0, 0, 0, 1]
     assert result.table[-1]["upper"] == 1.0 and result.ece == 0.0
     with pytest.raises(ValueError, match="bins must be >= 1"):
-        evaluate.calibration(np.array([0, 1]), np.array([0.0, 1.0]), bins=0)
+        model_metrics.calibration(np.array([0, 1]), np.array([0.0, 1.0]), bins=0)
 
 
 def test_reliability_plot_writes_a_deterministic_png(tmp_path: Path) -> None:
-    table = evaluate.calibration(np.array([0, 1, 1, 0]), np.array([0.1, 0.9, 0.6, 0.3])).table
+    table = model_metrics.calibration(np.array([0, 1, 1, 0]), np.array([0.1, 0.9, 0.6, 0.3])).table
     a = evaluate.reliability_plot(table, tmp_path / "a" / "r.png")
     b = evaluate.reliability_plot(table, tmp_path / "b.png")
     assert a.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

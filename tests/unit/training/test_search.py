@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ml_tasks.training.model import ModelConfig
+from ml_tasks.models.network import ModelConfig
 from ml_tasks.training.search import SPACE, trial_configs
 
 

@@ -11,10 +11,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from ml_tasks.monitoring import MonitoringError
-from ml_tasks.monitoring.reference import (
-    REFERENCE_SAMPLE,
-    REFERENCE_STATS,
+from ml_tasks.contract import REFERENCE_SAMPLE, REFERENCE_STATS
+from ml_tasks.models.reference import (
+    MonitoringReferenceError,
     ReferenceNotFoundError,
     categorical_stats,
     compute_reference,
@@ -70,13 +69,13 @@ def test_small_training_set_is_kept_whole() -> None:
 
 
 def test_bad_inputs_are_refused() -> None:
-    with pytest.raises(MonitoringError, match="no rows"):
+    with pytest.raises(MonitoringReferenceError, match="no rows"):
         compute_reference(table(0), ["company"], ["fare"], half, rows=10, seed=1)
-    with pytest.raises(MonitoringError, match=r"lacks the model input column\(s\) \['nope'\]"):
+    with pytest.raises(MonitoringReferenceError, match=r"lacks the model input column\(s\) \['nope'\]"):
         compute_reference(table(), ["nope"], ["fare"], half, rows=10, seed=1)
-    with pytest.raises(MonitoringError, match="'company' is string, not a number"):
+    with pytest.raises(MonitoringReferenceError, match="'company' is string, not a number"):
         compute_reference(table(), [], ["company"], half, rows=10, seed=1)
-    with pytest.raises(MonitoringError, match="NaN"):
+    with pytest.raises(MonitoringReferenceError, match="NaN"):
         compute_reference(table(), [], ["fare"], lambda t: np.full(t.num_rows, np.nan), rows=10, seed=1)
 
 
@@ -99,7 +98,7 @@ def test_written_reference_loads_and_verifies(tmp_path: Path) -> None:
     other, _ = compute_reference(table(), ["company", "area"], ["fare"], half, rows=1_000, seed=2)
     write_reference(tmp_path / "mixed", other, stats)
     (tmp_path / "mixed" / REFERENCE_STATS).write_text((tmp_path / REFERENCE_STATS).read_text())
-    with pytest.raises(MonitoringError, match="do not belong together"):
+    with pytest.raises(MonitoringReferenceError, match="do not belong together"):
         load_reference_dir(tmp_path / "mixed")
 
 

@@ -28,8 +28,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ml_tasks.features.spec import EVENT_TIMESTAMP
-from ml_tasks.features.training_set import LABEL, TRIP_KEY
+from ml_tasks.contract import EVENT_TIMESTAMP, LABEL, TRIP_KEY
+from ml_tasks.errors import FlywheelError
 
 #: categorical inputs, in this order, when the training set has them
 CATEGORICAL_COLUMNS: tuple[str, ...] = (
@@ -56,7 +56,7 @@ MIN_ROWS_PER_BIN = 250
 Kind = Literal["string", "int"]
 
 
-class PreprocessError(ValueError):
+class PreprocessError(FlywheelError, ValueError):
     """A table or a preprocessing description that cannot be used (names the column and the problem)."""
 
 

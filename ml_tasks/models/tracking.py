@@ -25,6 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ml_tasks.contract import (
+    EXPERIMENT,
+    PARENT_TAG,
+    TAG_CODE_VERSION,
+    TAG_DAG_ID,
+    TAG_DAG_RUN_ID,
+    TAG_TASK_ID,
+)
 from ml_tasks.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -33,18 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXPERIMENT = "flywheel-taxi-tips"
-TAG_DAG_ID = "flywheel.dag_id"
-TAG_DAG_RUN_ID = "flywheel.dag_run_id"
-TAG_TASK_ID = "flywheel.task_id"
-TAG_CODE_VERSION = "flywheel.code_version"
 # Tags the callers are expected to pass (names shared with the registry's version tags).
-TAG_DATA_INTERVAL_START = "flywheel.data_interval_start"
-TAG_DATA_INTERVAL_END = "flywheel.data_interval_end"
-TAG_TRAINING_SET_URI = "flywheel.training_set.uri"
 TAG_TRAINING_SET_SHA256 = "flywheel.training_set.sha256"
-TAG_FEATURE_SERVICE = "flywheel.feature_service"
-PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag (the UI draws the tree from it)
 
 
 def _mlflow_dir(settings: Settings) -> str:

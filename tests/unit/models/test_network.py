@@ -12,16 +12,9 @@ import pyarrow as pa
 import pytest
 import torch
 
-from ml_tasks.training.model import (
-    MODEL_JSON,
-    PREPROCESSING_JSON,
-    BundleError,
-    ModelConfig,
-    TabularNet,
-    load_bundle,
-    save_bundle,
-)
-from ml_tasks.training.preprocess import Inputs, Preprocessor, infer_inputs
+from ml_tasks.contract import MODEL_JSON, PREPROCESSING_JSON
+from ml_tasks.models.network import BundleError, ModelConfig, TabularNet, load_bundle, save_bundle
+from ml_tasks.models.preprocess import Inputs, Preprocessor, infer_inputs
 from ml_tasks.training.train import plan_device, split_by_time, train_model
 
 torch.set_num_threads(1)

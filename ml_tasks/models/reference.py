@@ -35,19 +35,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ml_tasks.monitoring import MonitoringError
+from ml_tasks.contract import LABEL, REFERENCE_FILES, REFERENCE_SAMPLE, REFERENCE_STATS, SCORE
+from ml_tasks.errors import FlywheelError
 
 if TYPE_CHECKING:
     from ml_tasks.settings import Settings
 
 log = logging.getLogger(__name__)
 
-REFERENCE_SAMPLE = "reference_sample.parquet"
-REFERENCE_STATS = "reference_stats.json"
-REFERENCE_FILES = (REFERENCE_SAMPLE, REFERENCE_STATS)
 FORMAT_VERSION = 1
-LABEL = "big_tipper"  # ml_tasks.features.training_set.LABEL (not imported: that module pulls in Feast types)
-SCORE = "score"
 #: quantile levels recorded for numeric columns
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 #: categorical values kept with their counts; a column with more distinct values keeps the most frequent
@@ -57,7 +53,11 @@ SAMPLE_ROW_GROUP = 65_536
 ScoreFn = Callable[[pa.Table], npt.NDArray[np.float64]]
 
 
-class ReferenceNotFoundError(MonitoringError):
+class MonitoringReferenceError(FlywheelError, RuntimeError):
+    """A monitoring reference that cannot be built or read (names the input and the problem)."""
+
+
+class ReferenceNotFoundError(MonitoringReferenceError):
     """The model version (or bundle) has no reference files (models trained before monitoring existed)."""
 
 
@@ -172,13 +172,15 @@ def column_stats(table: pa.Table, categorical: list[str], numeric: list[str]) ->
     """Statistics of every listed column of ``table`` (over all its rows)."""
     missing = [c for c in (*categorical, *numeric) if c not in table.column_names]
     if missing:
-        raise MonitoringError(f"the table lacks the model input column(s) {missing}")
+        raise MonitoringReferenceError(f"the table lacks the model input column(s) {missing}")
     out: dict[str, dict[str, Any]] = {}
     for name in categorical:
         out[name] = categorical_stats(table.column(name))
     for name in numeric:
         if not _is_numeric_type(table.column(name).type):
-            raise MonitoringError(f"numeric input {name!r} is {table.column(name).type}, not a number")
+            raise MonitoringReferenceError(
+                f"numeric input {name!r} is {table.column(name).type}, not a number"
+            )
         out[name] = numeric_stats(table.column(name))
     return out
 
@@ -216,21 +218,23 @@ def compute_reference(
         extra: more keys for the statistics (training set uri / sha256, model identity).
 
     Raises:
-        MonitoringError: missing columns, an empty training set, or a label with nulls.
+        MonitoringReferenceError: missing columns, an empty training set, or a label with nulls.
     """
     if training_set.num_rows == 0:
-        raise MonitoringError("the training set has no rows: no reference can be built")
+        raise MonitoringReferenceError("the training set has no rows: no reference can be built")
     if LABEL not in training_set.column_names:
-        raise MonitoringError(f"the training set has no label column {LABEL!r}")
+        raise MonitoringReferenceError(f"the training set has no label column {LABEL!r}")
     columns = column_stats(training_set, categorical, numeric)
     label = training_set.column(LABEL)
     if label.null_count:
-        raise MonitoringError(f"the training set has {label.null_count} null label(s)")
+        raise MonitoringReferenceError(f"the training set has {label.null_count} null label(s)")
     index = sample_indices(training_set.num_rows, rows, seed)
     sample = training_set.select([*categorical, *numeric, LABEL]).take(pa.array(index))
     scores = np.asarray(score(sample), dtype=np.float64)
     if scores.shape != (sample.num_rows,) or not np.all(np.isfinite(scores)):
-        raise MonitoringError(f"the model returned {scores.shape} scores for {sample.num_rows} rows (or NaN)")
+        raise MonitoringReferenceError(
+            f"the model returned {scores.shape} scores for {sample.num_rows} rows (or NaN)"
+        )
     sample = sample.append_column(SCORE, pa.array(scores, pa.float64()))
     stats: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -249,24 +253,24 @@ def compute_reference(
 
 
 def _write_sample(path: Path, sample: pa.Table) -> str:
-    from ml_tasks.training.files import sha256_file
+    from ml_tasks.storage import file_sha256
 
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(sample, tmp, compression="zstd", row_group_size=SAMPLE_ROW_GROUP, write_statistics=True)
     tmp.replace(path)
-    return sha256_file(path)
+    return file_sha256(path)
 
 
 def write_reference(directory: Path, sample: pa.Table, stats: dict[str, Any]) -> dict[str, str]:
     """Write both files into ``directory`` (each atomically; the statistics last, with the sample's hash)."""
-    from ml_tasks.training.files import atomic_write_bytes, sha256_file
+    from ml_tasks.storage import atomic_write_bytes, file_sha256
 
     directory.mkdir(parents=True, exist_ok=True)
     sample_sha = _write_sample(directory / REFERENCE_SAMPLE, sample)
     document = {**stats, "sample_sha256": sample_sha}
     text = json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n"
     atomic_write_bytes(directory / REFERENCE_STATS, text.encode())
-    return {REFERENCE_SAMPLE: sample_sha, REFERENCE_STATS: sha256_file(directory / REFERENCE_STATS)}
+    return {REFERENCE_SAMPLE: sample_sha, REFERENCE_STATS: file_sha256(directory / REFERENCE_STATS)}
 
 
 def _read_training_set(training_set: pa.Table | str | Path) -> pa.Table:
@@ -278,10 +282,10 @@ def _read_training_set(training_set: pa.Table | str | Path) -> pa.Table:
     if path.is_dir():
         files = sorted(path.glob("*.parquet"))
         if not files:
-            raise MonitoringError(f"training set {training_set}: no parquet file in the folder")
+            raise MonitoringReferenceError(f"training set {training_set}: no parquet file in the folder")
         return pa.concat_tables([pq.read_table(f) for f in files])
     if not path.is_file():
-        raise MonitoringError(f"training set {training_set} does not exist")
+        raise MonitoringReferenceError(f"training set {training_set} does not exist")
     return pq.read_table(path)
 
 
@@ -297,9 +301,9 @@ def build_reference(bundle_dir: Path, training_set: pa.Table | str, settings: Se
         ``{"files": {name: sha256}, "rows", "sample_rows", "seed", "label_rate"}``.
 
     Raises:
-        MonitoringError: an empty training set, missing input columns or labels.
+        MonitoringReferenceError: an empty training set, missing input columns or labels.
     """
-    from ml_tasks.training.model import load_bundle
+    from ml_tasks.models.network import load_bundle
 
     bundle = load_bundle(bundle_dir)
     table = _read_training_set(training_set)
@@ -346,9 +350,9 @@ def load_reference_dir(
 
     Raises:
         ReferenceNotFoundError: a file is missing.
-        MonitoringError: the sample does not match the hash recorded in the statistics, or an unknown format.
+        MonitoringReferenceError: the sample does not match its recorded hash, or an unknown format.
     """
-    from ml_tasks.training.files import sha256_file
+    from ml_tasks.storage import file_sha256
 
     folder = Path(directory)
     missing = [name for name in REFERENCE_FILES if not (folder / name).is_file()]
@@ -359,12 +363,12 @@ def load_reference_dir(
         )
     stats = json.loads((folder / REFERENCE_STATS).read_text())
     if stats.get("format_version") != FORMAT_VERSION:
-        raise MonitoringError(
+        raise MonitoringReferenceError(
             f"{folder / REFERENCE_STATS}: format_version {stats.get('format_version')!r} is not supported"
         )
-    files = {name: sha256_file(folder / name) for name in REFERENCE_FILES}
+    files = {name: file_sha256(folder / name) for name in REFERENCE_FILES}
     if stats.get("sample_sha256") and files[REFERENCE_SAMPLE] != stats["sample_sha256"]:
-        raise MonitoringError(
+        raise MonitoringReferenceError(
             f"{folder / REFERENCE_SAMPLE} has sha256 {files[REFERENCE_SAMPLE][:16]}..., the statistics say"
             f" {str(stats['sample_sha256'])[:16]}...: the reference files do not belong together"
         )
@@ -383,14 +387,14 @@ def load_reference(settings: Settings, name: str, version: str) -> Reference:
     """
     import mlflow.artifacts
 
-    from ml_tasks.training import registry, tracking
+    from ml_tasks.models import registry, tracking
 
     cache_root = registry.model_cache_dir(settings)
     target = cache_root / name / str(version)
     if all((target / f).is_file() for f in REFERENCE_FILES):
         try:
             return load_reference_dir(target, model_name=name, model_version=str(version))
-        except MonitoringError:
+        except MonitoringReferenceError:
             log.warning("cached reference of %s/%s does not verify: downloading again", name, version)
     client = tracking.client(settings)
     uri = f"models:/{name}/{version}"

@@ -42,22 +42,19 @@ import pyarrow as pa
 import torch
 from torch import Tensor, nn
 
-from ml_tasks.features.training_set import LABEL
-
-from .files import atomic_write_bytes
-from .preprocess import DEFAULT_NUMERIC_BINS, Preprocessor
+from ml_tasks.contract import LABEL, MODEL_FILE, MODEL_JSON, PREPROCESSING_JSON
+from ml_tasks.errors import FlywheelError
+from ml_tasks.models.preprocess import DEFAULT_NUMERIC_BINS, Preprocessor
+from ml_tasks.storage import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pt"
-MODEL_JSON = "model.json"
-PREPROCESSING_JSON = "preprocessing.json"
 BUNDLE_FORMAT = 1
 
 PosWeightPolicy = Literal["balanced", "sqrt", "none"]
 
 
-class BundleError(ValueError):
+class BundleError(FlywheelError, ValueError):
     """A bundle directory that is incomplete or inconsistent (names the file and the problem)."""
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ml_tasks.training.preprocess import (
+from ml_tasks.models.preprocess import (
     Inputs,
     PreprocessError,
     Preprocessor,

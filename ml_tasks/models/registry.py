@@ -26,20 +26,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from ml_tasks.contract import (
+    CHALLENGER,
+    CHAMPION,
+    REGISTERED_MODEL,
+    TAG_DECIDED_AT,
+    TAG_DECISION,
+    TAG_DETAILS,
+    TAG_FEATURE_SERVICE,
+    TAG_FORCE_REASON,
+    TAG_FORCED,
+    TAG_METRIC,
+    TAG_PREVIOUS_CHAMPION,
+    TAG_REASONS,
+    TAG_RUN_ID,
+    TAG_TRAINING_SET_URI,
+)
+from ml_tasks.errors import FlywheelError
+from ml_tasks.models import tracking
 from ml_tasks.settings import Settings, get_settings
-from ml_tasks.training import tracking
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-    from ml_tasks.training.onnx_export import OnnxScorer
+    from ml_tasks.models.scorer import OnnxScorer
 
 log = logging.getLogger(__name__)
 
-REGISTERED_MODEL = "taxi_tips"
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 ARTIFACT_NAME = "model"
 # bundle files logged with the model (those that exist); model.onnx itself is the flavor's data
 BUNDLE_FILES = (
@@ -48,21 +62,12 @@ BUNDLE_FILES = (
 )  # fmt: skip
 REQUIREMENT_PACKAGES = ("onnx", "onnxruntime", "numpy")
 
-TAG_RUN_ID = "flywheel.run_id"  # prefix: flywheel.run_id.<task> = run id
 TAG_ONNX_SHA256 = "flywheel.onnx_sha256"
 TAG_PREPROCESSING_SHA256 = "flywheel.preprocessing_sha256"
-TAG_METRIC = "flywheel.metric"  # prefix: flywheel.metric.<name> = value
-TAG_DECISION = "flywheel.promotion.decision"
-TAG_REASONS = "flywheel.promotion.reasons"
-TAG_FORCED = "flywheel.promotion.forced"
-TAG_PREVIOUS_CHAMPION = "flywheel.promotion.previous_champion"
-TAG_DECIDED_AT = "flywheel.promotion.decided_at"
-TAG_DETAILS = "flywheel.promotion.details"
-TAG_FORCE_REASON = "flywheel.promotion.force_reason"
 _MAX_TAG = 5000  # MLflow's tag value limit in every store
 
 
-class RegistryError(RuntimeError):
+class RegistryError(FlywheelError, RuntimeError):
     """A registry state that makes a request impossible (e.g. an artifact that does not verify)."""
 
 
@@ -158,8 +163,8 @@ def version_tags(
     tags: dict[str, str] = {TAG_ONNX_SHA256: onnx_sha256}
     for key, tag in (
         ("preprocessing_sha256", TAG_PREPROCESSING_SHA256),
-        ("feature_service", tracking.TAG_FEATURE_SERVICE),
-        ("training_set_uri", tracking.TAG_TRAINING_SET_URI),
+        ("feature_service", TAG_FEATURE_SERVICE),
+        ("training_set_uri", TAG_TRAINING_SET_URI),
         ("training_set_sha256", tracking.TAG_TRAINING_SET_SHA256),
     ):
         if meta.get(key) is not None:
@@ -220,8 +225,9 @@ def register_onnx(
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    from ml_tasks.training.files import sha256_file
-    from ml_tasks.training.onnx_export import INPUT_CATEGORICAL, INPUT_NUMERIC, ONNX_FILE, OUTPUT
+    from ml_tasks.contract import ONNX_FILE
+    from ml_tasks.models.scorer import INPUT_CATEGORICAL, INPUT_NUMERIC, OUTPUT
+    from ml_tasks.storage import file_sha256
 
     started = time.perf_counter()
     bundle = Path(bundle_dir)
@@ -229,7 +235,7 @@ def register_onnx(
     for needed in (onnx_path, bundle / "model.json"):
         if not needed.is_file():
             raise FileNotFoundError(f"bundle {bundle} has no {needed.name}: export the model first")
-    sha = sha256_file(onnx_path)
+    sha = file_sha256(onnx_path)
     tags = version_tags(
         bundle, onnx_sha256=sha, run_ids={"train": run_id, **(run_ids or {})}, metrics=metrics
     )
@@ -299,14 +305,14 @@ def registered_version(
     target: Target, bundle_dir: str | Path, *, model_name: str = REGISTERED_MODEL
 ) -> str | None:
     """The version registered from this bundle (its run id and its current model.onnx), or None."""
-    from ml_tasks.training.files import sha256_file
-    from ml_tasks.training.onnx_export import ONNX_FILE
+    from ml_tasks.contract import ONNX_FILE
+    from ml_tasks.storage import file_sha256
 
     bundle = Path(bundle_dir)
     run_id = _bundle_run_id(bundle)
     if not (bundle / ONNX_FILE).is_file():
         return None
-    mv = find_version(_client(target), model_name, run_id, sha256_file(bundle / ONNX_FILE))
+    mv = find_version(_client(target), model_name, run_id, file_sha256(bundle / ONNX_FILE))
     return str(mv.version) if mv is not None else None
 
 
@@ -528,15 +534,15 @@ def download_onnx(client: MlflowClient, info: VersionInfo, *, cache_dir: Path) -
     """
     import mlflow.artifacts
 
-    from ml_tasks.training.files import sha256_file
-    from ml_tasks.training.onnx_export import ONNX_FILE
+    from ml_tasks.contract import ONNX_FILE
+    from ml_tasks.storage import file_sha256
 
     expected = info.onnx_sha256
     target = cache_dir / info.name / info.version
     cached = target / ONNX_FILE
 
     def valid() -> bool:
-        return cached.is_file() and (expected is None or sha256_file(cached) == expected)
+        return cached.is_file() and (expected is None or file_sha256(cached) == expected)
 
     if valid():
         return cached
@@ -551,7 +557,7 @@ def download_onnx(client: MlflowClient, info: VersionInfo, *, cache_dir: Path) -
         found = local / ONNX_FILE if (local / ONNX_FILE).is_file() else next(local.rglob(ONNX_FILE), None)
         if found is None:
             raise RegistryError(f"{info.uri} has no {ONNX_FILE} artifact")
-        actual = sha256_file(found)
+        actual = file_sha256(found)
         if expected is not None and actual != expected:
             raise RegistryError(
                 f"{info.uri}: downloaded {ONNX_FILE} has sha256 {actual[:16]}..., the version tag says "
@@ -591,7 +597,7 @@ def load_champion_scorer(
     Raises:
         RegistryError: the artifact does not verify against the version's sha256 tag.
     """
-    from ml_tasks.training.onnx_export import OnnxScorer
+    from ml_tasks.models.scorer import OnnxScorer
 
     settings = settings or get_settings()
     client = tracking.client(settings)

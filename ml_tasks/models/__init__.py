@@ -1,0 +1,1 @@
+"""Model artifacts shared by training, prediction and monitoring (registry, tracking, scorer, metrics)."""
