@@ -51,8 +51,10 @@ from ml_tasks.contract import (
     TAG_DECISION,
     TAG_FEATURE_SERVICE,
     TAG_METRIC,
+    TAG_ONNX_SHA256,
     TAG_RUN_ID,
     TAG_TASK_ID,
+    TAG_TRAINING_SET_SHA256,
     TAG_TRAINING_SET_URI,
 )
 from ml_tasks.models import registry, tracking
@@ -88,8 +90,6 @@ VERIFIED, MISMATCH, UNVERIFIED = "verified", "MISMATCH", "unverified"
 
 # the tags the registry and tracking write (their modules import no MLflow: cheap to import here)
 TAG_RUN_ID_PREFIX = f"{TAG_RUN_ID}."
-TAG_TRAINING_SET_SHA256 = tracking.TAG_TRAINING_SET_SHA256
-TAG_ONNX_SHA256 = registry.TAG_ONNX_SHA256
 TAG_METRIC_PREFIX = f"{TAG_METRIC}."
 RUN_TAGS = {
     "dag_id": TAG_DAG_ID,

@@ -37,9 +37,12 @@ from ml_tasks.contract import (
     TAG_FORCE_REASON,
     TAG_FORCED,
     TAG_METRIC,
+    TAG_ONNX_SHA256,
+    TAG_PREPROCESSING_SHA256,
     TAG_PREVIOUS_CHAMPION,
     TAG_REASONS,
     TAG_RUN_ID,
+    TAG_TRAINING_SET_SHA256,
     TAG_TRAINING_SET_URI,
 )
 from ml_tasks.errors import FlywheelError
@@ -62,8 +65,6 @@ BUNDLE_FILES = (
 )  # fmt: skip
 REQUIREMENT_PACKAGES = ("onnx", "onnxruntime", "numpy")
 
-TAG_ONNX_SHA256 = "flywheel.onnx_sha256"
-TAG_PREPROCESSING_SHA256 = "flywheel.preprocessing_sha256"
 _MAX_TAG = 5000  # MLflow's tag value limit in every store
 
 
@@ -165,7 +166,7 @@ def version_tags(
         ("preprocessing_sha256", TAG_PREPROCESSING_SHA256),
         ("feature_service", TAG_FEATURE_SERVICE),
         ("training_set_uri", TAG_TRAINING_SET_URI),
-        ("training_set_sha256", tracking.TAG_TRAINING_SET_SHA256),
+        ("training_set_sha256", TAG_TRAINING_SET_SHA256),
     ):
         if meta.get(key) is not None:
             tags[tag] = str(meta[key])

@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Tags the callers are expected to pass (names shared with the registry's version tags).
-TAG_TRAINING_SET_SHA256 = "flywheel.training_set.sha256"
 
 
 def _mlflow_dir(settings: Settings) -> str:

@@ -139,10 +139,15 @@ def _batches(
 # -- performance ------------------------------------------------------------------------------------------
 
 
-def _training_end(uri: str | None) -> dt.date | None:
+def training_end(uri: str | None) -> dt.date | None:
     """The (exclusive) end of a training set named ``<start>_<end>``, when its uri says it."""
     match = _INTERVAL_KEY.search(uri or "")
     return dt.date.fromisoformat(match.group(2)) if match else None
+
+
+def training_set_uri(version_tags: dict[str, str] | None, reference_stats: dict[str, Any]) -> str | None:
+    """The model's training set: the version's registry tag, else what its reference recorded."""
+    return (version_tags or {}).get(TAG_TRAINING_SET_URI) or reference_stats.get("training_set_uri")
 
 
 def _baseline(reference: Reference, version: str, tags: dict[str, str] | None) -> dict[str, Any]:
@@ -390,9 +395,7 @@ def run_monitoring(
     t_perf = time.perf_counter()
     previous = previous_decisions(root, model_name, interval)
     version_tags = tags_for(version) if tags_for is not None else None
-    trained_until = _training_end(
-        (version_tags or {}).get(TAG_TRAINING_SET_URI) or ref.stats.get("training_set_uri")
-    )
+    trained_until = training_end(training_set_uri(version_tags, ref.stats))
     model = {
         "name": model_name,
         "version": version,

@@ -31,6 +31,7 @@ from ml_tasks.contract import (
     TAG_DATA_INTERVAL_END,
     TAG_DATA_INTERVAL_START,
     TAG_FEATURE_SERVICE,
+    TAG_TRAINING_SET_SHA256,
     TAG_TRAINING_SET_URI,
     training_set_digest,
 )
@@ -107,12 +108,11 @@ def load_candidate(bundle: str) -> Bundle:
 
 
 def _training_tags(uri: str, manifest: Manifest, digest: str) -> dict[str, str]:
-    from ml_tasks.models import tracking
 
     interval = manifest.params.get("interval") or {}
     return {
         TAG_TRAINING_SET_URI: uri,
-        tracking.TAG_TRAINING_SET_SHA256: digest,
+        TAG_TRAINING_SET_SHA256: digest,
         TAG_FEATURE_SERVICE: str(manifest.params.get("feature_service")),
         TAG_DATA_INTERVAL_START: str(interval.get("start")),
         TAG_DATA_INTERVAL_END: str(interval.get("end")),

@@ -18,6 +18,7 @@ from ml_tasks.contract import (
     TAG_DATA_INTERVAL_END,
     TAG_DATA_INTERVAL_START,
     TAG_FEATURE_SERVICE,
+    TAG_TRAINING_SET_SHA256,
     TAG_TRAINING_SET_URI,
 )
 from ml_tasks.models import tracking
@@ -92,7 +93,7 @@ def test_task_run_tags_status_and_retry_replaces_it(settings: Settings) -> None:
         TAG_DATA_INTERVAL_START: "2024-01-01",
         TAG_DATA_INTERVAL_END: "2024-01-08",
         TAG_TRAINING_SET_URI: "file:///x/part-00000.parquet",
-        tracking.TAG_TRAINING_SET_SHA256: "ab" * 32,
+        TAG_TRAINING_SET_SHA256: "ab" * 32,
         TAG_FEATURE_SERVICE: "taxi_tips_v1",
     }
     # first try: a trial child run, then the task fails

@@ -1,4 +1,4 @@
-"""The one-way layers of ml_tasks (import-linter, as `make lint` runs it) hold, and a back-edge breaks them."""
+"""The one-way layers of ml_tasks (import-linter, as `make lint` runs it) hold; a back-edge breaks them."""
 
 from __future__ import annotations
 
