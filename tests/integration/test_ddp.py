@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from ml_tasks.models.network import load_bundle
-from tests.unit.training.test_model import synthetic_frame
+from tests.unit.models.test_network import synthetic_frame
 
 
 def torchrun(data: Path, out: Path, config: dict[str, object]) -> subprocess.CompletedProcess[str]:
