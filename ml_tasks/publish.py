@@ -1,17 +1,6 @@
-"""Publish: re-check the row accounting, then write the accepted rows to curated/trips/dt=D.
+"""Publish: re-check each day's row accounting and lineage, then copy the accepted rows to curated/trips/dt=D.
 
-Nothing is published unless every day of the interval passes the checks below (an interval is the
-unit the DAG announces in its Asset event, so it is published whole or not at all):
-
-* validation ran for the day and its verdict is ``passed``;
-* rows add up: raw rows == staging rows == accepted + quarantined, in the partitions' manifests and in
-  the validation accounting;
-* lineage holds: staging was built from the raw files present now, and the accepted / quarantine files
-  are the ones the accounting describes (same sha256). A day re-extracted or re-transformed after
-  validation is refused until validation runs again.
-
-The curated manifest records the whole story: input partitions with hashes (raw, staging, accepted,
-quarantine, report), row counts (raw, curated, quarantined, per reject code) and the report URIs.
+An interval is published whole or not at all (see ``docs/ingest.md`` for the checks).
 """
 
 from __future__ import annotations
@@ -24,6 +13,7 @@ from typing import Any
 from ml_tasks.contract import (
     ACCEPTED,
     ACCOUNTING_FILE,
+    CURATED,
     DATA_DOCS_FILE,
     GX_RESULT_FILE,
     INDEX_FILE,
@@ -35,12 +25,10 @@ from ml_tasks.contract import (
 from ml_tasks.intervals import Interval
 from ml_tasks.schema import CURATED_SCHEMA
 from ml_tasks.settings import Settings
-from ml_tasks.storage import DataRoot, Manifest, PartitionError, input_record
-from ml_tasks.validation.layout import VERDICT_PASSED, partition
+from ml_tasks.storage import ContractFileError, DataRoot, Manifest, PartitionError, input_record
+from ml_tasks.validation.layout import VERDICT_PASSED, AccountingFile, partition, read_accounting
 
 log = logging.getLogger(__name__)
-
-LAYER, DATASET = "curated", "trips"
 
 
 class AccountingError(PartitionError):
@@ -51,6 +39,10 @@ def _sha_by_name(files: list[dict[str, Any]]) -> dict[str, str]:
     return {str(f["uri"]).rsplit("/", 1)[1]: str(f["sha256"]) for f in files if "sha256" in f}
 
 
+def _file_shas(files: list[AccountingFile]) -> dict[str, str]:
+    return {f.uri.rsplit("/", 1)[1]: f.sha256 for f in files}
+
+
 def _check_day(root: DataRoot, day: dt.date) -> tuple[dict[str, Any], list[str]]:
     """Everything publish needs for ``day``, and the problems that forbid publishing it."""
     key = day.isoformat()
@@ -58,16 +50,14 @@ def _check_day(root: DataRoot, day: dt.date) -> tuple[dict[str, Any], list[str]]
     report_path = partition(root, VALIDATION_REPORTS, day)
     try:
         report_manifest = root.read_manifest(report_path)
-        accounting: dict[str, Any] = root.read_json(f"{report_path}/{ACCOUNTING_FILE}")
+        accounting = read_accounting(root, day)
     except (PartitionError, FileNotFoundError) as exc:
         return {}, [f"dt={key}: no validation report ({exc}); run `ml-tasks validate` for this day first"]
-    if accounting.get("verdict") != VERDICT_PASSED:
-        reasons = (
-            "; ".join(str(f.get("message")) for f in accounting.get("failures", [])) or "no reason recorded"
-        )
-        return {}, [
-            f"dt={key}: validation verdict is {accounting.get('verdict')!r}, not published: {reasons}"
-        ]
+    except ContractFileError as exc:
+        return {}, [f"dt={key}: {exc}; run `ml-tasks validate` for this day again"]
+    if accounting.verdict != VERDICT_PASSED:
+        reasons = "; ".join(f.message for f in accounting.failures) or "no reason recorded"
+        return {}, [f"dt={key}: validation verdict is {accounting.verdict!r}, not published: {reasons}"]
 
     paths = {
         "raw": partition(root, RAW, day),
@@ -97,10 +87,10 @@ def _check_day(root: DataRoot, day: dt.date) -> tuple[dict[str, Any], list[str]]
         problems.append(f"dt={key}: staging has {staging} rows but raw has {raw}")
     expected = {"rows_in": staging, "accepted": accepted, "quarantined": quarantined}
     for field, value in expected.items():
-        if accounting.get(field) != value:
-            said = accounting.get(field)
+        said = getattr(accounting, field)
+        if said != value:
             problems.append(f"dt={key}: accounting.json says {field}={said} but the partitions hold {value}")
-    by_reason: dict[str, int] = accounting.get("by_reason", {})
+    by_reason = accounting.by_reason
     quarantine_reasons = {k.removeprefix("reason."): v for k, v in manifests["quarantine"].row_counts.items()
                           if k.startswith("reason.")}  # fmt: skip
     if quarantine_reasons != by_reason:
@@ -112,12 +102,13 @@ def _check_day(root: DataRoot, day: dt.date) -> tuple[dict[str, Any], list[str]]
         problems.append(
             f"dt={key}: staging was built from other raw files than those present: re-run transform"
         )
-    if accounting.get("inputs", {}).get("staging", {}).get("files") != records["staging"]["files"]:
+    if accounting.inputs["staging"].files != records["staging"]["files"]:
         problems.append(
             f"dt={key}: validation ran on other staging files than those present: re-run validate"
         )
     for name in ("accepted", "quarantine"):
-        described = _sha_by_name(accounting.get("outputs", {}).get(name, {}).get("files", []))
+        output = accounting.outputs.get(name)
+        described = _file_shas(output.files) if output else {}
         if described != records[name]["files"]:
             problems.append(f"dt={key}: {name} files differ from those the validation accounting describes")
 
@@ -137,7 +128,7 @@ def _check_day(root: DataRoot, day: dt.date) -> tuple[dict[str, Any], list[str]]
                 "data_docs": root.uri(f"{report_path}/{DATA_DOCS_FILE}"),
             },
         },
-        "max_reject_rate": accounting.get("max_reject_rate"),
+        "max_reject_rate": accounting.max_reject_rate,
     }
     return context, problems
 
@@ -168,7 +159,7 @@ def publish(root: DataRoot, interval: Interval, settings: Settings) -> dict[str,
     partitions = []
     for day, ctx in checked.items():
         rows = ctx["rows"]
-        target = root.partition_path(LAYER, DATASET, day)
+        target = root.partition_path(*CURATED, day)
         written = 0
         with root.write_partition(target) as writer:
             for batch in root.iter_batches(ctx["paths"]["accepted"]):
@@ -179,7 +170,7 @@ def publish(root: DataRoot, interval: Interval, settings: Settings) -> dict[str,
                 raise AccountingError(f"dt={day}: copied {written} rows, expected {rows['accepted']}")
             records = ctx["records"]
             writer.manifest = Manifest(
-                dataset=f"{LAYER}/{DATASET}",
+                dataset=f"{CURATED[0]}/{CURATED[1]}",
                 partition=day.isoformat(),
                 step="publish",
                 inputs=[

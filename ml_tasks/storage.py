@@ -25,11 +25,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import pydantic
 
 import ml_tasks
 from ml_tasks.contract import MANIFEST
@@ -38,10 +39,33 @@ from ml_tasks.errors import FlywheelError
 log = logging.getLogger(__name__)
 
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "write_statistics": True}
+_M = TypeVar("_M", bound=pydantic.BaseModel)
 
 
 class PartitionError(FlywheelError, RuntimeError):
     """A partition that is missing, incomplete, or cannot be written."""
+
+
+class ContractFileError(FlywheelError, ValueError):
+    """A JSON file written by a step that does not hold what its contract says (names the file and field)."""
+
+
+def parse_contract_file(model: type[_M], text: str | bytes, where: str) -> _M:
+    """``text`` (the JSON file ``where``) parsed into ``model``.
+
+    Raises:
+        ContractFileError: invalid JSON or a field that is missing or mistyped, in one line naming the file.
+    """
+    try:
+        return model.model_validate_json(text)
+    except pydantic.ValidationError as exc:
+        problems = [
+            (f"field {'.'.join(str(p) for p in e['loc'])!r}: " if e["loc"] else "") + e["msg"]
+            for e in exc.errors(include_url=False)
+        ]
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        detail = "; ".join(problems[:3]).replace("\n", " ")
+        raise ContractFileError(f"{where} is corrupt: {detail}{more}") from exc
 
 
 @lru_cache(maxsize=1)

@@ -63,10 +63,14 @@ def trim_result(result: ExpectationSuiteValidationResult, limit: int = MAX_LISTE
             body["flywheel_listed_rows"] = limit
 
 
+def json_bytes(payload: Any) -> bytes:
+    """A report file's bytes: indented JSON with sorted keys and a final newline (deterministic)."""
+    return (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
 def gx_result_json(result: ExpectationSuiteValidationResult) -> bytes:
     """GX's JSON rendering of the suite result (trim it first)."""
-    payload = result.to_json_dict()  # type: ignore[no-untyped-call]  # GX leaves it unannotated
-    return (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode()
+    return json_bytes(result.to_json_dict())  # type: ignore[no-untyped-call]  # GX leaves it unannotated
 
 
 def data_docs_html(result: ExpectationSuiteValidationResult) -> bytes:
