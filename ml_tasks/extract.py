@@ -11,14 +11,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ml_tasks.contract import RAW
 from ml_tasks.intervals import Interval
 from ml_tasks.schema import RAW_SCHEMA
 from ml_tasks.sources.base import Source
 from ml_tasks.storage import DataRoot, Manifest
 
 log = logging.getLogger(__name__)
-
-LAYER, DATASET = "raw", "trips"
 
 
 def _route(
@@ -84,14 +83,14 @@ def extract(root: DataRoot, source: Source, interval: Interval) -> dict[str, Any
     rows_written = 0
     for day in interval.days():
         table = pa.concat_tables(buffers.pop(day)) if day in buffers else RAW_SCHEMA.empty_table()
-        path = root.partition_path(LAYER, DATASET, day)
+        path = root.partition_path(*RAW, day)
         day_window = interval.single(day)
         root.write_table(
             path,
             table,
             RAW_SCHEMA,
             Manifest(
-                dataset=f"{LAYER}/{DATASET}",
+                dataset=f"{RAW[0]}/{RAW[1]}",
                 partition=day.isoformat(),
                 step="extract",
                 inputs=[source.describe(day_window if source.server_side_filter else interval)],

@@ -26,6 +26,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ml_tasks.contract import LABEL, RAW, STAGING, TRIP_KEY
 from ml_tasks.features.request import request_time_features
 from ml_tasks.intervals import Interval
 from ml_tasks.schema import CURATED_SCHEMA, RAW_COLUMNS, RAW_SCHEMA, SchemaError
@@ -33,9 +34,6 @@ from ml_tasks.settings import Settings
 from ml_tasks.storage import DataRoot, Manifest, input_record
 
 log = logging.getLogger(__name__)
-
-SOURCE_LAYER, SOURCE_DATASET = "raw", "trips"
-LAYER, DATASET = "staging", "trips"
 
 AMBIGUOUS = "earliest"  # autumn DST hour: first (daylight-time) instant
 NONEXISTENT = "latest"  # spring DST gap: first valid instant after it (pandas' "shift_forward")
@@ -143,11 +141,11 @@ def trips_with_derived_columns(
         # hour, weekday, month, fare per mile, speed: the one definition shared with training/prediction
         **request_time_features(keyed),
         # comparison with a null operand is null: the label is unknown, not false
-        "big_tipper": pc.greater(tips, pc.multiply(fare, 0.2)),
+        LABEL: pc.greater(tips, pc.multiply(fare, 0.2)),
     }
     columns = {name: keyed[name] for name in RAW_SCHEMA.names}
     columns.update(derived)
-    columns["trip_key"] = keyed["trip_key"]
+    columns[TRIP_KEY] = keyed[TRIP_KEY]
     columns["_is_duplicate"] = keyed["_is_duplicate"]
     return pa.table({name: columns[name] for name in CURATED_SCHEMA.names}).cast(CURATED_SCHEMA)
 
@@ -204,7 +202,7 @@ def _transform_day(
 ) -> dict[str, Any]:
     """Write ``staging/trips/dt=day``; return its summary entry."""
     t0 = time.perf_counter()
-    source = root.partition_path(SOURCE_LAYER, SOURCE_DATASET, day)
+    source = root.partition_path(*RAW, day)
     inputs = [input_record(root, source)]  # also refuses a missing/incomplete partition
     raw = root.read_partition(source)
     if raw.num_columns == 0:  # a partition without files: nothing was extracted
@@ -221,13 +219,13 @@ def _transform_day(
         "hashed_keys": int(pc.sum(pc.is_null(staged["trip_id"])).as_py() or 0),
         "rows_without_start": int(staged["trip_start_timestamp"].null_count),
     }
-    target = root.partition_path(LAYER, DATASET, day)
+    target = root.partition_path(*STAGING, day)
     root.write_table(
         target,
         staged,
         CURATED_SCHEMA,
         Manifest(
-            dataset=f"{LAYER}/{DATASET}",
+            dataset=f"{STAGING[0]}/{STAGING[1]}",
             partition=day.isoformat(),
             step="transform",
             inputs=inputs,

@@ -1,12 +1,8 @@
 """``monitor``: drift, data quality and (once labels land) performance of one interval's predictions.
 
-Reads ``predictions/<model>/dt=*`` of the interval (only the model's input columns and the score: parquet
-column projection), the reference of the model version that made them, runs :mod:`.drift` (every row for the
-data-quality numbers, a seeded bounded sample for Evidently), evaluates the predictions of the interval
-``monitor_label_delay_days`` earlier against the labels of the curated trips (``big_tipper``, joined by
-``trip_key``), decides with :mod:`.policy` and writes ``monitoring/<model>/dt=<interval start>/``
-(``drift_report.html``, ``drift_report.json``, ``decision.json``, ``_manifest.json``) atomically. Re-running
-an interval replaces its directory; its own earlier decision never counts in its hysteresis.
+Writes ``monitoring/<model>/dt=<interval start>/`` (``drift_report.html``, ``drift_report.json``,
+``decision.json``, ``_manifest.json``) atomically; a re-run replaces it and never counts its own earlier
+decision. See ``docs/monitoring.md``.
 """
 
 from __future__ import annotations
@@ -17,65 +13,41 @@ import json
 import logging
 import re
 import time
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
 from ml_tasks.contract import (
-    CURATED,
     DECISION_JSON,
     DRIFT_REPORT_HTML,
     DRIFT_REPORT_JSON,
-    LABEL,
     MONITORING_LAYER,
-    PREDICTIONS_LAYER,
+    REGISTERED_MODEL,
     SCORE,
-    TAG_METRIC,
     TAG_TRAINING_SET_URI,
-    TRIP_KEY,
 )
 from ml_tasks.intervals import Interval
 from ml_tasks.models.reference import Reference, load_reference, load_reference_dir
 from ml_tasks.monitoring import MonitoringError
-from ml_tasks.monitoring.drift import DriftResult, drift_report, scan_current
+from ml_tasks.monitoring.decisions import previous_decisions
+from ml_tasks.monitoring.drift import DriftResult, drift_report
+from ml_tasks.monitoring.performance import TagsFor, evaluate_performance
 from ml_tasks.monitoring.policy import PolicyConfig, decide
+from ml_tasks.monitoring.predictions import (
+    model_versions,
+    parquet_files,
+    prediction_batches,
+    prediction_partitions,
+)
+from ml_tasks.monitoring.quality import scan_current
 from ml_tasks.settings import Settings
-from ml_tasks.storage import DataRoot, Manifest, PartitionError, input_record
+from ml_tasks.storage import DataRoot, Manifest, input_record
 
 log = logging.getLogger(__name__)
 
-BATCH_ROWS = 65_536
 #: calendar inputs and their cycle in days: in an interval shorter than the cycle they differ from a longer
 #: reference by construction (a one-day interval has ONE day of the week), so they are not drift signals
 CALENDAR_CYCLES = {"trip_start_day_of_week": 7, "trip_start_month": 365}
 _INTERVAL_KEY = re.compile(r"(\d{4}-\d{2}-\d{2})_(\d{4}-\d{2}-\d{2})/?$")
-
-
-# -- predictions ----------------------------------------------------------------------------------------
-
-
-def prediction_partitions(root: DataRoot, model_name: str, interval: Interval) -> list[str]:
-    """The complete predictions partitions of every day of ``interval``.
-
-    Raises:
-        PartitionError: a day has no (complete) predictions partition.
-    """
-    paths = {d: root.partition_path(PREDICTIONS_LAYER, model_name, d) for d in interval.days()}
-    missing = [d.isoformat() for d, p in paths.items() if not root.exists(f"{p}/_manifest.json")]
-    if missing:
-        raise PartitionError(
-            f"no predictions for {model_name} on {len(missing)} day(s) of {interval}:"
-            f" {', '.join(missing[:10])} (looked in"
-            f" {root.uri(root.dataset_path(PREDICTIONS_LAYER, model_name))}); run taxi_batch_predict"
-            " for them first"
-        )
-    return list(paths.values())
 
 
 def calendar_exclusions(columns: list[str], interval: Interval) -> dict[str, str]:
@@ -101,44 +73,6 @@ def share_columns(columns: list[str], which: str) -> list[str] | None:
     return [c for c in columns if "__" not in c]
 
 
-def _parquet(root: DataRoot, paths: list[str]) -> list[pq.ParquetFile]:
-    return [pq.ParquetFile(root.fs.open_input_file(f)) for p in paths for f in root.parquet_files(p)]
-
-
-def model_versions(files: list[pq.ParquetFile]) -> Counter[str]:
-    """Rows per ``model_version`` over the files (one projected column)."""
-    counts: Counter[str] = Counter()
-    for file in files:
-        if "model_version" not in file.schema_arrow.names:
-            raise MonitoringError(
-                "a predictions file has no model_version column: not a predictions partition"
-            )
-        vc = pc.value_counts(file.read(columns=["model_version"]).column(0))
-        for value, n in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True):
-            counts[str(value)] += int(n)
-    return counts
-
-
-def _batches(
-    files: list[pq.ParquetFile], columns: list[str], version: str | None
-) -> Iterator[pa.RecordBatch]:
-    """The files' rows (projected on ``columns``), only those of ``version`` when given, in file order."""
-    read = [*columns, "model_version"] if version is not None else columns
-    for file in files:
-        absent = [c for c in read if c not in file.schema_arrow.names]
-        if absent:
-            raise MonitoringError(
-                f"a predictions file lacks the column(s) {absent} the model's reference needs"
-            )
-        for batch in file.iter_batches(batch_size=BATCH_ROWS, columns=read):
-            if version is not None:
-                batch = batch.filter(pc.equal(batch.column("model_version"), version)).select(columns)
-            yield batch
-
-
-# -- performance ------------------------------------------------------------------------------------------
-
-
 def training_end(uri: str | None) -> dt.date | None:
     """The (exclusive) end of a training set named ``<start>_<end>``, when its uri says it."""
     match = _INTERVAL_KEY.search(uri or "")
@@ -148,122 +82,6 @@ def training_end(uri: str | None) -> dt.date | None:
 def training_set_uri(version_tags: dict[str, str] | None, reference_stats: dict[str, Any]) -> str | None:
     """The model's training set: the version's registry tag, else what its reference recorded."""
     return (version_tags or {}).get(TAG_TRAINING_SET_URI) or reference_stats.get("training_set_uri")
-
-
-def _baseline(reference: Reference, version: str, tags: dict[str, str] | None) -> dict[str, Any]:
-    """The training-time ROC-AUC to compare with: version tags (evaluation window, then test split), else the
-    reference sample's labels and scores (training rows: optimistic, said so)."""
-    for name, source in (("eval_roc_auc", "evaluation window"), ("test_roc_auc", "test split")):
-        value = (tags or {}).get(f"{TAG_METRIC}.{name}")
-        if value is not None:
-            return {
-                "roc_auc": float(value),
-                "source": f"version {version} tag {TAG_METRIC}.{name} ({source})",
-            }
-    if reference.model_version in (None, version):
-        from sklearn.metrics import roc_auc_score
-
-        y = np.asarray(reference.sample.column(LABEL).to_numpy(zero_copy_only=False), dtype=np.int8)
-        p = np.asarray(reference.sample.column(SCORE).to_numpy(zero_copy_only=False), dtype=np.float64)
-        if 0 < y.sum() < y.size:
-            return {
-                "roc_auc": float(roc_auc_score(y, p)),
-                "source": "reference sample (training rows, in-sample: optimistic)",
-            }
-    return {"roc_auc": None, "source": None}
-
-
-def evaluate_performance(
-    root: DataRoot,
-    settings: Settings,
-    model_name: str,
-    interval: Interval,
-    reference: Reference,
-    tags_for: Any = None,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Metrics of the predictions of the interval ``monitor_label_delay_days`` before ``interval``, joined
-    with their labels; ``status`` ``labels_not_landed`` (no error) when those predictions or labels are
-    absent.
-
-    Returns:
-        the performance block and the manifest input records it read.
-    """
-    from ml_tasks.models.metrics import classification_metrics
-
-    delay = dt.timedelta(days=settings.monitor_label_delay_days)
-    labelled = Interval(interval.start - delay, interval.end - delay)
-    block: dict[str, Any] = {
-        "interval": {"start": labelled.start.isoformat(), "end": labelled.end.isoformat()},
-        "label_delay_days": settings.monitor_label_delay_days,
-    }
-    missing: list[str] = []
-    pred_paths, label_paths = [], []
-    for day in labelled.days():
-        pred = root.partition_path(PREDICTIONS_LAYER, model_name, day)
-        label = root.partition_path(*CURATED, day)
-        if not root.exists(f"{pred}/_manifest.json"):
-            missing.append(f"no predictions for {day}")
-        if not root.exists(f"{label}/_manifest.json"):
-            missing.append(f"no curated trips (labels) for {day}")
-        pred_paths.append(pred)
-        label_paths.append(label)
-    if missing:
-        block.update(
-            status="labels_not_landed", reason=f"labels not landed for {labelled}: {'; '.join(missing)}"
-        )
-        return block, []
-    preds = pa.concat_tables(
-        [f.read(columns=[TRIP_KEY, SCORE, "threshold", "model_version"]) for f in _parquet(root, pred_paths)]
-    )
-    labels = pa.concat_tables(
-        [
-            pq.read_table(f, filesystem=root.fs, columns=[TRIP_KEY, LABEL])
-            for p in label_paths
-            for f in root.parquet_files(p)
-        ]
-    )
-    records = [input_record(root, p) for p in (*pred_paths, *label_paths)]
-    joined = preds.join(labels, TRIP_KEY, join_type="inner").filter(pc.is_valid(pc.field(LABEL)))
-    block.update(predictions=preds.num_rows, labelled_rows=joined.num_rows)
-    y = np.asarray(pc.cast(joined.column(LABEL), pa.int8()).to_numpy(zero_copy_only=False))
-    if joined.num_rows == 0 or y.min() == y.max():
-        block.update(
-            status="insufficient_labels",
-            reason=f"performance not evaluated: {joined.num_rows} labelled prediction(s) of {labelled}"
-            " (ROC-AUC needs both classes)",
-        )
-        return block, records
-    versions = Counter(str(v) for v in joined.column("model_version").to_pylist())
-    version = versions.most_common(1)[0][0]
-    threshold = float(pc.min(joined.column("threshold")).as_py())
-    p = np.asarray(joined.column(SCORE).to_numpy(zero_copy_only=False), dtype=np.float64)
-    metrics = classification_metrics(y, p, threshold)
-    keep = ("roc_auc", "pr_auc", "log_loss", "accuracy", "positive_rate", "mean_score", "rows")
-    tags = tags_for(version) if tags_for is not None else None
-    block.update(
-        status="evaluated",
-        model_version=version,
-        model_versions=dict(sorted(versions.items())),
-        threshold=threshold,
-        metrics={k: metrics[k] for k in keep},
-        baseline=_baseline(reference, version, tags),
-    )
-    return block, records
-
-
-# -- previous decisions and writing -------------------------------------------------------------------------
-
-
-def previous_decisions(root: DataRoot, model_name: str, interval: Interval) -> list[dict[str, Any]]:
-    """Decisions of the intervals that start before ``interval`` (ordered by start)."""
-    out = []
-    for key in root.list_partitions(MONITORING_LAYER, model_name):
-        if key >= interval.start.isoformat():
-            continue
-        path = f"{root.partition_path(MONITORING_LAYER, model_name, key)}/{DECISION_JSON}"
-        if root.exists(path):
-            out.append(root.read_json(path))
-    return sorted(out, key=lambda d: str(d["interval"]["start"]))
 
 
 def _json_bytes(payload: Any) -> bytes:
@@ -297,13 +115,16 @@ def _resolve_reference(
     return load_reference(settings, model_name, version)
 
 
-def _version_tags(settings: Settings, model_name: str) -> Any:
+def _version_tags(settings: Settings, model_name: str) -> TagsFor:
     def tags(version: str) -> dict[str, str] | None:
-        from ml_tasks.models.registry import get_version
+        from mlflow.exceptions import MlflowException
+
+        from ml_tasks.models.registry import RegistryError, get_version
 
         try:
             return get_version(settings, model_name, version).tags
-        except Exception as exc:  # the baseline falls back to the reference sample; the reason is logged
+        except (RegistryError, MlflowException) as exc:
+            # the baseline falls back to the reference sample; the reason is logged
             log.warning(
                 "no tags for %s version %s (%s): baseline from the reference", model_name, version, exc
             )
@@ -316,7 +137,7 @@ def run_monitoring(
     settings: Settings,
     interval: Interval,
     *,
-    model_name: str = "taxi_tips",
+    model_name: str = REGISTERED_MODEL,
     reference: Reference | str | Path | None = None,
 ) -> dict[str, Any]:
     """Monitor the predictions of ``interval``; write ``monitoring/<model>/dt=<start>/``; return the summary.
@@ -343,7 +164,7 @@ def run_monitoring(
     started = time.perf_counter()
     root = DataRoot(settings.resolved_data_root())
     paths = prediction_partitions(root, model_name, interval)
-    files = _parquet(root, paths)
+    files = parquet_files(root, paths)
     versions = model_versions(files)
     if versions:
         version = max(versions.items(), key=lambda kv: (kv[1], kv[0]))[0]
@@ -373,7 +194,7 @@ def run_monitoring(
     columns = [*ref.inputs, SCORE]
     rows = versions.get(version, 0)
     scan = scan_current(
-        _batches(files, columns, version if len(versions) > 1 else None),
+        prediction_batches(files, columns, version if len(versions) > 1 else None),
         rows,
         ref.stats,
         sample_rows=settings.monitor_sample_rows,
