@@ -126,7 +126,8 @@ def main() -> int:
     import torch
 
     from ml_tasks.models.network import ModelConfig
-    from ml_tasks.training.train import split_by_time, train_model
+    from ml_tasks.training.split import split_by_time
+    from ml_tasks.training.train import train_model
 
     torch.set_num_threads(args.threads)
     table, source = load_rows(args.rows)

@@ -324,6 +324,34 @@ def train(
                         learning_rate=learning_rate))  # fmt: skip
 
 
+@app.command("train-worker", hidden=True)
+def train_worker(
+    training_set: Annotated[str, typer.Option(help="Training set parquet file (or a trips CSV).")],
+    out: Annotated[str, typer.Option(help="Bundle directory to write (rank 0 only).")],
+    checkpoint_dir: Annotated[
+        str | None, typer.Option(help="Checkpoint directory (default: <out>.checkpoints beside it).")
+    ] = None,
+    config: Annotated[str | None, typer.Option(help="ModelConfig overrides as a JSON object.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="max_epochs override.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Per-process batch size override.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed override.")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Validation share (by time).")] = 0.1,
+    test_fraction: Annotated[float, typer.Option(help="Test share (newest).")] = 0.1,
+    device: Annotated[str | None, typer.Option(help="auto (default), cpu, cuda or cuda:N.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads per process.")] = None,
+    mapping: Annotated[str, typer.Option(help="Column mapping when --training-set is a CSV.")] = "tfx",
+) -> None:
+    """One rank of a torchrun job (what `train` launches with FLYWHEEL_TRAIN_PROCESSES > 1); rank 0 prints."""
+    from ml_tasks.training.worker import train_worker as run
+
+    overrides = {"max_epochs": epochs, "batch_size": batch_size, "seed": seed}
+    summary = run(training_set, out, checkpoint_dir=checkpoint_dir, config_json=config, overrides=overrides,
+                  device=device, threads=threads, val_fraction=val_fraction, test_fraction=test_fraction,
+                  mapping=mapping)  # fmt: skip
+    if summary is not None:
+        emit(summary)
+
+
 @app.command()
 def evaluate(
     bundle: BundleOpt,

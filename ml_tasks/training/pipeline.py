@@ -1,184 +1,37 @@
 """The training steps as the CLI runs them: train, evaluate, export-onnx, check-onnx, register, promote.
 
-Each function takes explicit inputs (a training-set URI, a candidate bundle directory, a :class:`RunKey`)
-and returns the step's JSON summary. Steps exchange addresses, not data: ``train`` writes the candidate
-bundle under ``<data_root>/models/<model>/candidates/<dag_id>/<dag_run_id>/`` (deterministic per DAG run:
-a retried task rewrites it, and its checkpoints live beside it, so a restarted pod resumes); the later
-steps read the bundle, add their files to it (evaluation.json, model.onnx, onnx.json, decision.json)
-and log to their own MLflow child run of the train run.
+Each takes explicit inputs (URIs, a candidate bundle, a :class:`RunKey`) and returns the step's JSON
+summary; the bundle layout and the steps' contract are in docs/training.md.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from ml_tasks.contract import (
-    CHECK_JSON,
-    DECISION_JSON,
-    EVALUATION_JSON,
-    EXPORT_JSON,
-    MANIFEST,
-    ONNX_FILE,
-    PART_FILE,
-    TAG_DATA_INTERVAL_END,
-    TAG_DATA_INTERVAL_START,
-    TAG_FEATURE_SERVICE,
-    TAG_TRAINING_SET_SHA256,
-    TAG_TRAINING_SET_URI,
-    training_set_digest,
-)
-from ml_tasks.errors import FlywheelError
+from ml_tasks.contract import CHECK_JSON, DECISION_JSON, EVALUATION_JSON, EXPORT_JSON, ONNX_FILE, PART_FILE
 from ml_tasks.models.tracking import RunKey
 from ml_tasks.settings import Settings
-from ml_tasks.storage import Manifest, file_sha256, write_json
-
-if TYPE_CHECKING:
-    from ml_tasks.models.network import Bundle
+from ml_tasks.storage import write_json
+from ml_tasks.training.inputs import (
+    TrainingStepError,
+    candidate_dir,
+    eval_rows,
+    flat_metrics,
+    load_candidate,
+    local_path,
+    read_training_set,
+    training_tags,
+)
 
 log = logging.getLogger(__name__)
 
 FAULTS = ("corrupt-onnx",)
 
 
-class TrainingStepError(FlywheelError, ValueError):
-    """An expected failure of a training step (bad input, missing upstream output): one clear line."""
-
-
-# -- inputs ---------------------------------------------------------------------------------------------
-def _local(uri: str) -> Path:
-    if "://" in uri and not uri.startswith("file://"):
-        raise TrainingStepError(
-            f"{uri}: the training steps read and write local paths (a mounted volume in Kubernetes);"
-            " object-store data roots are not supported by them yet"
-        )
-    return Path(uri.removeprefix("file://"))
-
-
-def read_training_set(uri: str) -> tuple[pa.Table, Manifest, str]:
-    """The training set at ``uri`` (a training-set partition), its manifest and its content hash.
-
-    The hash is the one ``training-set`` reported (sha256 over the output files' sha256s), recomputed from
-    the manifest, and each file's bytes are checked against the manifest: a snapshot that changed after
-    it was written is refused.
-    """
-    folder = _local(uri)
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise TrainingStepError(f"training set {uri}: no {MANIFEST} (missing or incomplete snapshot)")
-    manifest = Manifest.from_json(manifest_path.read_text())
-    for output in manifest.outputs:
-        path = folder / Path(str(output["uri"])).name
-        digest = file_sha256(path) if path.is_file() else None
-        if digest != output.get("sha256"):
-            raise TrainingStepError(
-                f"training set {uri}: {path.name} does not match its manifest (sha256 {digest} vs"
-                f" {output.get('sha256')}): rebuild it with `ml-tasks training-set`"
-            )
-    table = pq.read_table(folder / PART_FILE)
-    digest = training_set_digest(manifest.outputs)
-    return table, manifest, digest
-
-
-def _safe(part: str) -> str:
-    """A path component from a run id (``manual__2024-01-01T00:00:00+00:00`` -> filesystem-safe)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", part).strip("._") or "_"
-
-
-def candidate_dir(settings: Settings, key: RunKey) -> Path:
-    """Where the DAG run's candidate bundle lives (one per DAG run; retries rewrite it)."""
-    root = _local(settings.resolved_data_root())
-    return root / "models" / settings.model_name / "candidates" / _safe(key.dag_id) / _safe(key.dag_run_id)
-
-
-def load_candidate(bundle: str) -> Bundle:
-    from ml_tasks.models.network import BundleError, load_bundle
-
-    try:
-        return load_bundle(_local(bundle))
-    except BundleError as exc:
-        raise TrainingStepError(str(exc)) from exc
-
-
-def _training_tags(uri: str, manifest: Manifest, digest: str) -> dict[str, str]:
-
-    interval = manifest.params.get("interval") or {}
-    return {
-        TAG_TRAINING_SET_URI: uri,
-        TAG_TRAINING_SET_SHA256: digest,
-        TAG_FEATURE_SERVICE: str(manifest.params.get("feature_service")),
-        TAG_DATA_INTERVAL_START: str(interval.get("start")),
-        TAG_DATA_INTERVAL_END: str(interval.get("end")),
-    }
-
-
-def _flat(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
-    return {
-        f"{prefix}{k}": float(v)
-        for k, v in metrics.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and v == v  # drop NaN
-    }
-
-
 # -- train ----------------------------------------------------------------------------------------------
-class TrialResult:
-    """What the search needs from one trial, whether it ran in this process or under torchrun."""
-
-    def __init__(self, bundle: Bundle | None, metrics: dict[str, dict[str, float]], best_epoch: int,
-                 threshold: float, rows_per_second: list[float], device: str, world_size: int,
-                 result: Any = None) -> None:  # fmt: skip
-        self.bundle, self.metrics, self.best_epoch = bundle, metrics, best_epoch
-        self.threshold, self.rows_per_second, self.device = threshold, rows_per_second, device
-        self.world_size, self.result = world_size, result
-
-
-def _distributed_trial(
-    settings: Settings, training_file: Path, config: Any, out: Path, checkpoint_dir: Path, device: str | None
-) -> TrialResult:
-    """One trial as ``torchrun --nproc-per-node N -m ml_tasks.training.train``: DDP over N processes.
-
-    Rank 0 writes the trial's bundle and prints the summary; this process (no process group of its own)
-    keeps the MLflow bookkeeping, so the tracking code never runs on several ranks.
-    """
-    import subprocess
-    import sys
-
-    from ml_tasks.models.network import load_bundle
-
-    threads = settings.train_threads or 1
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc-per-node={settings.train_processes}", "-m", "ml_tasks.training.train",
-        "--training-set", str(training_file), "--out", str(out), "--checkpoint-dir", str(checkpoint_dir),
-        "--config", json.dumps(config.to_dict()), "--threads", str(threads),
-        "--val-fraction", "0.1", "--test-fraction", "0",
-    ]  # fmt: skip
-    if device:
-        cmd += ["--device", device]
-    log.info("trial under torchrun: %s", " ".join(cmd))
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
-    if proc.returncode != 0:
-        raise TrainingStepError(
-            f"torchrun with {settings.train_processes} processes failed (exit {proc.returncode}); see the log"
-        )
-    lines = [line for line in proc.stdout.splitlines() if line.strip().startswith("{")]
-    if not lines:
-        raise TrainingStepError("torchrun finished without the rank-0 summary line")
-    summary = json.loads(lines[-1])
-    bundle = load_bundle(out)
-    return TrialResult(
-        bundle, summary["metrics"], int(summary["best_epoch"]), float(summary["threshold"]),
-        [float(v) for v in summary["rows_per_second"]], str(summary["device"]), int(summary["world_size"]),
-    )  # fmt: skip
-
-
 def _set_threads(settings: Settings) -> None:
     import os
 
@@ -204,7 +57,9 @@ def train(
     from ml_tasks.models import tracking
     from ml_tasks.models.network import save_bundle
     from ml_tasks.training.search import trial_configs
-    from ml_tasks.training.train import split_by_time, train_model
+    from ml_tasks.training.split import split_by_time
+    from ml_tasks.training.train import train_model
+    from ml_tasks.training.worker import TrialResult, torchrun_trial
 
     started = time.perf_counter()
     table, manifest, digest = read_training_set(training_set)
@@ -219,7 +74,7 @@ def train(
         pinned["lr"] = learning_rate
     configs = trial_configs(trials or settings.train_trials, settings.train_seed, pinned=pinned)
     out = candidate_dir(settings, key)
-    tags = _training_tags(training_set, manifest, digest)
+    tags = training_tags(training_set, manifest, digest)
     device = None if settings.train_device == "auto" else settings.train_device
     _set_threads(settings)
     with tracking.task_run(
@@ -241,8 +96,8 @@ def train(
                     mlflow.log_metrics(metrics, step=epoch)
 
                 if settings.train_processes > 1:
-                    trial = _distributed_trial(
-                        settings, _local(training_set) / PART_FILE, config,
+                    trial = torchrun_trial(
+                        settings, local_path(training_set) / PART_FILE, config,
                         checkpoints / f"trial-{number}-bundle", checkpoints / f"trial-{number}", device,
                     )  # fmt: skip
                 else:
@@ -255,8 +110,8 @@ def train(
                         [h["rows_per_second"] for h in result.history], result.device, result.world_size,
                         result,
                     )  # fmt: skip
-                mlflow.log_metrics(_flat("val_", trial.metrics["validation"]))
-                mlflow.log_metrics(_flat("test_", trial.metrics.get("test", {})))
+                mlflow.log_metrics(flat_metrics("val_", trial.metrics["validation"]))
+                mlflow.log_metrics(flat_metrics("test_", trial.metrics.get("test", {})))
             # a validation split with one class has no AUC: such a trial ranks last
             score = float(trial.metrics["validation"].get(settings.promotion_metric, float("-inf")))
             log.info("trial %d: validation %s %.4f (%s)", number, settings.promotion_metric, score, config)
@@ -290,8 +145,8 @@ def train(
 
         reference = build_reference(out, table, settings)
         mlflow.log_params({f"best_{k}": v for k, v in best_config.to_dict().items()})
-        mlflow.log_metrics(_flat("val_", best.metrics["validation"]))
-        mlflow.log_metrics(_flat("test_", best.metrics.get("test", {})))
+        mlflow.log_metrics(flat_metrics("val_", best.metrics["validation"]))
+        mlflow.log_metrics(flat_metrics("test_", best.metrics.get("test", {})))
         if rows_per_second:
             mlflow.log_metric("train_rows_per_second", rows_per_second)
         mlflow.log_artifacts(str(out), artifact_path="bundle")
@@ -322,7 +177,7 @@ def evaluate(
     """Candidate, champion (same rows) and baselines on the later eval window; report + model card."""
     import mlflow
 
-    from ml_tasks.models import registry, tracking
+    from ml_tasks.models import loading, tracking
     from ml_tasks.training.evaluate import evaluate_candidate
 
     started = time.perf_counter()
@@ -331,12 +186,12 @@ def evaluate(
     eval_table, eval_manifest, eval_digest = read_training_set(eval_set)
     if eval_table.num_rows == 0:
         raise TrainingStepError(f"eval set {eval_set} has no rows: the gate needs an evaluation window")
-    champion, champion_info = registry.load_champion_scorer(settings, settings.model_name, champion_alias)
+    champion, champion_info = loading.load_champion_scorer(settings, settings.model_name, champion_alias)
     if champion is None:
         log.info("no %s@%s yet: the candidate is compared with the baselines only", settings.model_name,
                  champion_alias)  # fmt: skip
     parent = str(candidate.metadata["mlflow_run_id"])
-    tags = _training_tags(eval_set, eval_manifest, eval_digest)
+    tags = training_tags(eval_set, eval_manifest, eval_digest)
     with tracking.task_run(
         settings, key, parent_run_id=parent, tags=tags, experiment=settings.mlflow_experiment
     ):
@@ -354,11 +209,11 @@ def evaluate(
         report["eval_set"] = {"uri": eval_set, "sha256": eval_digest}
         write_json(candidate.path / EVALUATION_JSON, report)
         gate = report["gate_inputs"]
-        mlflow.log_metrics(_flat("eval_", gate["candidate"]))
+        mlflow.log_metrics(flat_metrics("eval_", gate["candidate"]))
         for name, metrics in gate["baselines"].items():
-            mlflow.log_metrics(_flat(f"baseline_{name}_", metrics))
+            mlflow.log_metrics(flat_metrics(f"baseline_{name}_", metrics))
         if gate.get("champion"):
-            mlflow.log_metrics(_flat("champion_", gate["champion"]))
+            mlflow.log_metrics(flat_metrics("champion_", gate["champion"]))
         for name in (EVALUATION_JSON, "model_card.md", "reliability.png"):
             if (candidate.path / name).is_file():
                 mlflow.log_artifact(str(candidate.path / name))
@@ -382,17 +237,6 @@ def evaluate(
 
 
 # -- ONNX -----------------------------------------------------------------------------------------------
-def _eval_rows(eval_set: str, max_rows: int = 20_000) -> pa.Table:
-    """Real rows for parity and latency: up to ``max_rows`` evenly spaced rows of the eval window."""
-    table, _, _ = read_training_set(eval_set)
-    if table.num_rows == 0:
-        raise TrainingStepError(f"eval set {eval_set} has no rows to check the ONNX model on")
-    if table.num_rows <= max_rows:
-        return table
-    step = table.num_rows / max_rows
-    return table.take(pa.array([int(i * step) for i in range(max_rows)]))
-
-
 def export_onnx(
     settings: Settings, bundle: str, eval_set: str, key: RunKey, *, inject_fault: str | None = None
 ) -> dict[str, Any]:
@@ -410,7 +254,7 @@ def export_onnx(
                 f"--inject-fault {inject_fault} refused: set FLYWHEEL_ALLOW_FAULT_INJECTION=true (tests only)"
             )
     candidate = load_candidate(bundle)
-    rows = _eval_rows(eval_set, max_rows=1_000)
+    rows = eval_rows(eval_set, max_rows=1_000)
     parent = str(candidate.metadata["mlflow_run_id"])
     with tracking.task_run(settings, key, parent_run_id=parent, experiment=settings.mlflow_experiment):
         result = onnx_export.export_onnx(candidate.path, sample=rows)
@@ -418,7 +262,7 @@ def export_onnx(
             onnx_export.corrupt_onnx(candidate.path / ONNX_FILE)
             log.warning("FAULT INJECTED: %s corrupted after export", candidate.path / ONNX_FILE)
             mlflow.set_tag("flywheel.fault_injected", inject_fault)
-        mlflow.log_metrics(_flat("onnx_", {k: v for k, v in result.items() if k != "opset"}))
+        mlflow.log_metrics(flat_metrics("onnx_", {k: v for k, v in result.items() if k != "opset"}))
         mlflow.log_param("onnx_opset", result.get("opset"))
     return {"step": "export-onnx", "bundle": bundle, "fault_injected": inject_fault, **result}
 
@@ -435,13 +279,13 @@ def check_onnx(settings: Settings, bundle: str, eval_set: str, key: RunKey) -> d
     if not exported.is_file():
         raise TrainingStepError(f"bundle {bundle}: no {exported.name}: run export-onnx first")
     expected = json.loads(exported.read_text())["onnx_sha256"]
-    rows = _eval_rows(eval_set)
+    rows = eval_rows(eval_set)
     parent = str(candidate.metadata["mlflow_run_id"])
     with tracking.task_run(settings, key, parent_run_id=parent, experiment=settings.mlflow_experiment):
         result = onnx_export.check_onnx(
             candidate.path, rows, expected_sha256=expected, tolerance=settings.onnx_tolerance
         )
-        mlflow.log_metrics(_flat("onnx_", {k: v for k, v in result.items() if k not in ("passed",)}))
+        mlflow.log_metrics(flat_metrics("onnx_", {k: v for k, v in result.items() if k not in ("passed",)}))
         mlflow.set_tag("flywheel.onnx_check", "passed" if result["passed"] else "failed")
         if not result["passed"]:
             log.warning("ONNX check FAILED: %s", "; ".join(result["reasons"]))

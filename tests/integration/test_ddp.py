@@ -24,7 +24,7 @@ def torchrun(data: Path, out: Path, config: dict[str, object]) -> subprocess.Com
     proc = subprocess.run(
         [
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            "-m", "ml_tasks.training.train",
+            "-m", "ml_tasks.cli", "train-worker",
             "--training-set", str(data), "--out", str(out), "--config", json.dumps(config),
             "--device", "cpu", "--threads", "1", "--val-fraction", "0.15", "--test-fraction", "0.15",
         ],

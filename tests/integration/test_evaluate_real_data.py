@@ -59,7 +59,7 @@ def bundle(
     import torch
 
     from ml_tasks.models.network import ModelConfig, load_bundle
-    from ml_tasks.training.train import train_from_file
+    from ml_tasks.training.worker import train_from_file
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("bundle")

@@ -32,7 +32,8 @@ TRIPS_PER_DAY = 2_500
 
 def train_bundle(frame: pa.Table, out: Path, seed: int = 7) -> Path:
     from ml_tasks.models.network import ModelConfig, save_bundle
-    from ml_tasks.training.train import split_by_time, train_model
+    from ml_tasks.training.split import split_by_time
+    from ml_tasks.training.train import train_model
 
     config = ModelConfig(hidden=(32, 16), max_epochs=2, patience=1, batch_size=256, seed=seed)
     result = train_model(split_by_time(frame, 0.1, 0.1), config, checkpoint_dir=None, device="cpu")

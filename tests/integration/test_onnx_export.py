@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread
 def bundle_dir(tfdv_frames: tuple[pa.Table, pa.Table], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small model trained for two epochs on tfdv_train.csv, saved as a bundle."""
     from ml_tasks.models.network import ModelConfig, save_bundle
-    from ml_tasks.training.train import split_by_time, train_model
+    from ml_tasks.training.split import split_by_time
+    from ml_tasks.training.train import train_model
 
     config = ModelConfig(hidden=(32, 16), max_epochs=2, patience=1, batch_size=256, seed=7)
     result = train_model(split_by_time(tfdv_frames[0], 0.1, 0.1), config, checkpoint_dir=None, device="cpu")

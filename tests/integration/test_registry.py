@@ -44,7 +44,8 @@ def _candidate(
     from ml_tasks.models import tracking
     from ml_tasks.models.network import ModelConfig, save_bundle
     from ml_tasks.training.onnx_export import export_onnx
-    from ml_tasks.training.train import split_by_time, train_model
+    from ml_tasks.training.split import split_by_time
+    from ml_tasks.training.train import train_model
 
     key = tracking.RunKey("taxi_training", dag_run, "train")
     with tracking.task_run(store, key, tags={TAG_FEATURE_SERVICE: "taxi_tips_v1"}) as run:

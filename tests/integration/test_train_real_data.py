@@ -21,6 +21,7 @@ from sklearn.metrics import roc_auc_score
 from ml_tasks.models.network import ModelConfig, load_bundle, save_bundle
 from ml_tasks.models.preprocess import labels
 from ml_tasks.settings import Settings
+from ml_tasks.training.checkpoint import CHECKPOINT_FILE
 from ml_tasks.training.frames import (
     REJECT_CODES,
     curated_trips_from_file,
@@ -28,7 +29,8 @@ from ml_tasks.training.frames import (
     rows_between,
     training_frame_from_csv,
 )
-from ml_tasks.training.train import CHECKPOINT_FILE, TrainResult, split_by_time, train_model
+from ml_tasks.training.split import split_by_time
+from ml_tasks.training.train import TrainResult, train_model
 
 # one torch thread: 2 shared cores; also makes runs bitwise repeatable
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
@@ -96,7 +98,7 @@ def test_reject_codes_are_the_pipelines() -> None:
 
 def test_training_frame_columns_match_a_training_set(tfdv_frames: tuple[pa.Table, pa.Table]) -> None:
     from ml_tasks.features.request import REQUEST_FEATURES
-    from ml_tasks.features.training_set import ENTITY_COLUMNS
+    from ml_tasks.features.retrieval import ENTITY_COLUMNS
 
     frame = tfdv_frames[0]
     expected = [*ENTITY_COLUMNS, *REQUEST_FEATURES]
@@ -186,7 +188,7 @@ def test_interrupted_run_resumes_to_the_same_weights(
     assert all(torch.equal(a[k], again.model.state_dict()[k]) for k in a)
 
     # another config: the checkpoint is ignored (logged) and replaced
-    caplog.set_level(logging.WARNING, logger="ml_tasks.training.train")
+    caplog.set_level(logging.WARNING, logger="ml_tasks.training.checkpoint")
     other = train_model(split, RESUME.replace(seed=1, max_epochs=1), checkpoint_dir=ckpt, device="cpu")
     assert other.resumed_from_epoch == 0
     assert any("belongs to another run" in r.getMessage() for r in caplog.records)

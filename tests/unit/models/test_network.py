@@ -15,7 +15,9 @@ import torch
 from ml_tasks.contract import MODEL_JSON, PREPROCESSING_JSON
 from ml_tasks.models.network import BundleError, ModelConfig, TabularNet, load_bundle, save_bundle
 from ml_tasks.models.preprocess import Inputs, Preprocessor, infer_inputs
-from ml_tasks.training.train import plan_device, split_by_time, train_model
+from ml_tasks.training.distributed import plan_device
+from ml_tasks.training.split import split_by_time
+from ml_tasks.training.train import train_model
 
 torch.set_num_threads(1)
 
