@@ -1,28 +1,8 @@
 """``materialize``: load one data interval of feature tables into the online store, in bounded batches.
 
-Why not ``feast materialize`` / ``materialize_incremental``: the incremental watermark is global per
-view (a backfill of an old interval moves it backwards or is skipped; a future end date blocks later
-runs), and the default path converts the whole window to Python objects in memory (~5 GB and ~10k
-rows/s for 1M rows here). This step takes an explicit window instead and streams it:
-
-1. DuckDB reads the interval's partitions ``features/<view>/dt=D`` and keeps the latest row per entity
-   (what ``feast materialize`` keeps), streamed as Arrow record batches of ``batch_rows``, ordered
-   like the serialized entity keys (so SQLite's B-trees are written in order); two rows of one entity
-   with the same latest timestamp are refused (the partitions need rebuilding);
-2. each batch goes to the online store through :mod:`ml_tasks.features.online_write`: for SQLite and
-   Redis, vectorised writers that store exactly the bytes Feast's own ``online_write_batch`` would
-   (entity keys, ``ValueProto`` values, timestamps, table and hash layout), so Feast reads them back;
-   any other online store gets Feast's generic path (``_convert_arrow_to_proto`` +
-   ``online_write_batch``) in the same bounded batches;
-3. the online store never moves backwards: an entity whose stored row is newer than the batch's
-   (a backfill of an old interval after a newer one) is skipped whole and counted; SQLite checks it in
-   the upsert statement, Redis against the stored ``_ts`` field, other stores with ``online_read``.
-   A row with the same timestamp is written again (a rebuilt partition replaces what it wrote).
-
-Every view and partition is checked before anything is written. Re-materializing a window writes the
-same values (same rows, same timestamps): idempotent. Batch k+1 is read and encoded in a thread while
-batch k is written. Memory is bounded by ``batch_rows`` (two batches in flight) and DuckDB's memory
-limit for the latest-row query (it spills to a temporary folder beyond it), not by the window.
+The latest row per entity, streamed from DuckDB in key order, written by
+:mod:`ml_tasks.features.online_write`; the store never moves backwards. Why not ``feast materialize``,
+and the rules: docs/online-store.md.
 """
 
 from __future__ import annotations
@@ -42,7 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ml_tasks.contract import EVENT_TIMESTAMP, FEATURES_LAYER
-from ml_tasks.features.online_write import OnlineWriter, key_order_sql, online_writer
+from ml_tasks.features.online_encoding import key_order_sql
+from ml_tasks.features.online_write import OnlineWriter, online_writer
 from ml_tasks.features.spec import MAX_WINDOW, VIEWS_BY_NAME, ViewSpec
 from ml_tasks.features.store import FeatureStoreError, StoreHandle
 from ml_tasks.intervals import Interval

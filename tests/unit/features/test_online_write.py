@@ -33,17 +33,16 @@ from feast.utils import _convert_arrow_to_proto
 
 from ml_tasks.contract import EVENT_TIMESTAMP, FEATURES_LAYER
 from ml_tasks.features.materialize import interval_files, latest_rows, prefetched
-from ml_tasks.features.online_write import (
+from ml_tasks.features.online_encoding import (
     OnlineWriteError,
-    RedisWriter,
-    SqliteWriter,
     UnsupportedLayout,
     ViewLayout,
     encode_entity_keys,
     encode_values,
     key_order_sql,
-    value_texts,
 )
+from ml_tasks.features.online_redis import RedisWriter
+from ml_tasks.features.online_sqlite import SqliteWriter, value_texts
 from ml_tasks.features.spec import VIEWS_BY_NAME, ViewSpec
 from ml_tasks.intervals import Interval
 from ml_tasks.storage import DataRoot, Manifest, PartitionError
