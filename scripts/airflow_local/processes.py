@@ -1,0 +1,137 @@
+"""The platform's OS processes (psutil): spawn a component, is it alive, stop it with its group, find
+what is left of a home, and read the JSON summary of an ``ml-tasks`` subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from scripts.airflow_local.config import BIN, PlatformError, log
+from scripts.airflow_local.waits import poll_until
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (exited, not yet reaped by its parent) is not alive."""
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def send(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def send_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def wait_gone(pids: Iterable[int], timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for every pid to exit; True when none is left."""
+    pids = list(pids)
+    try:
+        poll_until(
+            lambda: True if not any(pid_alive(p) for p in pids) else None,
+            timeout=timeout,
+            interval=0.1,
+            failure=lambda: "still running",
+        )
+    except PlatformError:
+        return False
+    return True
+
+
+def spawn(component: str, env: Mapping[str, str], cwd: Path, log_path: Path) -> int:
+    """Start ``airflow COMPONENT`` in its own session (so :func:`stop_component` reaches its children too),
+    appending to ``log_path``; returns its pid."""
+    with log_path.open("a") as out:
+        out.write(f"\n==== {dt.datetime.now().isoformat(timespec='seconds')} starting {component}\n")
+        out.flush()
+        proc = subprocess.Popen(
+            [str(BIN / "airflow"), component],
+            env=dict(env),
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return proc.pid
+
+
+def stop_component(component: str, pid: int, timeout: float, quiet: bool) -> None:
+    """SIGTERM, wait up to ``timeout`` s, SIGKILL if it ignored that; then SIGTERM its process group
+    (executor workers, uvicorn workers, running tasks share it)."""
+    if not pid_alive(pid):
+        return
+    if not quiet:
+        log(f"stopping {component} (pid {pid})")
+    send(pid, signal.SIGTERM)
+    if not wait_gone([pid], timeout):
+        log(f"{component} ignored SIGTERM for {timeout:.0f} s: killing it")
+        send_group(pid, signal.SIGKILL)
+    send_group(pid, signal.SIGTERM)
+
+
+def orphans(home: Path) -> list[int]:
+    """Our own processes (any name) whose environment has AIRFLOW_HOME=``home``."""
+    found = []
+    me, uid = os.getpid(), os.getuid()
+    for proc in psutil.process_iter(["uids"]):
+        try:
+            if proc.pid == me or proc.info["uids"] is None or proc.info["uids"].effective != uid:
+                continue
+            if proc.environ().get("AIRFLOW_HOME") != str(home):
+                continue
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if pid_alive(proc.pid):
+            found.append(proc.pid)
+    return found
+
+
+def terminate_all(pids: list[int]) -> None:
+    """SIGTERM, up to 10 s, then SIGKILL what is left."""
+    for pid in pids:
+        send(pid, signal.SIGTERM)
+    wait_gone(pids, 10)
+    for pid in pids:
+        if pid_alive(pid):
+            send(pid, signal.SIGKILL)
+
+
+def summary(args: Iterable[str], returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
+    """The JSON summary (last stdout line) of an ``ml-tasks`` run, or PlatformError with its error line."""
+    command = f"ml-tasks {' '.join(args)}"
+    if returncode != 0:
+        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("ml-tasks: error:")]
+        reason = (errors or lines or ["(no output on stderr)"])[-1]
+        raise PlatformError(f"{command} failed (exit status {returncode}): {reason}")
+    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+    try:
+        result = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        result = None
+    if not isinstance(result, dict):
+        raise PlatformError(f"{command} printed no JSON summary: {stdout[-500:]!r}")
+    return result
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    if not path.is_file():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
