@@ -1,17 +1,6 @@
-"""Baselines a candidate model must beat: the majority class, the payment-type rule, a gradient-boosted tree.
-
-Each is fitted on the TRAIN table only and returned as a :class:`Baseline`, which implements the Scorer
-protocol (``predict_proba(table) -> float64 probabilities`` and ``threshold``) plus a ``name``, so the
-evaluation scores it on the evaluation window exactly like the candidate.
-
-* ``majority_class``: the train prevalence as a constant score (ROC-AUC 0.5 by construction; its accuracy
-  is the majority-class accuracy at threshold 0.5).
-* ``payment_type_rule``: the train positive rate of the trip's payment type. On the Chicago data cash tips
-  are almost never recorded, so this one-feature rule already reaches ROC-AUC ~0.9: the bar a model has to
-  clear to show it learned more than the recording artefact.
-* ``gradient_boosted_tree``: scikit-learn's ``HistGradientBoostingClassifier`` with native categorical
-  support on the same model inputs as the network (``infer_inputs``), fixed seed, bounded iterations and
-  early stopping on the newest part of the train table (time-based, like the network's split).
+"""Baselines a candidate must beat, fitted on the TRAIN table only: the majority class, the payment-type rule
+and a gradient-boosted tree. Each is a :class:`Baseline` (the Scorer protocol plus a ``name``), scored on the
+evaluation window exactly like the candidate (docs/evaluation.md says why these three).
 """
 
 from __future__ import annotations
