@@ -16,7 +16,10 @@ import pyarrow as pa
 import pytest
 
 from ml_tasks.models import metrics as model_metrics
-from ml_tasks.training import baselines, evaluate
+from ml_tasks.training.evaluation import baselines
+from ml_tasks.training.evaluation.behaviour import behavioural_tests
+from ml_tasks.training.evaluation.leakage import leakage_warnings, single_feature_auc
+from ml_tasks.training.evaluation.report import evaluate_candidate
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +46,8 @@ def test_baselines_reach_the_known_aucs(baseline_aucs: dict[str, float]) -> None
 
 def test_payment_type_is_flagged_as_a_leak(tfdv_frames: tuple[pa.Table, pa.Table]) -> None:
     train, ev = tfdv_frames
-    aucs = evaluate.single_feature_auc(train, ev)
-    warnings = evaluate.leakage_warnings(aucs)
+    aucs = single_feature_auc(train, ev)
+    warnings = leakage_warnings(aucs)
     assert [w["feature"] for w in warnings] == ["payment_type"]
     assert 0.90 <= aucs["payment_type"] <= 0.96
     # nothing else comes close: the next best single input is far below
@@ -78,7 +81,7 @@ def report(
     train, ev = tfdv_frames
     out = tmp_path_factory.mktemp("evaluation")
     started = time.perf_counter()
-    result = evaluate.evaluate_candidate(
+    result = evaluate_candidate(
         bundle,
         train,
         ev,
@@ -138,11 +141,11 @@ def test_onnx_export_scores_like_the_bundle_on_the_same_window(
     train, ev = tfdv_frames
     export_onnx(bundle.path, sample=ev.slice(0, 256))
     onnx = OnnxScorer(bundle.path / "model.onnx")
-    report = evaluate.evaluate_candidate(
+    report = evaluate_candidate(
         bundle, train, ev, champion=onnx, out_dir=tmp_path, model_meta=bundle.metadata, gbt_threads=1
     )
     cand, champ = report["candidate"]["metrics"], report["champion"]["metrics"]
     assert champ["rows"] == cand["rows"] == ev.num_rows
     assert champ["roc_auc"] == pytest.approx(cand["roc_auc"], abs=1e-5)
     assert champ["log_loss"] == pytest.approx(cand["log_loss"], abs=1e-5)
-    assert all(t["passed"] for t in evaluate.behavioural_tests(onnx, ev))
+    assert all(t["passed"] for t in behavioural_tests(onnx, ev))
