@@ -1,0 +1,5 @@
+import sys
+
+from scripts.demo.cli import main
+
+sys.exit(main())
