@@ -1,18 +1,7 @@
 """Transform: raw/trips/dt=D -> staging/trips/dt=D, typed rows plus derived columns, nothing judged.
 
-Every raw row comes out exactly once (rows in == rows out): bad rows are only *marked* here (nulls in
-derived columns, ``_is_duplicate``) and validation decides what to quarantine.
-
-Time zones. The portal's timestamps are floating Chicago wall-clock times. They are localised to
-``settings.timezone`` explicitly with :func:`pyarrow.compute.assume_timezone`:
-
-* the autumn DST hour (01:00-01:59 happens twice) is ambiguous: we take the **earliest** instant (the
-  first pass, still on daylight time), as the portal gives no offset to tell them apart;
-* the spring DST gap (02:00-02:59 does not exist) is shifted **forward** to the first valid instant,
-  03:00 daylight time (Arrow calls this ``nonexistent="latest"``; pandas calls it ``shift_forward``).
-
-The calendar columns (``trip_date``, hour, day of week, month) are read from the wall clock as given, so
-they always agree with the partition key ``dt=D`` (also a wall-clock date), DST or not.
+Every raw row comes out exactly once; bad rows are only marked (nulls, ``_is_duplicate``) for validation.
+Timestamps are localised explicitly (DST: earliest / shift forward); see ``docs/ingest.md``.
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
-"""Monitoring of a deployed model: its reference, data / prediction drift, performance, the retrain decision.
+"""Monitoring of a deployed model: data quality, drift, performance and the retrain decision.
 
-* :mod:`.reference`: the reference stored with a model at training time (a seeded sample of the training
-  set with the model's scores, and per-column statistics over every training row);
-* :mod:`.drift`: the data-quality summary over every current row (pyarrow) and the Evidently drift report on
-  a bounded, seeded sample;
-* :mod:`.policy`: the decision (verdict, hysteresis, cooldown, retrain), pure functions;
-* :mod:`.monitor`: ``run_monitoring`` for one interval of predictions (the ``monitor`` step).
-
-Nothing heavy is imported here (Evidently, MLflow and torch are imported inside the functions that use them).
+Nothing heavy is imported here (Evidently and MLflow load inside the functions that use them).
+See ``docs/monitoring.md`` for the modules and the method.
 """
 
 from __future__ import annotations

@@ -1,23 +1,8 @@
 """The monitoring decision: verdict, hysteresis, cooldown and whether to retrain (pure functions, no I/O).
 
-Rules (all in DATA time: interval dates, never the wall clock, so a backfill decides as the live run would):
-
-* verdict: ``drift`` when the share of drifted input columns is at least ``monitor_drift_share``, or (when
-  ``monitor_prediction_drift``) the score's distribution drifted; otherwise ``performance`` when labelled
-  ROC-AUC fell more than ``monitor_max_auc_drop`` below the training-time value; otherwise ``no_drift``.
-  ``alert`` = the verdict is not ``no_drift``.
-* hysteresis: ``consecutive_drift`` counts this interval and the alerting intervals right before it, walking
-  back through the previous decisions while each one ends exactly where the next starts (a gap breaks the
-  chain) AND was made on the same model version (a new champion starts a new chain: alerts about the old
-  model say nothing about the new one). A retrain needs ``consecutive_drift >= drift_hysteresis``.
-* cooldown: no retrain while the latest previous decision with ``retrain: true`` has an interval end less than
-  ``retrain_cooldown_days`` days before this interval's end (whatever model it was about: retraining is what
-  is being rate-limited).
-* coverage: no retrain when the model that made the predictions was trained on data reaching this interval's
-  end (``model_trained_until`` >= interval end, e.g. during a backfill): a new model would see nothing newer.
-
-Previous decisions are those of EARLIER intervals only (start before this one's): a re-run of an interval
-never counts itself.
+Everything is judged in data time (interval dates, never the wall clock), so a backfill decides as the
+live run would; earlier decisions are those of intervals starting before this one. The rules are in
+``docs/monitoring.md``.
 """
 
 from __future__ import annotations

@@ -1,21 +1,8 @@
 """Trips from the City of Chicago data portal: the Socrata SODA 2.1 JSON API (CHICAGO_PORTAL.md).
 
-One query per local day of the interval, on the dataset that holds that day (``wrvz-psew`` before
-2024, ``ajtu-isnz`` from 2024; ``--dataset-id`` overrides), so an interval across the new year is split
-by itself::
-
-    GET {base}/resource/{id}.json?$where=trip_start_timestamp >= 'D' AND trip_start_timestamp < 'D+1'
-        &$order=trip_start_timestamp,trip_id&$limit=50000&$offset=k*50000
-
-pages until a short or empty page, then ``$select=count(*)`` with the same ``$where``. A day whose
-fetched row count differs from the count is fetched once more (the portal is updated while we read),
-then fails with both numbers. A day's pages are held (typed, ~30 MB for a 2014 day) until its count
-agrees, so a failed check never leaves part of a day downstream.
-
-Transient failures (429 honouring Retry-After, 202, 5xx, timeouts, dropped connections, truncated or
-invalid JSON) are retried with exponential backoff for a bounded number of attempts; any other 4xx is
-an immediate :class:`SourceError` carrying the API's ``{code, error, message}``. The app token goes in
-the ``X-App-Token`` header only: never in a URL, a log line, an error or :meth:`describe`.
+One paged query per local day, checked against the portal's count (refetched once, then an error);
+transient failures retried with backoff; the app token only ever in the ``X-App-Token`` header.
+See ``docs/ingest.md``.
 """
 
 from __future__ import annotations

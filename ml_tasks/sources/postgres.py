@@ -1,15 +1,7 @@
 """Trips from PostgreSQL: a table filtered on the interval, or a query with ``:start`` and ``:end``.
 
-``--table schema.name`` selects the table's rows with ``trip_start_timestamp`` in ``[start, end)``
-(local wall-clock midnights; identifiers quoted by SQLAlchemy), ordered by the timestamp then
-``trip_id`` or the primary key. ``--query`` runs the given SQL with ``:start`` and ``:end`` bound to the
-same datetimes; it must use both (otherwise every day would get the same rows) and should order its
-rows. The session time zone is the pipeline's (America/Chicago), so ``timestamptz`` columns compare
-and arrive as local wall-clock time.
-
-Rows stream through a server-side cursor in batches of ``batch_rows`` and are typed by
-:func:`ml_tasks.schema.to_canonical`. The URI comes from ``FLYWHEEL_POSTGRES_URI`` (or an option);
-its password never appears in logs, errors or :meth:`describe`.
+Rows stream through a server-side cursor in batches and are typed by :func:`ml_tasks.schema.to_canonical`;
+the password never appears in logs, errors or :meth:`describe`. See ``docs/ingest.md``.
 """
 
 from __future__ import annotations

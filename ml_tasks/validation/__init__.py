@@ -1,11 +1,7 @@
 """Validation: staging/trips -> staging/trips_accepted + quarantine/trips + reports/validation.
 
-The rules are a great-expectations suite defined in code (:mod:`ml_tasks.validation.rules`); GX picks
-the failing rows, every rejected row lands in quarantine with its reason codes, and batch-level failures
-raise :class:`ValidationFailed` after the reports are written.
-
-This module stays light on purpose: the CLI imports :class:`ValidationFailed` to format errors of any
-step, and great_expectations costs seconds to import, so the heavy modules load only in :func:`validate`.
+Light on purpose: the CLI imports :class:`ValidationFailed`; great_expectations (seconds to import)
+loads only inside :func:`validate`. See ``docs/ingest.md``.
 """
 
 from __future__ import annotations

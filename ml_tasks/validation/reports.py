@@ -1,13 +1,7 @@
 """Validation reports: the GX result as JSON, GX's data docs page for it, and a readable index page.
 
-Data docs: GX 1.24 *can* build a full data docs site from a temporary file context (a Checkpoint with
-``UpdateDataDocsAction``; measured 0.4 s), but every site carries 4.1 MB of static assets. We render the
-same validation page with GX's own data docs renderer (``ValidationResultsPageRenderer`` +
-``DefaultJinjaPageView``) into one self-contained ``data_docs.html`` per partition instead; it loads its
-CSS from GX's usual CDNs and stays readable (unstyled) offline.
-
-The GX result JSON and the data docs page carry GX's validation time and run ids, so they differ between
-runs; ``accounting.json`` and ``index.html`` are deterministic.
+One self-contained ``data_docs.html`` per day from GX's own renderer (a full GX site carries 4.1 MB of
+assets). GX result and data docs are volatile (run time, ids); accounting.json and index.html are not.
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
 """The validation rules: one stable reject code each, expressed as great-expectations expectations.
 
-Row rules (a failing row is quarantined with the rule's code) are GX expectations evaluated on the
-day's rows; GX's unexpected row ids pick the rows. Their order here is the order of codes in
-``reject_reason`` ("fare_out_of_range;payment_type_unknown"). Codes are a contract: dashboards and
-quarantine consumers key on them, so change a code only with a migration note.
-
-Batch rules fail the whole partition (:class:`~ml_tasks.validation.ValidationFailed`):
-
-* ``schema_mismatch``: columns, order and Arrow types differ from :data:`CURATED_SCHEMA`. Checked on the
-  Arrow schema, not by GX: GX only sees pandas dtypes, which cannot tell int8 from int64 or a date from
-  a string, and a partition whose columns are wrong cannot be split row by row anyway.
-* ``empty_partition``: no rows while ``allow_empty`` is off (GX ``expect_table_row_count_to_be_between``).
-* ``reject_rate_exceeded``: quarantined share above ``max_reject_rate``. An aggregate over the union
-  of all row rules: computed by the accounting, shown in accounting.json and index.html.
-
-Nulls: range and domain rules ignore nulls (GX column-map semantics); the ``missing_*`` rules own them.
+Row rules quarantine a row with their code (``reject_reason`` lists codes in the order defined here);
+batch rules (schema, empty, reject share) fail the whole day. Codes are a contract: change one only
+with a migration note. See ``docs/ingest.md``.
 """
 
 from __future__ import annotations
