@@ -18,15 +18,8 @@ from ml_tasks.intervals import Interval
 from ml_tasks.schema import PAYMENT_TYPES, RAW_SCHEMA
 from ml_tasks.settings import Settings
 from ml_tasks.sources import Source, SourceError, get_source
-from ml_tasks.sources.synthetic import (
-    CHUNK_ROWS,
-    DIRTY_KINDS,
-    DRIFT,
-    GENERATOR_VERSION,
-    SOURCE_TAG,
-    WEEKDAY_FACTORS,
-    SyntheticSource,
-)
+from ml_tasks.sources.synthetic import CHUNK_ROWS, GENERATOR_VERSION, SOURCE_TAG, SyntheticSource
+from ml_tasks.sources.synthetic_calibration import DIRTY_KINDS, DRIFT, WEEKDAY_FACTORS
 from tests.conftest import run_cli
 
 D = dt.date(2024, 5, 1)  # a Wednesday
