@@ -1,19 +1,7 @@
-"""Training-set-shaped tables straight from curated trips or from a trips file (no Feast columns).
+"""Training-set-shaped tables straight from curated trips or a trips file (no Feast columns).
 
-The training step normally reads a training set built by Feast (``ml_tasks.features.training_set``). Tests,
-benchmarks and offline experiments on the real sample files need the same table without a data root and
-a feature store: this module produces it through the project's own code path,
-
-    file source (mapping) -> canonical raw schema -> transform's derived columns -> validation's row rules
-    -> entity columns + request-time features + label,
-
-so a model trained on it sees exactly the columns, types and definitions of a real training set (minus
-the ``<view>__<feature>`` columns, which the model treats as optional inputs).
-
-The row rules are those of :mod:`ml_tasks.validation.rules`, re-expressed as vectorised pyarrow masks:
-the GX suite that enforces them in the pipeline costs ~13 s to import alone. Rows a rule rejects are
-dropped here and counted by reject code (nothing is lost silently); ``test_train_real_data`` checks that
-the codes stay the same as the pipeline's.
+For tests, benchmarks and offline experiments: the project's own source -> transform -> row-rule path,
+rejected rows counted by reject code (docs/training.md).
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
 """The promotion gate: may a candidate model become the champion?
 
-A pure function over metric dicts, so every branch is unit-tested without MLflow or a model:
-
-* the candidate must beat EVERY baseline on the gate metric (strictly) on the same evaluation window;
-* it must not be worse than the current champion (scored on that same window) by more than ``margin``;
-  the very first model has no champion and only has to beat the baselines;
-* its ONNX export must have passed the export checks (integrity, parity, dynamic batch).
-
-``force=True`` (an explicit DAG param) promotes anyway, but the decision records ``forced=True`` and the
-reasons that would have blocked it, so a forced promotion is never silent.
+A pure function over metric dicts: beat every baseline, stay within ``margin`` of the champion, pass the
+ONNX checks; ``force`` promotes anyway and says what it overrode (docs/training.md).
 """
 
 from __future__ import annotations

@@ -1,17 +1,6 @@
-"""ONNX export of a bundle, the checks that decide whether the export can be trusted, and its scorer.
+"""ONNX export of a bundle (dynamic batch, pinned opset, preprocessing embedded) and the checks on it.
 
-* :func:`export_onnx` writes ``<bundle>/model.onnx`` with the dynamo exporter: inputs ``numeric`` float32
-  [batch, F] and ``categorical`` int64 [batch, C], output ``probability`` float32 [batch], a dynamic batch
-  dimension and a pinned opset. The bundle's ``model.json`` and ``preprocessing.json`` are embedded in the
-  model's ``metadata_props`` (``flywheel.model``, ``flywheel.preprocessing``): an ONNX file alone is enough to
-  score raw rows (``models.scorer.OnnxScorer``), with the preprocessing the model was trained with.
-* :func:`check_onnx` compares the file with the sha256 recorded at export (a corrupted or swapped file is
-  caught), loads it in onnxruntime, checks the graph's names / dtypes / dynamic batch dim, checks parity with
-  the torch model on real rows (max abs difference and identical decisions at the threshold), runs batch 1
-  and a large batch, and measures latency and throughput. A failed check is a RESULT (``passed=False`` with
-  reasons, recorded by the gate), not an exception; only unusable arguments raise.
-* :func:`corrupt_onnx` is the fault injector of the tests and the e2e suite.
-
+A failed check is a result (``passed=False`` with reasons), not an exception; see docs/training.md.
 torch / onnx / onnxruntime are imported inside functions: this module is imported only by the steps.
 """
 

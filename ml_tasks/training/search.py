@@ -1,10 +1,6 @@
 """A small hyperparameter search: trial 0 is the default configuration, the others are seeded draws.
 
-The space is deliberately narrow (a few widths, rates and regularisations that matter for a tabular MLP
-of this size): with the default two or three trials the search is a sanity check of the defaults, not
-a tuning campaign. Pinned values (``--max-epochs``, ``--learning-rate``) apply to every trial. The same
-seed gives the same trials, so a retried task trains exactly the same candidates (and resumes their
-checkpoints).
+Pinned values apply to every trial; the same seed gives the same trials (docs/training.md).
 """
 
 from __future__ import annotations
