@@ -55,7 +55,7 @@ def reference_query(root_base: str, curated_files: list[str], out_path: str) -> 
     """The plain DuckDB point-in-time join of the curated trips with the service's feature views."""
     from ml_tasks.contract import TRIP_KEY
     from ml_tasks.features.request import REQUEST_FEATURES
-    from ml_tasks.features.training_set import ENTITY_COLUMNS
+    from ml_tasks.features.retrieval import ENTITY_COLUMNS
 
     views = [VIEWS_BY_NAME[name] for name in FEATURE_SERVICES[SERVICE]]
     entity_cols = [*ENTITY_COLUMNS, *REQUEST_FEATURES]

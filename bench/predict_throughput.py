@@ -6,7 +6,7 @@ or an existing root (``--data-root`` with ``--start/--end``) that already has a 
 
 Measured in the same run, on the same rows and threads:
 
-* end to end: :func:`ml_tasks.prediction.predict.predict_interval` over the ``--days`` days (resolve the
+* end to end: :func:`ml_tasks.prediction.commit.predict_interval` over the ``--days`` days (resolve the
   alias, open and check the Feast registry, entity frame + request-time features, Feast point-in-time join,
   encode, ONNX, write the partitions + manifests, commit). Run twice: ``cold`` (first call in the process:
   imports of Feast / MLflow / onnxruntime included, as in a fresh Airflow task) and ``warm``;
@@ -155,10 +155,11 @@ def run(args: argparse.Namespace, root: str, start: dt.date, end: dt.date, build
     import numpy as np
     import pyarrow as pa
 
+    from ml_tasks.features import retrieval
     from ml_tasks.intervals import Interval
     from ml_tasks.models.preprocess import Preprocessor
     from ml_tasks.models.scorer import OnnxScorer
-    from ml_tasks.prediction import predict as p
+    from ml_tasks.prediction import commit, resolve, score
     from ml_tasks.settings import Settings
     from ml_tasks.storage import DataRoot
 
@@ -166,23 +167,23 @@ def run(args: argparse.Namespace, root: str, start: dt.date, end: dt.date, build
     interval = Interval(start, end)
     timers = Timers()
     for owner, attr, label in (
-        (p, "resolve_model", "resolve_model"),
-        (p, "_open_store", "open_and_check_feast"),
-        (p, "load_scorer", "load_scorer"),
-        (p, "entity_frame", "entity_frame"),
-        (p, "historical_join", "feast_pit_join"),
+        (commit, "resolve_model", "resolve_model"),
+        (score, "open_checked_store", "open_and_check_feast"),
+        (score, "load_scorer", "load_scorer"),
+        (score, "entity_frame", "entity_frame"),
+        (retrieval, "historical_join", "feast_pit_join"),
         (Preprocessor, "encode", "encode"),
         (OnnxScorer, "predict_encoded", "onnx"),
-        (p, "commit_predictions", "commit"),
+        (commit, "commit_predictions", "commit"),
     ):
         timers.wrap(owner, attr, label)
 
     started = time.perf_counter()
-    cold = p.predict_interval(settings, interval, "taxi_tips@champion", run_key="bench-cold")
+    cold = commit.predict_interval(settings, interval, "taxi_tips@champion", run_key="bench-cold")
     cold_seconds = time.perf_counter() - started
     timers.reset()
     started = time.perf_counter()
-    warm = p.predict_interval(settings, interval, "taxi_tips@champion", run_key="bench-warm")
+    warm = commit.predict_interval(settings, interval, "taxi_tips@champion", run_key="bench-warm")
     warm_seconds = time.perf_counter() - started
     breakdown = {k: round(v, 3) for k, v in timers.seconds.items()}
     breakdown["other"] = round(warm_seconds - sum(timers.seconds.values()), 3)
@@ -191,10 +192,10 @@ def run(args: argparse.Namespace, root: str, start: dt.date, end: dt.date, build
         raise SystemExit(f"no trips in {interval}: nothing to measure")
 
     # the floor: the same rows, encoded beforehand, through the same scorer settings
-    model = p.resolve_model(settings, "taxi_tips@champion")
-    scorer = p.load_scorer(settings, model)
+    model = resolve.resolve_model(settings, "taxi_tips@champion")
+    scorer = resolve.load_scorer(settings, model)
     data = DataRoot(root)
-    table = pa.concat_tables([p.read_predictions(data, model.name, d) for d in interval.days()])
+    table = pa.concat_tables([commit.read_predictions(data, model.name, d) for d in interval.days()])
     encoded = scorer.preprocessor.encode(table)
     scorer.predict_encoded(encoded.numeric[:1000], encoded.categorical[:1000])  # warm-up
     timers.reset()

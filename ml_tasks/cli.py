@@ -484,8 +484,8 @@ def resolve_model(
     data_root: DataRootOpt = None,
 ) -> None:
     """Resolve a model alias to its version once (what a sharded prediction run pins)."""
-    from ml_tasks.prediction.predict import NoModelError
-    from ml_tasks.prediction.predict import resolve_model as resolve
+    from ml_tasks.prediction.resolve import NoModelError
+    from ml_tasks.prediction.resolve import resolve_model as resolve
 
     settings = _settings(data_root)
     try:
@@ -514,19 +514,21 @@ def predict(
     Without --shard: the whole interval, committed at once. With --shard I --shards N --run-key K: one
     shard into the staging area; ``predict-commit`` then writes the partitions once all N succeeded.
     """
-    from ml_tasks.prediction import predict as prediction
+    from ml_tasks.prediction.commit import predict_interval
+    from ml_tasks.prediction.resolve import resolve_model as resolve
+    from ml_tasks.prediction.score import predict_shard
 
     settings = _settings(data_root)
     interval = _interval(start, end, settings)
     if shard is None:
         if shards not in (None, 1):
             raise StepError("--shards N needs --shard I (a sharded run scores one shard per task)")
-        emit(_with_partitions(prediction.predict_interval(settings, interval, model)))
+        emit(_with_partitions(predict_interval(settings, interval, model)))
         return
     if shards is None or not run_key:
         raise StepError("--shard needs --shards and --run-key")
-    resolved = prediction.resolve_model(settings, model)
-    emit(prediction.predict_shard(settings, interval, resolved, shard, shards, run_key))
+    resolved = resolve(settings, model)
+    emit(predict_shard(settings, interval, resolved, shard, shards, run_key))
 
 
 @app.command("predict-commit")
@@ -539,14 +541,15 @@ def predict_commit(
     data_root: DataRootOpt = None,
 ) -> None:
     """Check every shard of a sharded run succeeded, then write the interval's partitions (and upsert)."""
-    from ml_tasks.prediction import predict as prediction
+    from ml_tasks.prediction.commit import commit_predictions
+    from ml_tasks.prediction.resolve import resolve_model as resolve
 
     if not run_key:
         raise StepError("predict-commit needs --run-key (the one the shards used)")
     settings = _settings(data_root)
     interval = _interval(start, end, settings)
-    resolved = prediction.resolve_model(settings, model)
-    emit(_with_partitions(prediction.commit_predictions(settings, interval, resolved, shards, run_key)))
+    resolved = resolve(settings, model)
+    emit(_with_partitions(commit_predictions(settings, interval, resolved, shards, run_key)))
 
 
 @app.command()

@@ -13,8 +13,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from ml_tasks.features.retrieval import resolve_service
 from ml_tasks.features.store import FeatureStoreError, StoreHandle
-from ml_tasks.features.training_set import resolve_service
 
 log = logging.getLogger(__name__)
 

@@ -380,16 +380,16 @@ def load_reference(settings: Settings, name: str, version: str) -> Reference:
     """The reference of ``models:/<name>/<version>``, downloaded once into the model cache.
 
     Cached in ``<data_root>/mlflow/model-cache/<name>/<version>/`` (beside the ONNX file of
-    ``registry.download_onnx``); a cached pair is reused when the sample matches the statistics' hash.
+    ``loading.download_onnx``); a cached pair is reused when the sample matches the statistics' hash.
 
     Raises:
         ReferenceNotFoundError: the version's artifacts have no reference (an older model).
     """
     import mlflow.artifacts
 
-    from ml_tasks.models import registry, tracking
+    from ml_tasks.models import loading, tracking
 
-    cache_root = registry.model_cache_dir(settings)
+    cache_root = loading.model_cache_dir(settings)
     target = cache_root / name / str(version)
     if all((target / f).is_file() for f in REFERENCE_FILES):
         try:

@@ -1,16 +1,7 @@
-"""The MLflow model registry: the ONNX model of a bundle as a version of ``taxi_tips``, and its aliases.
+"""The MLflow model registry: ONNX bundles as versions of ``taxi_tips``, their lineage tags and aliases.
 
-* :func:`register_onnx` logs ``model.onnx`` with ``mlflow.onnx.log_model`` into the model's run (the train
-  run) with EXPLICIT pip requirements (pins of the installed onnx / onnxruntime / numpy: MLflow's automatic
-  inference costs ~10 s) and the bundle's JSON / card files as extra files, and registers it (MLflow 3: a
-  LoggedModel plus a model version). Version tags carry the lineage: run ids, ONNX and preprocessing
-  sha256, feature service, training set URI and sha256, key metrics. Registering the same run and the same
-  ONNX file again returns the existing version (an Airflow retry does not add versions).
-* Aliases: ``champion`` is what batch prediction serves, ``challenger`` the latest candidate that was not
-  promoted. :func:`promote` and :func:`mark_challenger` record the gate's decision, reasons and whether it
-  was forced in version tags (``flywheel.promotion.*``).
-* :func:`load_champion_scorer` downloads a version's ONNX file to a local cache (verified against the
-  sha256 tag) and returns an :class:`~ml_tasks.training.onnx_export.OnnxScorer`.
+Promotion (the ``champion`` / ``challenger`` aliases) is :mod:`ml_tasks.models.promotion`; downloading and
+loading a version's ONNX file is :mod:`ml_tasks.models.loading`. Design notes: ``docs/prediction.md``.
 """
 
 from __future__ import annotations
@@ -18,10 +9,8 @@ from __future__ import annotations
 import importlib.metadata as md
 import json
 import logging
-import shutil
-import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -30,30 +19,21 @@ from ml_tasks.contract import (
     CHALLENGER,
     CHAMPION,
     REGISTERED_MODEL,
-    TAG_DECIDED_AT,
-    TAG_DECISION,
-    TAG_DETAILS,
     TAG_FEATURE_SERVICE,
-    TAG_FORCE_REASON,
-    TAG_FORCED,
     TAG_METRIC,
     TAG_ONNX_SHA256,
     TAG_PREPROCESSING_SHA256,
-    TAG_PREVIOUS_CHAMPION,
-    TAG_REASONS,
     TAG_RUN_ID,
     TAG_TRAINING_SET_SHA256,
     TAG_TRAINING_SET_URI,
 )
 from ml_tasks.errors import FlywheelError
 from ml_tasks.models import tracking
-from ml_tasks.settings import Settings, get_settings
+from ml_tasks.settings import Settings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
-
-    from ml_tasks.models.scorer import OnnxScorer
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +94,8 @@ Target: TypeAlias = "Settings | MlflowClient | None"
 """What registry functions talk to: Flywheel settings (-> :func:`tracking.client`), a client, or None."""
 
 
-def _client(target: Target) -> MlflowClient:
+def client_for(target: Target) -> MlflowClient:
+    """The MLflow client of ``target`` (a client is returned as is)."""
     from mlflow import MlflowClient
 
     if isinstance(target, MlflowClient):
@@ -147,7 +128,8 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "\\'") + "'"
 
 
-def _tag_value(value: Any) -> str:
+def tag_value(value: Any) -> str:
+    """A tag value: text as is, anything else as JSON; cut to MLflow's limit."""
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     return text if len(text) <= _MAX_TAG else text[: _MAX_TAG - 3] + "..."
 
@@ -180,7 +162,7 @@ def version_tags(
         tags[f"{TAG_METRIC}.{name}"] = f"{float(value):.6g}"
     if "threshold" in meta:
         tags["flywheel.threshold"] = f"{float(meta['threshold']):.6g}"
-    return {k: _tag_value(v) for k, v in tags.items()}
+    return {k: tag_value(v) for k, v in tags.items()}
 
 
 def find_version(client: MlflowClient, name: str, run_id: str, onnx_sha256: str) -> ModelVersion | None:
@@ -240,7 +222,7 @@ def register_onnx(
     tags = version_tags(
         bundle, onnx_sha256=sha, run_ids={"train": run_id, **(run_ids or {})}, metrics=metrics
     )
-    client = _client(target)
+    client = client_for(target)
 
     existing = find_version(client, name, run_id, sha)
     if existing is not None:
@@ -313,7 +295,7 @@ def registered_version(
     run_id = _bundle_run_id(bundle)
     if not (bundle / ONNX_FILE).is_file():
         return None
-    mv = find_version(_client(target), model_name, run_id, file_sha256(bundle / ONNX_FILE))
+    mv = find_version(client_for(target), model_name, run_id, file_sha256(bundle / ONNX_FILE))
     return str(mv.version) if mv is not None else None
 
 
@@ -371,10 +353,11 @@ def register_candidate(
 
 def get_version(target: Target, name: str, version: str) -> VersionInfo:
     """One version's info."""
-    return _info(_client(target).get_model_version(name, str(version)))
+    return _info(client_for(target).get_model_version(name, str(version)))
 
 
-def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+def alias_model_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """MLflow's version holding ``alias`` on ``name``, or None (no model, or no such alias)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -388,7 +371,7 @@ def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion 
 
 def alias_version(target: Target, name: str, alias: str) -> VersionInfo | None:
     """The version holding ``alias`` on ``name``, or None (no model, or no such alias)."""
-    mv = _alias_version(_client(target), name, alias)
+    mv = alias_model_version(client_for(target), name, alias)
     return _info(mv) if mv is not None else None
 
 
@@ -406,206 +389,3 @@ def champion(target: Target, name: str = REGISTERED_MODEL) -> VersionInfo | None
 def challenger(target: Target, name: str = REGISTERED_MODEL) -> VersionInfo | None:
     """The version holding the ``challenger`` alias, or None."""
     return alias_version(target, name, CHALLENGER)
-
-
-def _decision_fields(
-    decision: Mapping[str, Any] | None, reasons: Sequence[str] | None, forced: bool | None
-) -> tuple[list[str], bool, dict[str, Any] | None]:
-    d = dict(decision or {})
-    return (
-        [str(r) for r in (reasons if reasons is not None else d.get("reasons", []))],
-        bool(forced if forced is not None else d.get("forced", False)),
-        d.get("details"),
-    )
-
-
-def _record_decision(
-    client: MlflowClient,
-    name: str,
-    version: str,
-    decision: str,
-    reasons: Sequence[str],
-    forced: bool,
-    details: Mapping[str, Any] | None,
-    force_reason: str | None,
-) -> None:
-    import datetime as dt
-
-    tags = {
-        TAG_DECISION: decision,
-        TAG_REASONS: _tag_value(list(reasons)),
-        TAG_FORCED: "true" if forced else "false",
-        TAG_DECIDED_AT: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-    if details is not None:
-        tags[TAG_DETAILS] = _tag_value(details)
-    if force_reason:
-        tags[TAG_FORCE_REASON] = _tag_value(force_reason)
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
-
-
-def promote(
-    target: Target,
-    name: str,
-    version: str,
-    *,
-    decision: Mapping[str, Any] | None = None,
-    reasons: Sequence[str] | None = None,
-    forced: bool | None = None,
-    reason: str | None = None,
-) -> VersionInfo:
-    """Move the ``champion`` alias to ``version`` and record the decision in its tags.
-
-    Args:
-        target: Settings or a client.
-        name: Registered model name.
-        version: The version to promote.
-        decision: ``Decision.to_dict()`` of the gate (reasons, forced, details are recorded).
-        reasons: Reasons (override the decision's).
-        forced: Forced flag (overrides the decision's).
-        reason: The operator's reason for a forced promotion (``flywheel.promotion.force_reason``).
-
-    The previous champion's version is kept in ``flywheel.promotion.previous_champion`` (rollback = promote
-    it again). If ``version`` held the ``challenger`` alias, that alias is removed. Promoting the current
-    champion again only refreshes the tags.
-    """
-    client = _client(target)
-    version = str(version)
-    client.get_model_version(name, version)  # a clear MLflow error for a version that does not exist
-    why, is_forced, details = _decision_fields(decision, reasons, forced)
-    previous = _alias_version(client, name, CHAMPION)
-    if previous is not None and str(previous.version) != version:
-        client.set_model_version_tag(name, version, TAG_PREVIOUS_CHAMPION, str(previous.version))
-    _record_decision(client, name, version, CHAMPION, why, is_forced, details, reason if is_forced else None)
-    client.set_registered_model_alias(name, CHAMPION, version)
-    current_challenger = _alias_version(client, name, CHALLENGER)
-    if current_challenger is not None and str(current_challenger.version) == version:
-        client.delete_registered_model_alias(name, CHALLENGER)
-    log.info(
-        "%s version %s is champion%s (previous: %s)",
-        name, version, " (FORCED)" if is_forced else "", previous.version if previous else None,
-    )  # fmt: skip
-    return get_version(client, name, version)
-
-
-def mark_challenger(
-    target: Target,
-    name: str,
-    version: str,
-    *,
-    decision: Mapping[str, Any] | None = None,
-    reasons: Sequence[str] | None = None,
-    forced: bool | None = None,
-) -> VersionInfo:
-    """Point the ``challenger`` alias at ``version`` (not promoted) and record why in its tags.
-
-    The champion alias is untouched.
-
-    Raises:
-        RegistryError: ``version`` is the current champion (a model cannot be both).
-    """
-    client = _client(target)
-    version = str(version)
-    client.get_model_version(name, version)
-    current = _alias_version(client, name, CHAMPION)
-    if current is not None and str(current.version) == version:
-        raise RegistryError(f"{name} version {version} is the champion: it cannot also be the challenger")
-    why, is_forced, details = _decision_fields(decision, reasons, forced)
-    _record_decision(client, name, version, CHALLENGER, why, is_forced, details, None)
-    client.set_registered_model_alias(name, CHALLENGER, version)
-    log.info("%s version %s is challenger: %s", name, version, "; ".join(why))
-    return get_version(client, name, version)
-
-
-def model_cache_dir(settings: Settings) -> Path:
-    """Where downloaded model files are cached: ``<data root>/mlflow/model-cache`` for a local data root, a
-    temporary folder for a remote one."""
-    root = settings.resolved_data_root()
-    if "://" in root:
-        return Path(tempfile.gettempdir()) / "flywheel-model-cache"
-    return Path(root) / "mlflow" / "model-cache"
-
-
-def download_onnx(client: MlflowClient, info: VersionInfo, *, cache_dir: Path) -> Path:
-    """The version's ``model.onnx`` in ``cache_dir/<name>/<version>/`` (downloaded once, sha-verified).
-
-    Raises:
-        RegistryError: the artifact has no model.onnx, or its sha256 is not the version's tag.
-    """
-    import mlflow.artifacts
-
-    from ml_tasks.contract import ONNX_FILE
-    from ml_tasks.storage import file_sha256
-
-    expected = info.onnx_sha256
-    target = cache_dir / info.name / info.version
-    cached = target / ONNX_FILE
-
-    def valid() -> bool:
-        return cached.is_file() and (expected is None or file_sha256(cached) == expected)
-
-    if valid():
-        return cached
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".download-"))
-    try:
-        local = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=info.uri, dst_path=str(staging / "dl"), tracking_uri=client.tracking_uri
-            )
-        )
-        found = local / ONNX_FILE if (local / ONNX_FILE).is_file() else next(local.rglob(ONNX_FILE), None)
-        if found is None:
-            raise RegistryError(f"{info.uri} has no {ONNX_FILE} artifact")
-        actual = file_sha256(found)
-        if expected is not None and actual != expected:
-            raise RegistryError(
-                f"{info.uri}: downloaded {ONNX_FILE} has sha256 {actual[:16]}..., the version tag says "
-                f"{expected[:16]}...: the registered artifact is not the file that was checked"
-            )
-        # the version folder is swapped in whole: a concurrent reader never sees half a file
-        ready = staging / "ready"
-        ready.mkdir()
-        found.replace(ready / ONNX_FILE)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists() and not valid():
-            shutil.rmtree(target, ignore_errors=True)  # a stale or corrupt copy
-        try:
-            ready.replace(target)
-        except OSError:
-            # another process (a concurrent shard) swapped in its verified copy first: use it
-            if not valid():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return cached
-
-
-def load_champion_scorer(
-    settings: Settings | None = None,
-    name: str = REGISTERED_MODEL,
-    alias: str = CHAMPION,
-    *,
-    cache_dir: Path | None = None,
-) -> tuple[OnnxScorer | None, dict[str, Any] | None]:
-    """An :class:`OnnxScorer` for ``models:/<name>@<alias>`` and the version it resolved to.
-
-    Returns:
-        ``(scorer, VersionInfo.to_dict())``, or ``(None, None)`` when the alias does not exist (the first
-        model has no champion to compare with).
-
-    Raises:
-        RegistryError: the artifact does not verify against the version's sha256 tag.
-    """
-    from ml_tasks.models.scorer import OnnxScorer
-
-    settings = settings or get_settings()
-    client = tracking.client(settings)
-    info = alias_version(client, name, alias)
-    if info is None:
-        return None, None
-    path = download_onnx(client, info, cache_dir=cache_dir or model_cache_dir(settings))
-    scorer = OnnxScorer(path)
-    log.info("loaded %s@%s = version %s from %s", name, alias, info.version, path)
-    return scorer, {**info.to_dict(), "alias": alias, "path": str(path)}

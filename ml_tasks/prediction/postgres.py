@@ -1,12 +1,5 @@
-"""Upsert committed predictions into a PostgreSQL table keyed by (trip_key, model_version).
-
-One transaction per commit: the rows are streamed with ``COPY ... FROM STDIN`` (CSV written by pyarrow,
-one day's partition at a time) into a temporary table, then merged with one
-``INSERT ... ON CONFLICT (trip_key, model_version) DO UPDATE``: re-running an interval updates its rows
-instead of duplicating them; another model version adds its own rows. Only the core prediction columns
-go to the database (the model inputs stay in parquet). The table is created when missing.
-psycopg 3 through SQLAlchemy's raw connection; the URI is a secret and is never logged.
-"""
+"""Upsert committed predictions into a PostgreSQL table keyed by (trip_key, model_version), in one
+transaction per commit (COPY into a temporary table, then INSERT ... ON CONFLICT). See docs/prediction.md."""
 
 from __future__ import annotations
 
@@ -19,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from ml_tasks.prediction.predict import CORE_COLUMNS, PredictionError
+from ml_tasks.prediction.schema import CORE_COLUMNS, PredictionError
 from ml_tasks.storage import DataRoot
 
 if TYPE_CHECKING:

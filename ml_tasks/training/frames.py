@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from ml_tasks.contract import EVENT_TIMESTAMP, LABEL, TRIP_KEY
 from ml_tasks.features.request import REQUEST_FEATURES, request_time_features
-from ml_tasks.features.training_set import ENTITY_COLUMNS
+from ml_tasks.features.retrieval import ENTITY_COLUMNS
 from ml_tasks.intervals import Interval
 from ml_tasks.schema import COMMUNITY_AREAS, CURATED_SCHEMA, PAYMENT_TYPES
 from ml_tasks.settings import Settings

@@ -333,7 +333,7 @@ def promote(
     """The gate: champion if it beats every baseline and the champion (within margin) and passed ONNX."""
     import mlflow
 
-    from ml_tasks.models import registry, tracking
+    from ml_tasks.models import promotion, registry, tracking
     from ml_tasks.training.gate import decide
 
     if force and not (force_reason or "").strip():
@@ -373,9 +373,9 @@ def promote(
     with tracking.task_run(settings, key, parent_run_id=parent, experiment=settings.mlflow_experiment):
         if decision.promote:
             assert version is not None  # checked above: a promotion needs a registered version
-            registry.promote(settings, settings.model_name, version, decision=summary, reason=force_reason)
+            promotion.promote(settings, settings.model_name, version, decision=summary, reason=force_reason)
         elif version is not None:
-            registry.mark_challenger(settings, settings.model_name, version, decision=summary)
+            promotion.mark_challenger(settings, settings.model_name, version, decision=summary)
         mlflow.set_tags({"flywheel.promotion.decision": "champion" if decision.promote else "challenger",
                          "flywheel.promotion.forced": str(decision.forced).lower()})  # fmt: skip
         mlflow.log_text("\n".join(decision.reasons) or "all checks passed", "promotion_reasons.txt")

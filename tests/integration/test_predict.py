@@ -77,7 +77,7 @@ def snapshot(root: PipelineRoot, interval: Interval) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def unsharded(root: PipelineRoot) -> dict[str, Any]:
-    from ml_tasks.prediction.predict import predict_interval
+    from ml_tasks.prediction.commit import predict_interval
 
     summary = predict_interval(settings_of(root), SCORED, f"{MODEL}@champion", run_key="unsharded")
     return {"summary": summary, "files": snapshot(root, SCORED)}
@@ -86,12 +86,10 @@ def unsharded(root: PipelineRoot) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def sharded(root: PipelineRoot, unsharded: dict[str, Any]) -> dict[str, Any]:
     """3 shards (shard 1 run twice, a commit attempted while shard 2 is missing), then the commit."""
-    from ml_tasks.prediction.predict import (
-        PredictionError,
-        commit_predictions,
-        predict_shard,
-        resolve_model,
-    )
+    from ml_tasks.prediction.commit import commit_predictions
+    from ml_tasks.prediction.resolve import resolve_model
+    from ml_tasks.prediction.schema import PredictionError
+    from ml_tasks.prediction.score import predict_shard
 
     settings = settings_of(root)
     model = resolve_model(settings, f"{MODEL}@champion")
@@ -181,8 +179,8 @@ def test_scores_equal_the_training_path_and_the_registered_model(
     """The same rows through training's PIT join score identically with the registry's ONNX file."""
     from ml_tasks.features.store import open_store
     from ml_tasks.features.training_set import build_training_set
+    from ml_tasks.models.loading import load_champion_scorer
     from ml_tasks.models.network import load_bundle
-    from ml_tasks.models.registry import load_champion_scorer
 
     settings = settings_of(root)
     from ml_tasks.storage import DataRoot
@@ -240,7 +238,7 @@ def test_sharded_equals_unsharded_byte_for_byte(
 def test_rerun_gives_identical_bytes(
     root: PipelineRoot, unsharded: dict[str, Any], sharded: dict[str, Any]
 ) -> None:
-    from ml_tasks.prediction.predict import predict_interval
+    from ml_tasks.prediction.commit import predict_interval
 
     predict_interval(settings_of(root), SCORED, f"{MODEL}/{root.version}")
     assert snapshot(root, SCORED) == unsharded["files"]
@@ -250,7 +248,10 @@ def test_rerun_gives_identical_bytes(
 
 
 def test_commit_refuses_shards_of_another_model(root: PipelineRoot, sharded: dict[str, Any]) -> None:
-    from ml_tasks.prediction.predict import PredictionError, commit_predictions, predict_shard, resolve_model
+    from ml_tasks.prediction.commit import commit_predictions
+    from ml_tasks.prediction.resolve import resolve_model
+    from ml_tasks.prediction.schema import PredictionError
+    from ml_tasks.prediction.score import predict_shard
 
     settings = settings_of(root)
     one = Interval(day(6), day(7))
@@ -271,7 +272,7 @@ def test_commit_refuses_shards_of_another_model(root: PipelineRoot, sharded: dic
 def test_a_day_without_feature_rows_is_counted_and_scored(root: PipelineRoot) -> None:
     """The fixture's first day has no earlier features: every trip misses both views."""
     from ml_tasks.models.scorer import OnnxScorer
-    from ml_tasks.prediction.predict import predict_interval
+    from ml_tasks.prediction.commit import predict_interval
 
     first = Interval(day(0), day(1))
     summary = predict_interval(settings_of(root), first, f"{MODEL}@champion")
@@ -295,7 +296,9 @@ def test_a_day_without_feature_rows_is_counted_and_scored(root: PipelineRoot) ->
 
 
 def test_empty_day_writes_an_empty_partition(root: PipelineRoot, unsharded: dict[str, Any]) -> None:
-    from ml_tasks.prediction.predict import commit_predictions, predict_shard, resolve_model
+    from ml_tasks.prediction.commit import commit_predictions
+    from ml_tasks.prediction.resolve import resolve_model
+    from ml_tasks.prediction.score import predict_shard
     from ml_tasks.storage import DataRoot, Manifest
 
     data = DataRoot(str(root.data_root))
@@ -329,7 +332,7 @@ def io_bytes(data: bytes) -> pa.BufferReader:
 
 
 def test_missing_curated_day_is_refused(root: PipelineRoot) -> None:
-    from ml_tasks.prediction.predict import predict_interval
+    from ml_tasks.prediction.commit import predict_interval
     from ml_tasks.storage import PartitionError
 
     with pytest.raises(PartitionError, match="no curated trips for 1 day"):
@@ -338,7 +341,9 @@ def test_missing_curated_day_is_refused(root: PipelineRoot) -> None:
 
 
 def test_feature_service_mismatch_is_a_clear_error(root: PipelineRoot) -> None:
-    from ml_tasks.prediction.predict import FeatureServiceMismatch, predict_shard, resolve_model
+    from ml_tasks.prediction.resolve import resolve_model
+    from ml_tasks.prediction.schema import FeatureServiceMismatch
+    from ml_tasks.prediction.score import predict_shard
 
     settings = settings_of(root)
     model = dataclasses.replace(resolve_model(settings, f"{MODEL}@champion"), feature_service="taxi_tips_v9")
@@ -351,7 +356,7 @@ def test_feature_service_mismatch_is_a_clear_error(root: PipelineRoot) -> None:
 
 def test_no_champion_and_unknown_version(tmp_path: Path, root: PipelineRoot, env: None) -> None:
     from ml_tasks.models.registry import RegistryError
-    from ml_tasks.prediction.predict import NoModelError, resolve_model
+    from ml_tasks.prediction.resolve import NoModelError, resolve_model
 
     empty = Settings(data_root=str(tmp_path / "data"))
     with pytest.raises(NoModelError, match="no champion yet: run taxi_training first") as info:
@@ -371,8 +376,11 @@ def broken(pipeline_root: PipelineRoot, tmp_path: Path, env: None) -> PipelineRo
 def test_corrupt_or_unloadable_onnx_fails_and_writes_nothing(broken: PipelineRoot) -> None:
     from mlflow import MlflowClient
 
+    from ml_tasks.models.loading import ModelLoadError
     from ml_tasks.models.registry import RegistryError
-    from ml_tasks.prediction.predict import ModelLoadError, predict_interval, predict_shard, resolve_model
+    from ml_tasks.prediction.commit import predict_interval
+    from ml_tasks.prediction.resolve import resolve_model
+    from ml_tasks.prediction.score import predict_shard
 
     settings = settings_of(broken)
     interval = Interval(day(6), day(7))

@@ -50,7 +50,7 @@ def _rows(uri: str) -> pa.Table:
 
 
 def _parquet(root: PipelineRoot) -> pa.Table:
-    from ml_tasks.prediction.predict import CORE_COLUMNS
+    from ml_tasks.prediction.schema import CORE_COLUMNS
 
     tables = [
         pq.read_table(
@@ -73,8 +73,8 @@ def _as_python(table: pa.Table) -> list[dict[str, Any]]:
 def test_upsert_matches_parquet_is_idempotent_and_keyed_by_version(
     root: PipelineRoot, postgres_database_uri: str
 ) -> None:
+    from ml_tasks.prediction.commit import predict_interval
     from ml_tasks.prediction.postgres import upsert_tables
-    from ml_tasks.prediction.predict import predict_interval
 
     settings = Settings(
         data_root=str(root.data_root),
@@ -110,7 +110,7 @@ def test_upsert_matches_parquet_is_idempotent_and_keyed_by_version(
 
 def test_database_error_names_the_table_not_the_uri(tmp_path: Path) -> None:
     from ml_tasks.prediction.postgres import upsert_tables
-    from ml_tasks.prediction.predict import CORE_COLUMNS, PredictionError
+    from ml_tasks.prediction.schema import CORE_COLUMNS, PredictionError
 
     uri = f"postgresql://flywheel:s3cret-pw@/nodb?host={tmp_path}"  # no server listens on that socket dir
     with pytest.raises(PredictionError, match=TABLE) as info:

@@ -94,11 +94,11 @@ def v1(store: Settings, first: Path) -> dict[str, Any]:
 
 
 def test_no_champion_before_the_first_promotion(store: Settings) -> None:
-    from ml_tasks.models import registry
+    from ml_tasks.models import loading, registry
 
     assert registry.champion(store) is None
     assert registry.current_alias_version(store, NAME, "champion") is None
-    assert registry.load_champion_scorer(store) == (None, None)
+    assert loading.load_champion_scorer(store) == (None, None)
 
 
 def test_register_records_lineage_and_explicit_requirements(
@@ -171,14 +171,14 @@ def test_promote_then_champion_alias_serves_the_same_scores(
 ) -> None:
     import mlflow
 
-    from ml_tasks.models import registry, tracking
+    from ml_tasks.models import loading, promotion, tracking
     from ml_tasks.models.network import load_bundle
     from ml_tasks.training.gate import decide
 
     decision = decide(
         {"roc_auc": 0.9612}, {"gradient_boosted_tree": {"roc_auc": 0.957}}, None, {"passed": True}
     )
-    info = registry.promote(store, NAME, "1", decision=decision.to_dict())
+    info = promotion.promote(store, NAME, "1", decision=decision.to_dict())
     assert info.aliases == ("champion",)
     assert info.tags["flywheel.promotion.decision"] == "champion"
     assert info.tags["flywheel.promotion.forced"] == "false"
@@ -193,7 +193,7 @@ def test_promote_then_champion_alias_serves_the_same_scores(
     )
     assert (resolved / "model.onnx").read_bytes() == (first / "model.onnx").read_bytes()
 
-    scorer, version = registry.load_champion_scorer(store, NAME, "champion")
+    scorer, version = loading.load_champion_scorer(store, NAME, "champion")
     assert scorer is not None and version is not None
     assert version["version"] == "1" and version["alias"] == "champion"
     rows = tfdv_frames[1]
@@ -201,14 +201,14 @@ def test_promote_then_champion_alias_serves_the_same_scores(
     np.testing.assert_allclose(scorer.predict_proba(rows), expected, atol=1e-5, rtol=0)
     assert scorer.threshold == load_bundle(first).threshold
     # a second load hits the cache (same file, verified)
-    again, _ = registry.load_champion_scorer(store, NAME, "champion")
+    again, _ = loading.load_champion_scorer(store, NAME, "champion")
     assert again is not None and again.path == scorer.path
 
 
 def test_a_worse_candidate_becomes_challenger_and_keeps_the_champion(
     store: Settings, second: Path, v1: dict[str, Any]
 ) -> None:
-    from ml_tasks.models import registry
+    from ml_tasks.models import promotion, registry
     from ml_tasks.training.gate import decide
 
     summary = registry.register_candidate(store, second, model_name=NAME)
@@ -220,7 +220,7 @@ def test_a_worse_candidate_becomes_challenger_and_keeps_the_champion(
         {"passed": True},
     )
     assert decision.promote is False
-    info = registry.mark_challenger(store, NAME, "2", decision=decision.to_dict())
+    info = promotion.mark_challenger(store, NAME, "2", decision=decision.to_dict())
     assert info.aliases == ("challenger",)
     assert info.tags["flywheel.promotion.decision"] == "challenger"
     assert json.loads(info.tags["flywheel.promotion.reasons"]) == [
@@ -232,14 +232,14 @@ def test_a_worse_candidate_becomes_challenger_and_keeps_the_champion(
     assert champion is not None and champion.version == "1"
     assert registry.current_alias_version(store, NAME, "challenger") == "2"
     with pytest.raises(registry.RegistryError, match="is the champion: it cannot also be the challenger"):
-        registry.mark_challenger(store, NAME, "1", reasons=["x"])
+        promotion.mark_challenger(store, NAME, "1", reasons=["x"])
 
 
 def test_forced_promotion_is_recorded_and_clears_the_challenger(store: Settings, second: Path) -> None:
-    from ml_tasks.models import registry
+    from ml_tasks.models import promotion, registry
 
     decision = {"promote": True, "forced": True, "reasons": ["forced promotion despite: roc_auc ..."]}
-    info = registry.promote(store, NAME, "2", decision=decision, reason="hotfix for a broken champion")
+    info = promotion.promote(store, NAME, "2", decision=decision, reason="hotfix for a broken champion")
     assert info.aliases == ("champion",)
     assert info.tags["flywheel.promotion.forced"] == "true"
     assert info.tags["flywheel.promotion.force_reason"] == "hotfix for a broken champion"
@@ -247,25 +247,25 @@ def test_forced_promotion_is_recorded_and_clears_the_challenger(store: Settings,
     assert registry.challenger(store) is None
     assert registry.current_alias_version(store, NAME, "champion") == "2"
     # rollback = promote the previous champion again
-    registry.promote(store, NAME, "1", reasons=["rollback"], forced=False)
+    promotion.promote(store, NAME, "1", reasons=["rollback"], forced=False)
     assert registry.current_alias_version(store, NAME, "champion") == "1"
 
 
 def test_a_tampered_download_is_refused(store: Settings, v1: dict[str, Any], tmp_path: Path) -> None:
-    from ml_tasks.models import registry, tracking
+    from ml_tasks.models import loading, registry, tracking
 
     client = tracking.client(store)
-    scorer, _ = registry.load_champion_scorer(store, NAME, "champion", cache_dir=tmp_path)
+    scorer, _ = loading.load_champion_scorer(store, NAME, "champion", cache_dir=tmp_path)
     assert scorer is not None
     # a cached file that no longer matches is downloaded again
     scorer.path.write_bytes(b"garbage")
-    again, _ = registry.load_champion_scorer(store, NAME, "champion", cache_dir=tmp_path)
+    again, _ = loading.load_champion_scorer(store, NAME, "champion", cache_dir=tmp_path)
     assert again is not None and again.path.stat().st_size > 1000
     # a version whose artifact does not match its recorded hash is refused
     client.set_model_version_tag(NAME, "1", "flywheel.onnx_sha256", "0" * 64)
     try:
         with pytest.raises(registry.RegistryError, match="is not the file that was checked"):
-            registry.load_champion_scorer(store, NAME, "champion", cache_dir=tmp_path / "fresh")
+            loading.load_champion_scorer(store, NAME, "champion", cache_dir=tmp_path / "fresh")
     finally:
         client.set_model_version_tag(NAME, "1", "flywheel.onnx_sha256", v1["onnx_sha256"])
 
@@ -281,13 +281,13 @@ def test_concurrent_downloads_of_one_version_share_one_verified_copy(
 
     import mlflow.artifacts
 
-    from ml_tasks.models import registry, tracking
+    from ml_tasks.models import loading, registry, tracking
 
     client = tracking.client(store)
     info = registry.get_version(client, NAME, "1")
     cache = tmp_path / "cache"
     with ThreadPoolExecutor(4) as pool:
-        paths = list(pool.map(lambda _: registry.download_onnx(client, info, cache_dir=cache), range(4)))
+        paths = list(pool.map(lambda _: loading.download_onnx(client, info, cache_dir=cache), range(4)))
     assert len(set(paths)) == 1
     assert hashlib.sha256(paths[0].read_bytes()).hexdigest() == v1["onnx_sha256"]
     assert sorted(p.name for p in cache.iterdir()) == [NAME]
@@ -308,7 +308,7 @@ def test_concurrent_downloads_of_one_version_share_one_verified_copy(
         return str(local)
 
     monkeypatch.setattr(mlflow.artifacts, "download_artifacts", download_while_another_finishes)
-    got = registry.download_onnx(client, info, cache_dir=other)
+    got = loading.download_onnx(client, info, cache_dir=other)
     assert got == other / NAME / "1" / "model.onnx" and got.read_bytes() == winner.read_bytes()
     assert got.stat().st_ino == inode["before"], "the other process's verified copy was replaced"
     assert sorted(p.name for p in other.iterdir()) == [NAME]

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from ml_tasks.features.request import REQUEST_FEATURES, REQUEST_INPUTS, request_time_features
-from ml_tasks.features.training_set import entity_frame
+from ml_tasks.features.retrieval import entity_frame
 from ml_tasks.intervals import Interval
 from ml_tasks.schema import CURATED_SCHEMA, RAW_SCHEMA
 from ml_tasks.sources.synthetic import SyntheticSource

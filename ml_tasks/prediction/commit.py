@@ -1,0 +1,265 @@
+"""Committing a run: the shards merged per day into the predictions partitions, once all are complete."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ml_tasks.contract import PREDICTIONS_LAYER
+from ml_tasks.features.retrieval import ROW_GROUP_ROWS
+from ml_tasks.intervals import Interval
+from ml_tasks.prediction.resolve import ResolvedModel, model_identity, resolve_model
+from ml_tasks.prediction.schema import POSITION, PredictionError
+from ml_tasks.prediction.score import predict_shard
+from ml_tasks.prediction.shards import (
+    ShardDay,
+    ShardRecord,
+    interval_dict,
+    read_shards,
+    remove_empty_parents,
+    shard_dir,
+    staging_path,
+)
+from ml_tasks.settings import Settings
+from ml_tasks.storage import DataRoot, Manifest, file_sha256
+
+if TYPE_CHECKING:
+    from ml_tasks.features.store import StoreHandle
+
+log = logging.getLogger(__name__)
+
+
+def _merge_day(
+    root: DataRoot, base: str, day: str, records: list[ShardRecord]
+) -> tuple[pa.Table, dict[str, Any]]:
+    """The day's rows of all shards in the day's sorted order, checked complete; and the day's totals."""
+    import pyarrow.parquet as pq
+
+    entries: list[ShardDay] = []
+    for shard, record in enumerate(records):
+        if day not in record.days:
+            raise PredictionError(f"shard {shard} has no output for {day}: re-run it")
+        entries.append(record.days[day])
+    day_rows = entries[0].day_rows
+    for shard, entry in enumerate(entries):
+        if entry.day_rows != day_rows or entry.inputs != entries[0].inputs:
+            raise PredictionError(
+                f"shards 0 and {shard} read different inputs for {day} ({entries[0].day_rows} vs"
+                f" {entry.day_rows} trips, or other partition hashes): the data changed between shards;"
+                " re-run all shards"
+            )
+    tables = []
+    for shard, entry in enumerate(entries):
+        name = entry.file.uri.rsplit("/", 1)[1]
+        path = f"{base}/{shard_dir(shard, len(records))}/dt={day}/{name}"
+        if not root.exists(path) or file_sha256(path, root.fs) != entry.file.sha256:
+            raise PredictionError(
+                f"staged file {root.uri(path)} is missing or changed since shard {shard} wrote it"
+            )
+        tables.append(pq.read_table(path, filesystem=root.fs))
+    merged = pa.concat_tables(tables)
+    merged = merged.take(pc.sort_indices(merged[POSITION]))
+    expected = pa.chunked_array([pa.array(np.arange(day_rows, dtype=np.int64))], pa.int64())
+    if merged.num_rows != day_rows or not merged[POSITION].combine_chunks().equals(expected.combine_chunks()):
+        raise PredictionError(
+            f"the shards of {day} hold {merged.num_rows} rows for {day_rows} trips (or repeat some):"
+            " incomplete or overlapping shard outputs; re-run the shards"
+        )
+    totals = {
+        "rows": day_rows,
+        "missing": {v: sum(e.missing[v] for e in entries) for v in records[0].views},
+        "missing_features": sum(e.missing_features for e in entries),
+        "inputs": entries[0].inputs,
+    }
+    return merged.drop_columns([POSITION]), totals
+
+
+def _write_day(
+    root: DataRoot,
+    day: dt.date,
+    table: pa.Table,
+    totals: dict[str, Any],
+    model: ResolvedModel,
+    interval: Interval,
+    shards: int,
+) -> dict[str, Any]:
+    """Write one day's partition atomically; its entry of the summary's ``partitions``."""
+    key = day.isoformat()
+    schema = table.schema
+    target = root.partition_path(PREDICTIONS_LAYER, model.name, day)
+    with root.write_partition(target) as writer:
+        # fixed row groups: the file's bytes do not depend on shards or batch sizes
+        for start in range(0, table.num_rows, ROW_GROUP_ROWS):
+            writer.write(table.slice(start, ROW_GROUP_ROWS), schema=schema)
+        writer.write_empty(schema)
+        writer.manifest = Manifest(
+            dataset=f"{PREDICTIONS_LAYER}/{model.name}",
+            partition=key,
+            step="predict",
+            inputs=[*totals["inputs"], model.record()],
+            row_counts={
+                "rows": totals["rows"],
+                "missing_features": totals["missing_features"],
+                **{f"missing_{v}": n for v, n in totals["missing"].items()},
+            },
+            params={
+                "model": model.uri,
+                "interval": interval_dict(interval),
+                "shards": shards,
+                "feature_service": model.feature_service,
+                "threshold": model.threshold,
+            },
+        )
+        outputs = writer.outputs()
+        writer.manifest.outputs = outputs
+    return {
+        "dt": key,
+        "uri": root.uri(target),
+        "rows": totals["rows"],
+        "sha256": outputs[0]["sha256"],
+        "missing_features": totals["missing"],
+    }
+
+
+def commit_predictions(
+    settings: Settings,
+    interval: Interval,
+    model: ResolvedModel | Mapping[str, Any] | str,
+    shards: int,
+    run_key: str,
+) -> dict[str, Any]:
+    """Merge the run's ``shards`` shard outputs into the interval's predictions partitions; clean up.
+
+    Args:
+        settings: Settings (data root; PostgreSQL upsert when ``predictions_postgres_uri`` is set).
+        interval: The data interval the shards scored.
+        model: The resolved model (or its dict, or a spec: only its name, and a pinned version if any, are
+            checked; an alias is never re-resolved here).
+        shards: How many shards the run had.
+        run_key: The run key the shards used.
+
+    Returns:
+        The summary: model, interval, rows, missing features per view, partitions (uri, rows, sha256),
+        empty days, shards, postgres rows upserted (None when not configured), seconds.
+
+    Raises:
+        PredictionError: a shard is missing or incomplete, or shards disagree (model, inputs, rows).
+        ShardRecordError: a shard's ``_shard.json`` does not parse.
+    """
+    started = time.perf_counter()
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    root = DataRoot(settings.resolved_data_root())
+    name, given, version = model_identity(model)
+    base = staging_path(root, name, run_key, interval)
+    records = read_shards(root, base, interval, shards, run_key)
+    resolved = records[0].model
+    if (given is not None and given != resolved) or (version is not None and version != resolved.version):
+        raise PredictionError(
+            f"the shards of {interval} were scored with {resolved.uri}, not {given.uri if given else version}"
+        )
+    names = records[0].columns
+    partitions: list[dict[str, Any]] = []
+    missing = dict.fromkeys(records[0].views, 0)
+    rows = with_missing = 0
+    empty_days: list[str] = []
+    for day in interval.days():
+        key = day.isoformat()
+        table, totals = _merge_day(root, base, key, records)
+        if table.column_names != names:
+            raise PredictionError(f"the staged predictions of {key} have columns {table.column_names}")
+        partitions.append(_write_day(root, day, table, totals, resolved, interval, shards))
+        rows += totals["rows"]
+        with_missing += totals["missing_features"]
+        for view, n in totals["missing"].items():
+            missing[view] += n
+        if totals["rows"] == 0:
+            empty_days.append(key)
+            log.warning("predict %s: no trips on %s: wrote an empty partition (schema kept)", name, key)
+    postgres_rows = None
+    if settings.predictions_postgres_uri is not None:
+        from ml_tasks.prediction.postgres import upsert_partitions
+
+        postgres_rows = upsert_partitions(
+            settings.predictions_postgres_uri.get_secret_value(),
+            settings.predictions_postgres_table,
+            root,
+            [root.partition_path(PREDICTIONS_LAYER, name, d) for d in interval.days()],
+        )
+    root.fs.delete_dir(base)
+    remove_empty_parents(root, base.rsplit("/", 1)[0], root.dataset_path(PREDICTIONS_LAYER, name))
+    seconds = time.perf_counter() - started
+    shard_seconds = sum(r.seconds for r in records)
+    log.info(
+        "predict %s %s with %s: %d rows in %d partition(s) from %d shard(s), rows without features %s",
+        name, interval, resolved.uri, rows, len(partitions), shards, missing,
+    )  # fmt: skip
+    return {
+        "step": "predict",
+        "model": resolved.to_dict(),
+        "interval": interval_dict(interval),
+        "rows": rows,
+        "rows_per_second": round(rows / (shard_seconds + seconds), 1) if rows else 0.0,
+        "missing_features": missing,
+        "rows_with_missing_features": with_missing,
+        "partitions": partitions,
+        "empty_days": empty_days,
+        "shards": shards,
+        "postgres_rows": postgres_rows,
+        "shard_seconds": round(shard_seconds, 3),
+        "commit_seconds": round(seconds, 3),
+        "seconds": round(shard_seconds + seconds, 3),
+    }
+
+
+def predict_interval(
+    settings: Settings,
+    interval: Interval,
+    model_spec: str,
+    *,
+    run_key: str | None = None,
+    handle: StoreHandle | None = None,
+) -> dict[str, Any]:
+    """Resolve ``model_spec`` once, score the interval as one shard and commit it (``ml-tasks predict``).
+
+    Returns:
+        :func:`commit_predictions`' summary; ``seconds`` and ``rows_per_second`` are wall clock end to end.
+    """
+    started = time.perf_counter()
+    model = resolve_model(settings, model_spec)
+    key = run_key or f"local-{uuid.uuid4().hex[:12]}"
+    root = DataRoot(settings.resolved_data_root())
+    base = staging_path(root, model.name, key, interval)
+    try:
+        predict_shard(settings, interval, model, 0, 1, key, handle=handle)
+        summary = commit_predictions(settings, interval, model, 1, key)
+    except BaseException:
+        if root.exists(base):  # our own staging only: nothing half-done is left behind
+            root.fs.delete_dir(base)
+            remove_empty_parents(
+                root, base.rsplit("/", 1)[0], root.dataset_path(PREDICTIONS_LAYER, model.name)
+            )
+        raise
+    seconds = time.perf_counter() - started
+    summary["seconds"] = round(seconds, 3)
+    summary["rows_per_second"] = round(summary["rows"] / seconds, 1) if summary["rows"] else 0.0
+    summary["model_spec"] = model_spec
+    return summary
+
+
+def read_predictions(
+    root: DataRoot, model_name: str, day: dt.date, columns: list[str] | None = None
+) -> pa.Table:
+    """A day's predictions partition (complete partitions only), optionally projected to ``columns``."""
+    import pyarrow.parquet as pq
+
+    files = root.parquet_files(root.partition_path(PREDICTIONS_LAYER, model_name, day))
+    return pa.concat_tables([pq.read_table(f, filesystem=root.fs, columns=columns) for f in files])

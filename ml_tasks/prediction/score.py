@@ -1,0 +1,293 @@
+"""Scoring one shard: the day's entity rows, their point-in-time features, the ONNX model, staged output."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from ml_tasks.contract import (
+    CURATED,
+    EVENT_TIMESTAMP,
+    LABEL,
+    PREDICTIONS_LAYER,
+    SHARD_JSON,
+    SHARDS_DIR,
+    TRIP_KEY,
+)
+from ml_tasks.features.retrieval import (
+    entity_frame,
+    feature_columns,
+    feature_inputs,
+    feature_schema,
+    join_features,
+    missing_views,
+    require_curated,
+    resolve_service,
+    sorted_order,
+    view_columns,
+)
+from ml_tasks.features.store import FeatureStoreError
+from ml_tasks.intervals import Interval
+from ml_tasks.prediction.resolve import ResolvedModel, as_model, load_scorer
+from ml_tasks.prediction.schema import MISSING_VIEWS, POSITION, FeatureServiceMismatch, output_schema
+from ml_tasks.prediction.shards import (
+    ShardDay,
+    ShardRecord,
+    StagedFile,
+    check_shard,
+    interval_dict,
+    shard_path,
+    shard_positions,
+)
+from ml_tasks.settings import Settings
+from ml_tasks.storage import DataRoot, Manifest, input_record
+
+if TYPE_CHECKING:
+    from feast import FeatureService, FeatureView
+
+    from ml_tasks.features.store import StoreHandle
+    from ml_tasks.models.preprocess import Inputs
+    from ml_tasks.models.scorer import OnnxScorer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoringContext:
+    """Everything scoring a shard's days needs, set up once per shard."""
+
+    root: DataRoot
+    model: ResolvedModel
+    scorer: OnnxScorer
+    handle: StoreHandle
+    service: FeatureService
+    views: list[FeatureView]
+    view_columns: dict[str, list[str]]
+    schema: pa.Schema  # the partition's schema
+    staged: pa.Schema  # + the position column
+    interval: Interval
+    batch_rows: int
+    chunk_rows: int
+
+
+def check_service_columns(model: ResolvedModel, inputs: Inputs, provided: list[str]) -> None:
+    """The model's ``<view>__<feature>`` inputs must all come from its feature service.
+
+    Raises:
+        FeatureServiceMismatch: naming the service and the missing columns.
+    """
+    from ml_tasks.models.preprocess import FEATURE_SEPARATOR
+
+    needed = [c for c in inputs.columns if FEATURE_SEPARATOR in c]
+    missing = [c for c in needed if c not in set(provided)]
+    if missing:
+        raise FeatureServiceMismatch(
+            f"model {model.uri} needs feature column(s) {missing} that feature service"
+            f" {model.feature_service!r} in the Feast registry does not provide (it provides {len(provided)}:"
+            f" {provided[:8]}{' ...' if len(provided) > 8 else ''}): the registered service differs from the"
+            " one the model was trained with; register the model's service version or retrain"
+        )
+
+
+def open_checked_store(settings: Settings) -> StoreHandle:
+    """The environment's feature store, its registry checked against the declarations."""
+    from ml_tasks.features.store import check_registry, open_store
+
+    handle = open_store(settings)
+    check_registry(handle)
+    return handle
+
+
+def _service(handle: StoreHandle, model: ResolvedModel) -> tuple[FeatureService, list[FeatureView]]:
+    try:
+        return resolve_service(handle, model.feature_service)
+    except FeatureStoreError as exc:
+        raise FeatureServiceMismatch(
+            f"model {model.uri} was trained with feature service {model.feature_service!r}, which is not in"
+            f" the Feast registry: {exc}"
+        ) from None
+
+
+def scoring_context(
+    settings: Settings, model: ResolvedModel, interval: Interval, handle: StoreHandle | None
+) -> ScoringContext:
+    """Load the model, open the store (unless given) and check the service serves the model's inputs."""
+    scorer = load_scorer(settings, model)
+    handle = handle or open_checked_store(settings)
+    service, views = _service(handle, model)
+    inputs = scorer.preprocessor.inputs
+    check_service_columns(model, inputs, feature_columns(views))
+    schema = output_schema(inputs, {f.name: f.type for f in feature_schema(views)})
+    return ScoringContext(
+        root=DataRoot(settings.resolved_data_root()),
+        model=model,
+        scorer=scorer,
+        handle=handle,
+        service=service,
+        views=views,
+        view_columns=view_columns(views),
+        schema=schema,
+        staged=schema.append(pa.field(POSITION, pa.int64())),
+        interval=interval,
+        batch_rows=settings.predict_batch_rows,
+        chunk_rows=settings.training_set_chunk_rows,
+    )
+
+
+def _constant(value: Any, typ: pa.DataType, n: int) -> pa.Array:
+    return pa.repeat(pa.scalar(value, typ), n)
+
+
+def _score_rows(
+    ctx: ScoringContext, table: pa.Table, missing: pa.Array, positions: pa.Array
+) -> Iterator[pa.Table]:
+    """The staged prediction batches of ``table`` (record batches of ``predict_batch_rows``), lazily."""
+    model, scorer = ctx.model, ctx.scorer
+    inputs = scorer.preprocessor.inputs.columns
+    for start in range(0, table.num_rows, ctx.batch_rows):
+        chunk = table.slice(start, ctx.batch_rows)
+        n = chunk.num_rows
+        encoded = scorer.preprocessor.encode(chunk)
+        scores = scorer.predict_encoded(encoded.numeric, encoded.categorical)
+        columns: dict[str, Any] = {
+            TRIP_KEY: chunk[TRIP_KEY],
+            EVENT_TIMESTAMP: chunk[EVENT_TIMESTAMP],
+            "trip_date": chunk["trip_date"],
+            "score": pa.array(scores, pa.float64()),
+            "decision": pa.array(scores >= model.threshold, pa.bool_()),
+            "threshold": _constant(model.threshold, pa.float64(), n),
+            "model_name": _constant(model.name, pa.string(), n),
+            "model_version": _constant(model.version, pa.string(), n),
+            "model_run_id": _constant(model.run_id, pa.string(), n),
+            "feature_service": _constant(model.feature_service, pa.string(), n),
+            "interval_start": _constant(ctx.interval.start, pa.date32(), n),
+            "interval_end": _constant(ctx.interval.end, pa.date32(), n),
+            MISSING_VIEWS: missing.slice(start, n),
+        }
+        for name in inputs:
+            columns[name] = chunk[name]
+        columns[POSITION] = positions.slice(start, n)
+        yield pa.table(columns).cast(ctx.staged)
+
+
+def _score_day(ctx: ScoringContext, day: dt.date, shard: int, shards: int, target: str) -> ShardDay:
+    """Score the shard's rows of ``day`` into ``target/dt=<day>``; the day's entry of ``_shard.json``."""
+    root = ctx.root
+    entities = entity_frame(root, day)
+    if LABEL in entities.column_names:
+        entities = entities.drop_columns([LABEL])  # labels arrive later; prediction never reads them
+    day_rows = entities.num_rows
+    positions = shard_positions(day_rows, shard, shards)
+    rows = entities.take(sorted_order(entities).take(pa.array(positions)))
+    table = join_features(
+        ctx.handle, ctx.service, ctx.views, rows, chunk_rows=ctx.chunk_rows, refusing="predictions"
+    )
+    missing, per_row = missing_views(table, ctx.view_columns)
+    curated = input_record(root, root.partition_path(*CURATED, day))
+    inputs = [curated, *feature_inputs(root, ctx.views, ctx.interval.single(day))]
+    path = f"{target}/dt={day.isoformat()}"
+    with root.write_partition(path) as writer:
+        for batch in _score_rows(ctx, table, per_row, pa.array(positions, pa.int64())):
+            writer.write(batch, schema=ctx.staged)
+        writer.write_empty(ctx.staged)
+        writer.manifest = Manifest(
+            dataset=f"{PREDICTIONS_LAYER}/{ctx.model.name}/{SHARDS_DIR}",
+            partition=day.isoformat(),
+            step="predict-shard",
+            inputs=[*inputs, ctx.model.record()],
+            row_counts={"rows": table.num_rows, "day_rows": day_rows},
+            params={"shard": shard, "shards": shards},
+        )
+        outputs = writer.outputs()
+        writer.manifest.outputs = outputs
+    return ShardDay(
+        day_rows=day_rows,
+        rows=table.num_rows,
+        missing=missing,
+        missing_features=int(np.count_nonzero(per_row.to_numpy(zero_copy_only=False))),
+        inputs=inputs,
+        file=StagedFile.model_validate(outputs[0]),
+    )
+
+
+def predict_shard(
+    settings: Settings,
+    interval: Interval,
+    model: ResolvedModel | Mapping[str, Any] | str,
+    shard: int,
+    shards: int,
+    run_key: str,
+    *,
+    handle: StoreHandle | None = None,
+) -> dict[str, Any]:
+    """Score shard ``shard`` of ``shards`` of every day of ``interval`` into the run's staging area.
+
+    Args:
+        settings: Settings (data root, batch sizes, registry, feature store).
+        interval: The data interval (whole local days).
+        model: The resolved model (or its ``to_dict()``; or a spec, resolved here: pass a pinned
+            ``name/version`` so every shard scores with the same version).
+        shard: This shard, ``0 <= shard < shards``.
+        shards: The number of shards of the run.
+        run_key: Identifies the run (e.g. the DAG run id): the staging folder.
+        handle: An open feature store (default: open and check it).
+
+    Returns:
+        The shard's summary (rows, missing features per view, staging URI, seconds).
+
+    Raises:
+        PartitionError: a curated partition of the interval is missing.
+        ModelLoadError / FeatureServiceMismatch / FeatureStoreError: the model does not load, its feature
+            service is not registered or lacks its inputs, or Feast lost rows.
+    """
+    started = time.perf_counter()
+    check_shard(shard, shards)
+    resolved = as_model(settings, model)
+    days = list(interval.days())
+    require_curated(DataRoot(settings.resolved_data_root()), days, interval)
+    ctx = scoring_context(settings, resolved, interval, handle)
+    root = ctx.root
+    target = shard_path(root, resolved.name, run_key, interval, shard, shards)
+    if root.exists(target):
+        root.fs.delete_dir(target)  # a re-run replaces the shard's output (and _shard.json goes first)
+    days_scored = {day.isoformat(): _score_day(ctx, day, shard, shards, target) for day in days}
+    seconds = time.perf_counter() - started
+    rows = sum(d.rows for d in days_scored.values())
+    record = ShardRecord(
+        model=resolved,
+        interval=interval_dict(interval),
+        shard=shard,
+        shards=shards,
+        run_key=run_key,
+        views=list(ctx.view_columns),
+        columns=ctx.schema.names,
+        days=days_scored,
+        rows=rows,
+        seconds=round(seconds, 3),
+    )
+    root.write_json(f"{target}/{SHARD_JSON}", record.to_json())  # last: marks the shard complete
+    missing = {v: sum(d.missing[v] for d in days_scored.values()) for v in ctx.view_columns}
+    log.info(
+        "predict shard %d/%d of %s with %s: %d rows in %.2f s, rows without features %s",
+        shard, shards, interval, resolved.uri, rows, seconds, missing,
+    )  # fmt: skip
+    return {
+        "step": "predict-shard",
+        "model": resolved.to_dict(),
+        "interval": interval_dict(interval),
+        "shard": shard,
+        "shards": shards,
+        "rows": rows,
+        "rows_per_second": round(rows / seconds, 1) if seconds > 0 else None,
+        "missing_features": missing,
+        "rows_with_missing_features": sum(d.missing_features for d in days_scored.values()),
+        "staging_uri": root.uri(target),
+        "seconds": round(seconds, 3),
+    }
