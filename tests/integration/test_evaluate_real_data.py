@@ -136,7 +136,8 @@ def test_onnx_export_scores_like_the_bundle_on_the_same_window(
     bundle: Any, tfdv_frames: tuple[pa.Table, pa.Table], tmp_path: Path
 ) -> None:
     """The ONNX scorer (the champion's form in the registry) through the same evaluation as the bundle."""
-    from ml_tasks.models.scorer import OnnxScorer, export_onnx
+    from ml_tasks.models.scorer import OnnxScorer
+    from ml_tasks.training.onnx_export import export_onnx
 
     train, ev = tfdv_frames
     export_onnx(bundle.path, sample=ev.slice(0, 256))
