@@ -178,7 +178,7 @@ def evaluate(
     import mlflow
 
     from ml_tasks.models import loading, tracking
-    from ml_tasks.training.evaluate import evaluate_candidate
+    from ml_tasks.training.evaluation.report import evaluate_candidate
 
     started = time.perf_counter()
     candidate = load_candidate(bundle)
