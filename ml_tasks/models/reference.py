@@ -1,20 +1,7 @@
 """The reference of a model: what monitoring compares current data with, stored with the model when trained.
 
-Two files in the bundle (and so in the registered version's artifacts, beside ``model.onnx``):
-
-* ``reference_sample.parquet``: a seeded uniform sample (without replacement, rows kept in training-set
-  order) of at most ``settings.monitor_reference_rows`` training rows: the model's input columns, the label
-  ``big_tipper`` and ``score`` = the trained model's probability for the row. Evidently compares the current
-  interval's (sampled) rows with it.
-* ``reference_stats.json``: per input column over EVERY training row: arrow type, count, null count; for
-  numeric columns min / max / mean / std and quantiles, for categorical columns the distinct count and the
-  value frequencies (all of them up to :data:`MAX_VALUES`, else the most frequent ones, flagged
-  ``truncated``), which are the vocabulary new categories are detected against; plus the label rate, row
-  counts, the seed, the training set's uri and sha256, the score statistics (over the SAMPLE: scoring every
-  training row would cost a full inference pass at training time for numbers the sample estimates well) and
-  the sample file's sha256 (checked when the reference is loaded).
-
-Deterministic: the same training set, bundle and seed give the same bytes.
+``reference_sample.parquet`` (a seeded sample of training rows with the model's scores) and
+``reference_stats.json`` (statistics over every training row); deterministic. See ``docs/monitoring.md``.
 """
 
 from __future__ import annotations
@@ -37,13 +24,14 @@ import pyarrow.parquet as pq
 
 from ml_tasks.contract import LABEL, REFERENCE_FILES, REFERENCE_SAMPLE, REFERENCE_STATS, SCORE
 from ml_tasks.errors import FlywheelError
+from ml_tasks.models.reference_stats import FORMAT_VERSION, read_reference_stats
+from ml_tasks.storage import ContractFileError
 
 if TYPE_CHECKING:
     from ml_tasks.settings import Settings
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 #: quantile levels recorded for numeric columns
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 #: categorical values kept with their counts; a column with more distinct values keeps the most frequent
@@ -351,6 +339,7 @@ def load_reference_dir(
     Raises:
         ReferenceNotFoundError: a file is missing.
         MonitoringReferenceError: the sample does not match its recorded hash, or an unknown format.
+        ContractFileError: the statistics file is corrupt (names the file and the field).
     """
     from ml_tasks.storage import file_sha256
 
@@ -361,10 +350,10 @@ def load_reference_dir(
             f"{folder} has no {' / '.join(missing)}: the model was stored without a monitoring reference"
             " (trained before monitoring existed); retrain it to monitor it"
         )
-    stats = json.loads((folder / REFERENCE_STATS).read_text())
-    if stats.get("format_version") != FORMAT_VERSION:
+    version, stats = read_reference_stats(folder / REFERENCE_STATS)
+    if stats is None:
         raise MonitoringReferenceError(
-            f"{folder / REFERENCE_STATS}: format_version {stats.get('format_version')!r} is not supported"
+            f"{folder / REFERENCE_STATS}: format_version {version!r} is not supported"
         )
     files = {name: file_sha256(folder / name) for name in REFERENCE_FILES}
     if stats.get("sample_sha256") and files[REFERENCE_SAMPLE] != stats["sample_sha256"]:
@@ -394,7 +383,7 @@ def load_reference(settings: Settings, name: str, version: str) -> Reference:
     if all((target / f).is_file() for f in REFERENCE_FILES):
         try:
             return load_reference_dir(target, model_name=name, model_version=str(version))
-        except MonitoringReferenceError:
+        except (MonitoringReferenceError, ContractFileError):
             log.warning("cached reference of %s/%s does not verify: downloading again", name, version)
     client = tracking.client(settings)
     uri = f"models:/{name}/{version}"

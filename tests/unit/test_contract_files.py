@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
-from ml_tasks.contract import ACCOUNTING_FILE, DECISION_JSON, MONITORING_LAYER, VALIDATION_REPORTS
+from ml_tasks.contract import (
+    ACCOUNTING_FILE,
+    DECISION_JSON,
+    MONITORING_LAYER,
+    REFERENCE_STATS,
+    VALIDATION_REPORTS,
+)
 from ml_tasks.errors import FlywheelError
 from ml_tasks.intervals import Interval
+from ml_tasks.models.reference import (
+    MonitoringReferenceError,
+    compute_reference,
+    load_reference_dir,
+    write_reference,
+)
 from ml_tasks.monitoring.decisions import previous_decisions
 from ml_tasks.publish import AccountingError, publish
 from ml_tasks.settings import Settings
@@ -197,3 +210,67 @@ def test_a_corrupt_previous_decision_names_file_and_field(
     assert "\n" not in message
     assert message.startswith(f"{uri} is corrupt: ")
     assert f"field {field!r}" in message and problem in message
+
+
+# -- the model's reference_stats.json, read back by monitoring ----------------------------------------
+
+
+def _reference(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    n = 200
+    frame = pa.table(
+        {
+            "company": pa.array(rng.choice(["A", "B"], n)),
+            "fare": pa.array(rng.gamma(2.0, 5.0, n)),
+            "big_tipper": pa.array(rng.uniform(size=n) < 0.3),
+        }
+    )
+    sample, stats = compute_reference(
+        frame, ["company"], ["fare"], lambda t: np.full(t.num_rows, 0.5), rows=50, seed=1
+    )
+    write_reference(tmp_path, sample, stats)
+    return tmp_path / REFERENCE_STATS, json.loads((tmp_path / REFERENCE_STATS).read_text())
+
+
+def test_reference_stats_read_back_unchanged(tmp_path: Path) -> None:
+    _, stats = _reference(tmp_path)
+    assert load_reference_dir(tmp_path).stats == stats
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        (lambda s: s["columns"]["fare"].update(min="low"), "columns.fare.numeric.min", "valid number"),
+        (lambda s: s["columns"]["company"].pop("values"), "columns.company.categorical.values", "required"),
+        (lambda s: s["inputs"].update(numeric="fare"), "inputs.numeric", "valid array"),
+        (lambda s: s.pop("score"), "score", "Field required"),
+        (lambda s: s["columns"].pop("fare"), None, "input 'fare' has no numeric statistics in 'columns'"),
+    ],
+)
+def test_a_corrupt_reference_names_file_and_field(
+    tmp_path: Path, change: Callable[[dict[str, Any]], object], field: str | None, problem: str
+) -> None:
+    path, stats = _reference(tmp_path)
+    change(stats)
+    path.write_text(json.dumps(stats))
+    with pytest.raises(ContractFileError) as err:
+        load_reference_dir(tmp_path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path} is corrupt: ")
+    assert problem in message
+    if field is not None:
+        assert f"field {field!r}" in message
+
+
+def test_a_reference_of_another_format_is_refused_as_such(tmp_path: Path) -> None:
+    path, stats = _reference(tmp_path)
+    path.write_text(json.dumps({**stats, "format_version": 2, "columns": "a new layout"}))
+    with pytest.raises(MonitoringReferenceError, match="format_version 2 is not supported"):
+        load_reference_dir(tmp_path)
+    path.write_text("[1, 2]")
+    with pytest.raises(ContractFileError, match="is corrupt: Input should be an object"):
+        load_reference_dir(tmp_path)
