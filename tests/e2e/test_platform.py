@@ -1,22 +1,28 @@
-"""scripts/airflow_local.py: the settings it derives (fast, no Airflow) and the running platform (e2e)."""
+"""scripts/airflow_local: the settings it derives (fast, no Airflow) and the running platform (e2e)."""
 
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from scripts.airflow_local import (
     SETTINGS_FILE,
     AirflowApi,
+    ApiError,
     Platform,
     PlatformError,
     free_port,
     load_settings,
+    poll_until,
     port_free,
+    processes,
     settings_env,
 )
 
@@ -143,3 +149,75 @@ def test_api_login_and_checked_in_connection(airflow_platform: Platform, api: Ai
     proc = airflow_platform.airflow("connections", "get", "flywheel_chicago_portal", "-o", "json")
     [conn] = json.loads(proc.stdout)
     assert (conn["conn_type"], conn["host"], conn["schema"]) == ("http", "data.cityofchicago.org", "https")
+
+
+# -- the helpers under the client (fast: no Airflow) -------------------------------------------------------
+def test_poll_until_returns_the_first_value_times_out_clearly_and_propagates_errors() -> None:
+    answers = iter([None, None, {"done": 1}])
+    assert poll_until(lambda: next(answers), timeout=5, interval=0.01, failure=lambda: "x") == {"done": 1}
+    calls = []
+    with pytest.raises(PlatformError, match=r"^still waiting after \d+ calls$"):
+        poll_until(
+            lambda: calls.append(1),
+            timeout=0.05,
+            interval=0.01,
+            failure=lambda: f"still waiting after {len(calls)} calls",
+        )
+    assert len(calls) >= 2, "polled again until the timeout"
+
+    def broken() -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        poll_until(broken, timeout=5, interval=0.01, failure=lambda: "x")
+
+
+def test_api_calls_retry_only_transient_failures_of_idempotent_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # tenacity's waits
+    api = AirflowApi("http://127.0.0.1:1", "admin", "admin")
+    api.client.configuration.access_token = "token"
+    calls: list[int] = []
+
+    def failing(status: int) -> Any:
+        def method(**kwargs: Any) -> None:
+            calls.append(status)
+            raise ApiError(f"failing -> {status}", status)
+
+        return method
+
+    with pytest.raises(ApiError, match="-> 503"):
+        api.call(failing(503))
+    assert calls == [503, 503, 503]
+    calls.clear()
+    with pytest.raises(ApiError, match="-> 503"):
+        api.call(failing(503), idempotent=False)
+    assert calls == [503]
+    calls.clear()
+    with pytest.raises(ApiError, match="-> 400"):
+        api.call(failing(400))
+    assert calls == [400]
+    # an expired token: log in again once, then the call's own error
+    logins: list[int] = []
+    monkeypatch.setattr(api, "_login", lambda: logins.append(1) or "fresh")
+    calls.clear()
+    with pytest.raises(ApiError, match="-> 401"):
+        api.call(failing(401), idempotent=False)
+    assert (calls, logins) == ([401, 401], [1])
+
+
+def test_orphans_finds_our_processes_of_a_home_and_zombies_are_not_alive(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    proc = subprocess.Popen(["sleep", "30"], env={**os.environ, "AIRFLOW_HOME": str(home)})
+    try:
+        platform = Platform(home=home, data_root=tmp_path / "data")
+        assert platform.orphans() == [proc.pid]
+        assert Platform(home=tmp_path / "other", data_root=tmp_path / "data").orphans() == []
+        proc.terminate()
+        deadline = time.monotonic() + 10
+        while processes.pid_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not processes.pid_alive(proc.pid), "an exited child not yet reaped (zombie) is not alive"
+        assert platform.orphans() == []
+    finally:
+        proc.kill()
+        proc.wait()
