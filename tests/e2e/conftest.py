@@ -7,6 +7,7 @@ that all components are still alive before and after it runs.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import threading
@@ -124,6 +125,36 @@ def components_alive(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def data_root_e2e(airflow_platform: Platform) -> Path:
     return airflow_platform.data_root
+
+
+def seed_curated_and_features(
+    platform: Platform, first: dt.date, days: int, trips: int
+) -> dict[str, dict[str, Any]]:
+    """Curated trips and feature tables of ``days`` days from ``first`` in the platform's data root, through
+    the CLI steps the ingest and features DAGs run (synthetic source), one command per step over the whole
+    range. No DAG runs and no Asset events: for modules that need the data, not the runs that made it.
+
+    Returns:
+        each step's JSON summary.
+    """
+    start, end = first.isoformat(), (first + dt.timedelta(days=days)).isoformat()
+    interval = ("--start", start, "--end", end)
+    steps = {
+        "extract": platform.ml_tasks(
+            "extract", *interval, "--source", "synthetic", "--trips-per-day", str(trips)
+        )
+    }
+    for step in ("transform", "validate", "publish", "build-features"):
+        steps[step] = platform.ml_tasks(step, *interval)
+    wanted = [(first + dt.timedelta(days=i)).isoformat() for i in range(days)]
+    assert [p["dt"] for p in steps["publish"]["partitions"]] == wanted, steps["publish"]
+    for view in ("pickup_area_stats", "company_stats"):
+        for day in wanted:
+            assert (platform.data_root / "features" / view / f"dt={day}" / "_manifest.json").is_file(), (
+                view,
+                day,
+            )
+    return steps
 
 
 def _keep_logs(platform: Platform) -> None:

@@ -1,7 +1,9 @@
 """taxi_training under the real scheduler: a champion, a worse candidate kept out, a corrupt ONNX blocked.
 
-Setup: taxi_ingest backfilled over 8 days (synthetic), then one manual taxi_features run over those days.
-Then three manual taxi_training runs over the same windows (train 6 days, eval the 2 later days):
+Setup: the curated trips and feature tables of 8 days (synthetic) are seeded through the CLI, the steps the
+ingest and features DAGs run (their runs under the scheduler are the subject of test_taxi_ingest.py,
+test_taxi_features.py and the loop). Then three manual taxi_training runs over the same windows (train 6
+days, eval the 2 later days):
 
 1. default config, with the form's ``force_promote`` (and its reason): on this synthetic data the network and
    the gradient-boosted-tree baseline are within a few thousandths of ROC-AUC, so whether the gate alone
@@ -28,12 +30,10 @@ from typing import Any
 
 import pytest
 
-from scripts.airflow_local import AirflowApi
-from tests.e2e.conftest import TIMINGS
+from scripts.airflow_local import AirflowApi, Platform
+from tests.e2e.conftest import TIMINGS, seed_curated_and_features
 
 DAG_ID = "taxi_training"
-FEATURES = "taxi_features"
-INGEST = "taxi_ingest"
 CHAMPION_ASSET = "flywheel-champion-model"
 MODEL = "taxi_tips"
 # the module fixture trains three models before the first test (setup counts against the timeout)
@@ -49,32 +49,12 @@ TASKS = [
 
 
 @pytest.fixture(scope="module")
-def features_ready(api: AirflowApi) -> Iterator[None]:
-    """Ingest 8 days, then ONE manual taxi_features run over them (params interval_start / interval_end).
-
-    taxi_features stays paused while ingest publishes, so no asset-triggered runs start: the Asset path is
-    tested by test_taxi_features.py. Here the features must exist for every day, and Airflow 3.3 can leave
-    the last event of a backfill to the NEXT ingest event (an event that lands while the run of the previous
-    one is being created is consumed by neither; seen in CI), so the days are named explicitly.
-    """
+def features_ready(airflow_platform: Platform) -> None:
+    """Curated trips and features for the 8 days, seeded through ``ml-tasks`` (no DAG runs, no Asset
+    events): one command per step over the whole range instead of 8 ingest runs and a features run."""
     started = time.monotonic()
-    api.set_paused(FEATURES, True)
-    last = FIRST + dt.timedelta(days=DAYS - 1)
-    ingest = api.backfill(INGEST, FIRST, last, conf={"trips_per_day": TRIPS}, timeout=1200)
-    assert [r["state"] for r in ingest] == ["success"] * DAYS, ingest
-    interval = {
-        "interval_start": FIRST.isoformat(),
-        "interval_end": (last + dt.timedelta(days=1)).isoformat(),
-    }
-    api.set_paused(FEATURES, False)
-    try:
-        run_id = api.trigger(FEATURES, conf=interval)
-        run = api.wait_runs(FEATURES, [run_id], timeout=900)[run_id]
-        assert run["state"] == "success", run
-        TIMINGS[f"training: ingest + features for {DAYS} days"] = time.monotonic() - started
-        yield
-    finally:
-        api.set_paused(FEATURES, True)
+    seed_curated_and_features(airflow_platform, FIRST, DAYS, TRIPS)
+    TIMINGS[f"training: seed curated + features for {DAYS} days (CLI)"] = time.monotonic() - started
 
 
 def run_training(api: AirflowApi, conf: dict[str, Any], label: str) -> dict[str, Any]:

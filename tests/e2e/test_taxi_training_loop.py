@@ -1,9 +1,9 @@
 """The loop under the real scheduler: features -> batch prediction -> monitoring -> drift -> retraining.
 
 Runs after test_taxi_training.py (file order), whose champion it scores with; alone, it trains one first
-(forced, on the same days). Four more days are ingested, the last three with the synthetic source's drift
-scenario (more card and mobile payments, fares +25%, new companies, later hours). Then one manual
-taxi_features run over them, and everything after that happens through Assets:
+(forced, on the same days, seeded through the CLI). Four more days are ingested, the last three with the
+synthetic source's drift scenario (more card and mobile payments, fares +25%, new companies, later
+hours). Then one manual taxi_features run over them, and everything after that happens through Assets:
 
 * taxi_batch_predict (on `flywheel-features`): resolves `taxi_tips@champion` once, scores the 4 days in 2
   shards, commits each day once: `predictions/taxi_tips/dt=D` per day, the rows equal the curated trips;
@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from scripts.airflow_local import AirflowApi, Platform
-from tests.e2e.conftest import TIMINGS, AlertSink
+from tests.e2e.conftest import TIMINGS, AlertSink, seed_curated_and_features
 
 pytestmark = pytest.mark.timeout(3600)
 INGEST, FEATURES, PREDICT, MONITOR, TRAINING = (
@@ -74,14 +74,14 @@ def ingest_and_features(api: AirflowApi, first: dt.date, days: int, conf: dict[s
 
 
 @pytest.fixture(scope="module")
-def champion(api: AirflowApi, data_root_e2e: Path) -> str:
-    """The champion of test_taxi_training.py, or one trained here when this module runs alone."""
+def champion(api: AirflowApi, airflow_platform: Platform, data_root_e2e: Path) -> str:
+    """The champion of test_taxi_training.py, or one trained here (one taxi_training run on seeded curated
+    trips and features) when this module runs alone."""
     version = champion_version(data_root_e2e)
     if version is not None:
         return version
     first, days = CHAMPION_DAYS
-    ingest_and_features(api, first, days, {"trips_per_day": TRIPS})
-    api.set_paused(FEATURES, True)
+    seed_curated_and_features(airflow_platform, first, days, TRIPS)
     api.set_paused(TRAINING, False)
     try:
         conf = {"window_end": (first + dt.timedelta(days)).isoformat(), "train_days": 6, "eval_days": 2,
