@@ -1,0 +1,116 @@
+"""The Evidently drift test against a reference sample (real Evidently; degenerate columns included)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from ml_tasks.monitoring.drift import RULE_ALL_NULL, drift_report
+from tests.unit.monitoring._frames import CAT, NUM, frame, reference, score
+
+
+@pytest.fixture(scope="module")
+def ref_sample() -> pa.Table:
+    return reference()[0]
+
+
+def _with(table: pa.Table, **columns: pa.Array) -> pa.Table:
+    for name, values in columns.items():
+        table = table.append_column(name, values)
+    return table
+
+
+def test_same_distribution_is_no_drift(ref_sample: pa.Table) -> None:
+    current = frame(3_000, 7)
+    current = current.append_column("score", pa.array(score(current)))
+    result = drift_report(ref_sample, current, CAT, NUM, drift_share=0.3, summary=False)
+    assert result.dataset_drift is False and result.drifted_columns == []
+    assert result.tested_columns == CAT + NUM and result.drift_share == 0.0
+    assert result.prediction_drift is not None and result.prediction_drift["drifted"] is False
+    assert result.columns["fare"]["method"] == "Wasserstein distance (normed)"
+    assert result.columns["payment_type"]["method"] == "Jensen-Shannon distance"
+    assert result.columns["fare"]["threshold"] == 0.1
+
+
+def test_shifted_columns_drift(ref_sample: pa.Table) -> None:
+    current = frame(3_000, 7, shift=8.0, new_payment=True)
+    current = current.append_column("score", pa.array(score(current)))
+    result = drift_report(ref_sample, current, CAT, NUM, drift_share=0.3, summary=False)
+    assert {"fare", "payment_type"} <= set(result.drifted_columns)
+    assert "area" not in result.drifted_columns
+    assert result.dataset_drift is True and result.drift_share == pytest.approx(
+        len(result.drifted_columns) / 4
+    )
+    assert result.prediction_drift is not None and result.prediction_drift["drifted"] is True
+    # one failed Evidently test per drifted column (inputs and the score)
+    assert result.evidently["failed_tests"] == len(result.drifted_columns) + 1
+
+
+def test_degenerate_columns_do_not_crash(ref_sample: pa.Table) -> None:
+    n_ref, n_cur = ref_sample.num_rows, 2_000
+    ref = _with(
+        ref_sample,
+        const=pa.array(np.full(n_ref, 2.0)),
+        empty=pa.nulls(n_ref, pa.float64()),
+        vanished=pa.array(np.arange(n_ref, dtype=np.float64)),
+        born=pa.nulls(n_ref, pa.string()),
+        const_cat=pa.array(["x"] * n_ref),
+    )
+    current = frame(n_cur, 7)
+    current = _with(
+        current,
+        score=pa.array(score(current)),
+        const=pa.array(np.full(n_cur, 2.0)),
+        empty=pa.array(np.full(n_cur, np.nan)),  # NaN only: as empty as nulls
+        vanished=pa.nulls(n_cur, pa.float64()),
+        born=pa.array(["a", "b"] * (n_cur // 2)),
+        const_cat=pa.array(["x"] * n_cur),
+    )
+    result = drift_report(
+        ref, current, [*CAT, "born", "const_cat"], [*NUM, "const", "empty", "vanished"], drift_share=0.3
+    )
+    assert result.excluded_columns == {
+        "empty": "all null in the reference and in the current rows: nothing to compare"
+    }
+    assert result.columns["vanished"]["method"] == RULE_ALL_NULL and result.columns["vanished"]["drifted"]
+    assert result.columns["born"]["drifted"] is True
+    assert "all null in the current rows" in result.degenerate["vanished"]
+    assert "all null in the reference rows" in result.degenerate["born"]
+    assert result.columns["const"]["drifted"] is False and result.columns["const"]["score"] == 0.0
+    assert result.columns["const_cat"]["drifted"] is False
+    assert "constant" in result.degenerate["const"] and "constant" in result.degenerate["const_cat"]
+    # share over tested + rule columns (empty is not counted): vanished and born drifted
+    assert set(result.drifted_columns) == {"vanished", "born"}
+    assert result.drift_share == pytest.approx(2 / 8)
+    assert result.snapshot is not None  # the summary preset ran too
+
+
+def test_caller_exclusions_are_reported_not_tested(ref_sample: pa.Table) -> None:
+    current = frame(2_000, 7)
+    current = current.append_column("score", pa.array(score(current)))
+    result = drift_report(ref_sample, current, CAT, NUM, drift_share=0.3, summary=False,
+                          exclude={"area": "calendar column"})  # fmt: skip
+    assert result.excluded_columns == {"area": "calendar column"}
+    assert "area" not in result.tested_columns and result.columns["area"]["drifted"] is None
+
+
+def test_no_current_rows_is_no_test(ref_sample: pa.Table) -> None:
+    empty = ref_sample.slice(0, 0)
+    result = drift_report(ref_sample, empty, CAT, NUM, drift_share=0.3)
+    assert result.drift_share is None and result.dataset_drift is False and result.snapshot is None
+
+
+def test_columns_outside_share_of_are_tested_and_reported_not_counted(ref_sample: pa.Table) -> None:
+    """A shift in columns left out of the share (feature-store aggregates) makes no dataset drift."""
+    current = frame(3_000, seed=11, shift=8.0)
+    everything = drift_report(ref_sample, current, CAT, NUM, drift_share=0.3, summary=False)
+    assert set(everything.drifted_columns) >= {"fare", "miles"}
+    trip_only = drift_report(ref_sample, current, CAT, NUM, drift_share=0.3, summary=False,
+                             share_of=["payment_type", "area"])  # fmt: skip
+    assert trip_only.counted_columns == ["payment_type", "area"]
+    assert trip_only.drifted_columns == [] and trip_only.drift_share == 0.0
+    assert trip_only.dataset_drift is False
+    assert set(trip_only.drifted_not_counted) == set(everything.drifted_columns)
+    # still tested, with their scores
+    assert trip_only.columns["fare"]["drifted"] is True
