@@ -14,8 +14,8 @@ from ml_tasks.settings import Settings
 from ml_tasks.storage import DataRoot
 from ml_tasks.transform import transform
 from ml_tasks.validation import validate
+from ml_tasks.validation.accounting import _concat_ws, unparseable_reasons
 from ml_tasks.validation.rules import ROW_CODES
-from ml_tasks.validation.step import _concat_ws, unparseable_reasons
 from tests.unit.validation.trip_rows import DAY, ONE_DAY, read, settings, trip, trips, write_raw
 
 GOOD = 20  # valid trips around each bad one
