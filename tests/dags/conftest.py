@@ -76,7 +76,7 @@ def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 30
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not PARSE_REPORT:
         return
-    terminalreporter.section("DAG parse times (fresh interpreter, airflow.sdk already imported)")
+    terminalreporter.section("DAG parse times (one interpreter: airflow.sdk once, dags/_lib per file)")
     for row in PARSE_REPORT:
         terminalreporter.write_line(
             f"{row['file']:<28} parse {row['parse_seconds'] * 1000:7.1f} ms   "
