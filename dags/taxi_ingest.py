@@ -1,101 +1,79 @@
 """
 ### taxi_ingest: Chicago taxi trips, one local day per run
 
-`extract -> transform -> validate -> publish`, each step one `ml-tasks <step>` command (see
-`ml_tasks/cli.py`) run by the project's step helper (`dags/_lib`): locally a subprocess, in the cluster
-a pod.
+`extract -> transform -> validate -> publish`, each an `ml-tasks` step (see `ml_tasks/cli.py`):
 
 * **extract** pulls the interval from the chosen source into `raw/trips/dt=YYYY-MM-DD`.
 * **transform** types, derives and de-duplicates into `staging/trips/...`.
-* **validate** applies the data-quality suite: rejected rows go to `quarantine/trips/...` with a
-  reason code, reports to `reports/validation/...`; the batch fails when the reject rate is above the
-  threshold (param `max_reject_rate`).
-* **publish** checks the row accounting and moves accepted rows into `curated/trips/...`, then emits
-  the Asset `flywheel-curated-trips` whose event extra carries the interval and the partition URIs.
+* **validate** sends rejected rows to `quarantine/trips/...` with a reason code and fails the batch above
+  `max_reject_rate`.
+* **publish** moves accepted rows into `curated/trips/...` and emits the Asset `flywheel-curated-trips`.
 
-**Schedule.** Daily intervals `[00:00, 24:00)` in America/Chicago (`CronDataIntervalTimetable`: a
-plain `@daily` has zero-length intervals in Airflow 3). **Catchup is off by default**: unpausing on a
-laptop runs only the latest interval instead of every day since `start_date`; history is loaded with
-explicit, bounded backfills (`airflow backfill create --dag-id taxi_ingest --from-date A --to-date B`,
-or `make demo`). Set `FLYWHEEL_INGEST_CATCHUP=true` (and `FLYWHEEL_INGEST_START_DATE`) where catchup
-is wanted.
-
-**Manual runs.** Trigger with a logical date, or with `logical_date: null` and the params
-`interval_start` / `interval_end` (YYYY-MM-DD, end exclusive); without either the run fails at once
-with a message saying so. The other params pick the source and its options.
-
-**Settings** come from the environment, read when the file is parsed (no Variables at parse time):
-`FLYWHEEL_DATA_ROOT` (read by the steps), `FLYWHEEL_RUNNER`, `FLYWHEEL_INGEST_SOURCE`,
-`FLYWHEEL_INGEST_START_DATE` / `FLYWHEEL_INGEST_END_DATE` (no scheduled runs outside; backfills
-are not limited by them), `FLYWHEEL_INGEST_CATCHUP`, `FLYWHEEL_TASK_RETRIES`,
-`FLYWHEEL_RETRY_DELAY_SECONDS`.
+**Schedule**: daily `[00:00, 24:00)` America/Chicago, catchup off (backfill explicitly:
+`airflow backfill create --dag-id taxi_ingest --from-date A --to-date B`). **Manual runs**: a logical date,
+or the params `interval_start` / `interval_end`. More: `docs/dags.md`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
-from typing import Any
 
-import pendulum
-from _lib import CURATED_TRIPS, END, START, STEP_MACROS, default_args, ml_step, opt, switch
+from _lib import (
+    CURATED_TRIPS,
+    DAG_DEFAULTS,
+    END,
+    LOCAL_TZ,
+    START,
+    STEP_MACROS,
+    DagSettings,
+    local_datetime,
+    ml_step,
+    opt,
+    optional,
+    switch,
+)
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
-TZ = "America/Chicago"
 SOURCES = ["synthetic", "file", "chicago", "postgres"]
-
-START_DATE = pendulum.instance(
-    dt.datetime.fromisoformat(os.environ.get("FLYWHEEL_INGEST_START_DATE", "2024-01-01")), tz=TZ
-)
-END_DATE = (
-    pendulum.instance(dt.datetime.fromisoformat(os.environ["FLYWHEEL_INGEST_END_DATE"]), tz=TZ)
-    if os.environ.get("FLYWHEEL_INGEST_END_DATE")
-    else None
-)
-CATCHUP = os.environ.get("FLYWHEEL_INGEST_CATCHUP", "false").strip().lower() in {"1", "true", "yes"}
-DEFAULT_SOURCE = os.environ.get("FLYWHEEL_INGEST_SOURCE", "synthetic")
-
-
-def _optional(type_: str, description: str, **schema: Any) -> Param:
-    return Param(None, type=["null", type_], description=description, **schema)
+settings = DagSettings()
 
 
 with DAG(
     dag_id=Path(__file__).stem,
     description="Chicago taxi trips: extract -> transform -> validate/quarantine -> publish (daily, Chicago)",
     doc_md=__doc__,
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone=TZ),
-    start_date=START_DATE,
-    end_date=END_DATE,
-    catchup=CATCHUP,
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone=LOCAL_TZ),
+    start_date=local_datetime(settings.ingest_start_date),
+    end_date=local_datetime(settings.ingest_end_date),
+    catchup=settings.ingest_catchup,
     max_active_runs=2,
     max_active_tasks=2,
     dagrun_timeout=dt.timedelta(hours=2),
-    default_args=default_args(execution_timeout=dt.timedelta(hours=1)),
+    default_args={**DAG_DEFAULTS, "execution_timeout": dt.timedelta(hours=1)},
     tags=["flywheel", "taxi", "ingest"],
     user_defined_macros=STEP_MACROS,
     params={
-        "source": Param(DEFAULT_SOURCE, enum=SOURCES, description="Where the trips come from."),
-        "interval_start": _optional(
+        "source": Param(settings.ingest_source, enum=SOURCES, description="Where the trips come from."),
+        "interval_start": optional(
             "string", "First local day (YYYY-MM-DD); overrides the run's data interval.", format="date"
         ),
-        "interval_end": _optional(
+        "interval_end": optional(
             "string", "Day after the last local day (exclusive; default interval_start + 1).", format="date"
         ),
-        "trips_per_day": _optional("integer", "synthetic: trips per day (default from settings).", minimum=0),
-        "drift_from": _optional("string", "synthetic: drift scenario from this day on.", format="date"),
-        "dirty_rate": _optional(
+        "trips_per_day": optional("integer", "synthetic: trips per day (default from settings).", minimum=0),
+        "drift_from": optional("string", "synthetic: drift scenario from this day on.", format="date"),
+        "dirty_rate": optional(
             "number", "synthetic: share of dirty rows to plant (default 0.005).", minimum=0, maximum=1
         ),
-        "seed": _optional("integer", "synthetic: random seed (default fixed: same days, same rows)."),
-        "file_uri": _optional("string", "file: path, URI or glob of CSV / Parquet / JSON trips."),
+        "seed": optional("integer", "synthetic: random seed (default fixed: same days, same rows)."),
+        "file_uri": optional("string", "file: path, URI or glob of CSV / Parquet / JSON trips."),
         "file_mapping": Param(
             None, type=["null", "string"], enum=[None, "portal", "tfx"], description="file: column layout."
         ),
-        "dataset_id": _optional("string", "chicago: portal dataset id (default chosen by year)."),
-        "pg_table": _optional("string", "postgres: table to read (schema.table)."),
-        "max_reject_rate": _optional(
+        "dataset_id": optional("string", "chicago: portal dataset id (default chosen by year)."),
+        "pg_table": optional("string", "postgres: table to read (schema.table)."),
+        "max_reject_rate": optional(
             "number", "validate: fail the batch above this rejected share.", minimum=0, maximum=1
         ),
         "allow_empty": Param(False, type="boolean", description="validate: accept days without trips."),

@@ -132,7 +132,9 @@ def stand_in_ti_class() -> Any:
             assert isinstance(task_ids, str), f"stand-in XCom pulls one task, not {task_ids!r}"
             if task_ids in expanded_upstreams(self.task.dag):
                 return copy.deepcopy(PLAN)
-            return Pulled(task_ids)
+            key = kwargs.get("key", "return_value")
+            # an XComArg argv element pulls one field of the upstream's summary (multiple_outputs)
+            return Pulled(task_ids) if key == "return_value" else Pulled(task_ids)[key]
 
     return StandInXComTI
 

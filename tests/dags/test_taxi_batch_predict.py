@@ -77,7 +77,7 @@ def test_params(dag: Any) -> None:
 
 
 def test_shard_plan_pins_the_version_and_covers_intervals_times_shards() -> None:
-    from taxi_batch_predict import shard_plan
+    from _lib.prediction import shard_plan
 
     plan = shard_plan(INTERVALS, RESOLVED, 3, "scheduled__2024-01-02T00:00:00+00:00")
     key = "scheduled__2024-01-02T00_00_00_00_00"
@@ -88,8 +88,8 @@ def test_shard_plan_pins_the_version_and_covers_intervals_times_shards() -> None
 
 
 def test_no_champion_skips_with_the_reason() -> None:
+    from _lib.prediction import shard_plan
     from airflow.sdk.exceptions import AirflowSkipException
-    from taxi_batch_predict import shard_plan
 
     missing = {"step": "resolve-model", "version": None, "reason": "no champion yet: run taxi_training"}
     with pytest.raises(AirflowSkipException, match="no champion yet"):
@@ -103,8 +103,8 @@ def commit_summary(start: str, end: str, version: str = "7") -> dict[str, Any]:
 
 
 def test_publish_lists_every_committed_interval_in_day_order() -> None:
-    from _lib.steps import plan_intervals
-    from taxi_batch_predict import predictions_event
+    from _lib.intervals import plan_intervals
+    from _lib.prediction import predictions_event
 
     # mapped commits return in map-index order, not necessarily in day order
     commits = [commit_summary("2024-01-06", "2024-01-07"), commit_summary("2024-01-02", "2024-01-04")]
@@ -123,8 +123,8 @@ def test_publish_lists_every_committed_interval_in_day_order() -> None:
 
 
 def test_publish_skips_without_commits_and_fails_on_a_commit_without_summary() -> None:
+    from _lib.prediction import predictions_event
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-    from taxi_batch_predict import predictions_event
 
     for nothing in (None, []):
         with pytest.raises(AirflowSkipException, match="no interval committed"):

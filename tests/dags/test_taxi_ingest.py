@@ -205,7 +205,7 @@ def test_local_runner_fails_with_the_cli_error_line(data_root: Path, clean_runne
 
 
 def test_error_line_prefers_the_cli_error() -> None:
-    from _lib.steps import error_line
+    from _lib.local import error_line
 
     assert error_line(["INFO x", "ml-tasks: error: bad", "Traceback", "  File x"]) == "ml-tasks: error: bad"
     assert error_line(["Traceback (most recent call last):", "KeyError: 'x'", ""]) == "KeyError: 'x'"

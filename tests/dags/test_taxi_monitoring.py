@@ -55,28 +55,27 @@ def test_only_request_retrain_emits_the_drift_asset_taxi_training_consumes(dag: 
     assert (training.name, training.uri) == DRIFT
 
 
-def test_the_alert_task_has_the_drift_notifier(dag: Any) -> None:
-    from _lib.alerts import DriftNotifier
-
-    callbacks = dag.get_task("alert").on_success_callback
-    callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
-    assert any(isinstance(c, DriftNotifier) and c.conn_id == "flywheel_alerts" for c in callbacks)
+def test_the_alert_task_alerts_once_without_a_repeating_callback(dag: Any) -> None:
+    """The alert task itself posts the alerts (test_alerts); no callback logs or posts them again."""
+    alert = dag.get_task("alert")
+    assert alert.upstream_task_ids == {"monitor"}
+    assert not alert.on_success_callback and not alert.on_failure_callback
 
 
 def test_alerts_for_every_verdict_but_no_drift() -> None:
-    from taxi_monitoring import _by_interval, alerts_for
+    from _lib.monitoring import alerts_for, by_interval
 
     summaries = [summary("2024-01-05", "drift", False), summary("2024-01-03", "no_drift", False),
                  summary("2024-01-04", "performance", False), {"step": "monitor"}]  # fmt: skip
-    ordered = _by_interval(summaries)
+    ordered = by_interval(summaries)
     assert [s["interval"]["start"] for s in ordered] == ["2024-01-03", "2024-01-04", "2024-01-05"]
     assert [d["verdict"] for d in alerts_for(ordered)] == ["performance", "drift"]
 
 
 def test_retrain_request_takes_the_newest_decision_that_asks() -> None:
-    from taxi_monitoring import _by_interval, retrain_request
+    from _lib.monitoring import by_interval, retrain_request
 
-    summaries = _by_interval([summary("2024-01-04", "drift", True), summary("2024-01-06", "drift", True),
+    summaries = by_interval([summary("2024-01-04", "drift", True), summary("2024-01-06", "drift", True),
                               summary("2024-01-07", "drift", False, ["cooldown: ..."])])  # fmt: skip
     extra = retrain_request(summaries)
     assert extra["interval"] == {"start": "2024-01-06", "end": "2024-01-07"}
@@ -85,10 +84,10 @@ def test_retrain_request_takes_the_newest_decision_that_asks() -> None:
 
 
 def test_no_retrain_skips_and_says_why() -> None:
+    from _lib.monitoring import by_interval, retrain_request
     from airflow.sdk.exceptions import AirflowSkipException
-    from taxi_monitoring import _by_interval, retrain_request
 
-    summaries = _by_interval([summary("2024-01-04", "drift", False, ["hysteresis needs 2"]),
+    summaries = by_interval([summary("2024-01-04", "drift", False, ["hysteresis needs 2"]),
                               summary("2024-01-05", "no_drift", False, ["no drift"])])  # fmt: skip
     with pytest.raises(AirflowSkipException, match="2024-01-04: hysteresis needs 2"):
         retrain_request(summaries)
