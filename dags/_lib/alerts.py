@@ -1,49 +1,27 @@
-"""Drift alerts: a WARNING line in the task log, and a webhook POST when an Airflow connection says where.
-
-:func:`send_drift_alert` is the one place an alert is raised (the ``alert`` task of taxi_monitoring calls
-it per decision; :class:`DriftNotifier` calls it from a callback). The alert is best effort: the drift
-Asset is the contract that starts retraining, so a webhook that is missing, refuses, times out or answers
-an error is logged and reported in the returned dict, and never fails the task.
-
-Webhook target: the Airflow connection ``conn_id`` (default ``flywheel_alerts``), e.g. from the environment
-``AIRFLOW_CONN_FLYWHEEL_ALERTS='https://hooks.example.com/services/T0/B0/XYZ'`` or
-``'{"conn_type": "http", "host": "alerts.internal", "port": 8080, "schema": "https",
-"extra": {"endpoint": "/flywheel/drift"}}'``:
-
-* ``host`` may be a whole URL; otherwise the URL is ``<scheme>://<host>[:<port>]`` with the scheme from
-  ``schema`` (``http``/``https``) or the connection type, and a URI-form connection's path (which Airflow
-  stores in ``schema``) kept as the path; ``extra.endpoint`` is appended;
-* ``login``/``password`` become HTTP basic auth; ``extra.headers`` (a JSON object) extra headers;
-  ``extra.timeout`` the timeout in seconds (default 10).
-
-The body is JSON: ``{"text": <the summary line>, "event": "flywheel.drift", "decision": {...},
-"airflow": {dag_id, run_id, task_id}}`` (``text`` makes it readable by Slack-style incoming webhooks).
-Webhook URLs often embed a secret token: logs and results show only ``scheme://host[:port]``.
-
-Parse-time cost matters: this module imports only the standard library and ``airflow.sdk``.
+"""Drift alerts: a WARNING line in the task log, and a webhook POST (the http provider's ``HttpHook``) when
+the Airflow connection ``flywheel_alerts`` exists. Best effort: a webhook problem is logged and reported in
+the result, never raised. Webhook URLs often embed a secret token: logs and results show only
+``scheme://host[:port]``. Connection forms and the body: ``docs/dags.md`` (taxi_monitoring).
 """
 
 from __future__ import annotations
 
-import base64
+import functools
 import json
 import logging
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow.sdk import BaseNotifier, Connection
+from airflow.sdk import Connection
 from airflow.sdk.exceptions import AirflowNotFoundException
+from airflow.sdk.log import mask_secret
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONN_ID = "flywheel_alerts"
 DEFAULT_TIMEOUT_SECONDS = 10.0
 EVENT = "flywheel.drift"
-#: the marker :func:`send_drift_alert` puts in its result, so a callback does not send the same alert twice
-RESULT_MARKER = "flywheel_alert"
 _MAX_COLUMNS_SHOWN = 8
 
 
@@ -188,37 +166,67 @@ def _airflow_ids(context: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def _hook_class() -> Any:
+    # the http provider imports requests and aiohttp: only when an alert is sent, never at DAG parse time
+    from airflow.providers.http.hooks.http import HttpHook
+
+    class WebhookHook(HttpHook):
+        """HttpHook over the connection as this module reads it: the URL is :func:`webhook_url` and the
+        headers come from ``extra.headers`` (HttpHook would send every extra key as a header and read the
+        path of a URI-form connection, stored in ``schema``, as the URL scheme)."""
+
+        def __init__(self, conn: Any, url: str) -> None:
+            super().__init__(method="POST", http_conn_id=conn.conn_id)
+            # host as a whole URL: HttpHook takes it as the base URL, as is
+            self._conn = Connection(conn_id=conn.conn_id, conn_type="http", host=url, login=conn.login,
+                                    password=conn.password)  # fmt: skip
+
+        def get_connection(self, conn_id: str) -> Any:  # type: ignore[override]  # this one connection
+            return self._conn
+
+    return WebhookHook
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` without the URL's secret parts (path, query, credentials)."""
+    parts = urlsplit(url)
+    secrets = [url, parts.path + ("?" + parts.query if parts.query else ""), parts.path, parts.query,
+               parts.password or ""]  # fmt: skip
+    for secret in sorted((s for s in secrets if len(s.strip("/")) > 0), key=len, reverse=True):
+        text = text.replace(secret, redact(url) if secret == url else "/...")
+    return text
+
+
 def post_json(url: str, payload: Mapping[str, Any], conn: Any, timeout: float) -> dict[str, Any]:
-    """POST ``payload``; the outcome as a dict (never raises for HTTP or network errors)."""
+    """POST ``payload`` with the http provider's HttpHook; the outcome as a dict (never raises for HTTP
+    or network errors; the URL's path, query and password never reach the log or the result)."""
+    import requests  # the http provider's client: imported when an alert is sent, not at DAG parse time
+
     extra = conn.extra_dejson or {}
     headers = {"Content-Type": "application/json", "User-Agent": "flywheel-alerts/1"}
     if isinstance(extra.get("headers"), Mapping):
         headers.update({str(k): str(v) for k, v in extra["headers"].items()})
-    if conn.login or conn.password:
-        token = base64.b64encode(f"{conn.login or ''}:{conn.password or ''}".encode()).decode()
-        headers["Authorization"] = f"Basic {token}"
-    body = json.dumps(payload, sort_keys=True, default=str).encode()
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     target = redact(url)
+    # Airflow's secrets masker hides the URL's secret path in task logs, the hook's own lines included
+    for secret in (urlsplit(url).path.strip("/"), urlsplit(url).query):
+        if secret:
+            mask_secret(secret)
+    hook = _hook_class()(conn, url)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status = int(response.status)
-        return {"status": "sent", "target": target, "http_status": status}
-    except urllib.error.HTTPError as exc:
-        return {
-            "status": "failed",
-            "target": target,
-            "http_status": exc.code,
-            "error": f"HTTP {exc.code} {exc.reason}",
-        }
-    except (urllib.error.URLError, OSError, ValueError) as exc:  # refused, unreachable, timeout, bad URL
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        return {
-            "status": "failed",
-            "target": target,
-            "http_status": None,
-            "error": f"{type(exc).__name__}: {reason}",
-        }
+        response = hook.run(
+            data=json.dumps(payload, sort_keys=True, default=str),
+            headers=headers,
+            extra_options={"timeout": timeout, "check_response": False},
+        )
+    except (requests.RequestException, OSError, ValueError) as exc:  # refused, unreachable, timeout
+        reason = _scrub(f"{type(exc).__name__}: {exc}", url)
+        return {"status": "failed", "target": target, "http_status": None, "error": reason}
+    status = int(response.status_code)
+    if status >= 400:
+        error = _scrub(f"HTTP {status} {response.reason}", url)
+        return {"status": "failed", "target": target, "http_status": status, "error": error}
+    return {"status": "sent", "target": target, "http_status": status}
 
 
 def send_drift_alert(
@@ -233,14 +241,13 @@ def send_drift_alert(
         context: The Airflow context, when called from a task or callback (its ids go into the body).
 
     Returns:
-        ``{"flywheel_alert": True, "summary", "decision", "conn_id", "webhook": {"status": "sent" |
+        ``{"summary", "decision", "conn_id", "webhook": {"status": "sent" |
         "not_configured" | "failed", "target", "http_status", "error"}}``. Never raises for a webhook
         problem (logged at WARNING): the alert is best effort.
     """
     summary = summarize(decision)
     log.warning("%s", summary)
     result: dict[str, Any] = {
-        RESULT_MARKER: True,
         "summary": summary,
         "decision": decision,
         "conn_id": conn_id,
@@ -278,53 +285,3 @@ def send_drift_alert(
         )
     result["webhook"] = outcome
     return result
-
-
-# -- the notifier ----------------------------------------------------------------------------------------
-class DriftNotifier(BaseNotifier):
-    """An Airflow notifier (task/DAG callback) for drift decisions.
-
-    With ``decision`` (a dict, or a Jinja template rendering to JSON) it alerts on that decision. Without,
-    it reads the task's return value (XCom): a decision, a list of decisions, or results of
-    :func:`send_drift_alert` (the ``alert`` task's return value); decisions the task already alerted on
-    are only logged again, not posted twice. Decisions whose verdict is ``no_drift`` are ignored.
-    """
-
-    template_fields = ("decision", "conn_id")
-
-    def __init__(
-        self, decision: dict[str, Any] | str | None = None, *, conn_id: str = DEFAULT_CONN_ID
-    ) -> None:
-        super().__init__()
-        self.decision = decision
-        self.conn_id = conn_id
-
-    def _decisions(self, context: Mapping[str, Any]) -> list[dict[str, Any]]:
-        value: Any = self.decision
-        if isinstance(value, str):
-            value = json.loads(value) if value.strip() else None
-        if value is None:
-            ti = context.get("ti") or context.get("task_instance")
-            value = ti.xcom_pull(task_ids=ti.task_id) if ti is not None else None
-        items = value if isinstance(value, list) else [value] if value is not None else []
-        return [i for i in items if isinstance(i, dict)]
-
-    def notify(self, context: Any) -> None:
-        """Alert on the decisions (see the class doc); never raises for a webhook problem."""
-        sent = 0
-        try:
-            items = self._decisions(context)
-        except Exception:  # a callback must not turn a succeeded task into an error: the alert is best effort
-            log.exception("DriftNotifier: could not read the decisions to alert on")
-            return
-        for item in items:
-            if item.get(RESULT_MARKER):
-                log.warning(
-                    "%s [webhook: %s]", item.get("summary"), (item.get("webhook") or {}).get("status")
-                )
-                continue
-            if item.get("verdict") in (None, "no_drift"):
-                continue
-            send_drift_alert(item, conn_id=self.conn_id, context=context)
-            sent += 1
-        log.info("DriftNotifier: %d new alert(s) sent", sent)
