@@ -3,8 +3,8 @@
 One object per Asset, defined once: a producer's ``outlets`` and a consumer's ``schedule`` must name the
 same (name, uri), or the consumer silently never runs.
 
-Event contract: every event of these Assets is emitted by :class:`_lib.steps.MlStepOperator` (or
-:class:`_lib.kube.MlStepPodOperator`) and its
+Event contract: every event of these Assets is emitted by :class:`_lib.local.MlStepOperator` (or
+:class:`_lib.pod.MlStepPodOperator`) and its
 ``extra`` says which data changed (see ``MlStepOperator.event_extra``)::
 
     {"step": "publish", "interval": {"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"},  # local days, end exclusive
@@ -13,7 +13,7 @@ Event contract: every event of these Assets is emitted by :class:`_lib.steps.MlS
 A producer run that publishes several intervals in one event (taxi_batch_predict's ``publish``) puts
 ``"intervals": [{"start", "end"}, ...]`` instead of ``"interval"``.
 
-Consumers read the interval(s) from the extra (:func:`_lib.steps.plan_intervals`), never the URI: the URI
+Consumers read the interval(s) from the extra (:func:`_lib.intervals.plan_intervals`), never the URI: the URI
 names the dataset, not a partition.
 """
 

@@ -12,7 +12,6 @@ import os
 import re
 from collections.abc import Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from kubernetes.client import models as k8s
@@ -27,6 +26,7 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from _lib.config import PROFILES, Profile
+from _lib.profiles import ResourceProfile, resource_profile
 
 ENV_PREFIX = "FLYWHEEL_K8S_"
 XCOM_FILE = "/airflow/xcom/return.json"
@@ -49,21 +49,6 @@ _SECRET_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL|PRIVATE|_KEY
 #: DAG/runner settings of this environment that mean nothing inside a pod
 _NOT_FOR_PODS = ("FLYWHEEL_RUNNER", ENV_PREFIX, XCOM_ENV)
 
-DEFAULT_PROFILES: dict[str, dict[str, Any]] = {
-    "cpu": {
-        "requests": {"cpu": "1", "memory": "4Gi"},
-        "limits": {"memory": "4Gi"},
-        "node_selector": {},
-        "tolerations": [],
-    },
-    "gpu": {
-        "requests": {"cpu": "4", "memory": "24Gi"},
-        "limits": {"memory": "24Gi"},
-        "node_selector": {"nvidia.com/gpu.present": "true"},
-        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-    },
-}
-GPU_RESOURCE = "nvidia.com/gpu"
 
 #: JSON settings: a comma-separated or JSON value is parsed here, with messages naming the variable
 Names = Annotated[tuple[str, ...], NoDecode]
@@ -115,27 +100,6 @@ def _explain(exc: ValidationError) -> str:
         else:
             messages.append(f"{var}={raw!r}: {error['msg']}")
     return "; ".join(messages)
-
-
-@dataclass(frozen=True)
-class ResourceProfile:
-    """Requests, limits and placement of one resource profile (``cpu`` or ``gpu``)."""
-
-    name: str
-    requests: dict[str, str]
-    limits: dict[str, str]
-    node_selector: dict[str, str]
-    tolerations: list[dict[str, Any]]
-    shm_size: str | None = None
-
-    def resources(self) -> k8s.V1ResourceRequirements:
-        """The container's resource requirements."""
-        return k8s.V1ResourceRequirements(requests=dict(self.requests), limits=dict(self.limits))
-
-    def k8s_tolerations(self) -> list[k8s.V1Toleration]:
-        """The pod's tolerations as Kubernetes models (keys as in a manifest: ``tolerationSeconds``...)."""
-        snake = {"tolerationSeconds": "toleration_seconds"}
-        return [k8s.V1Toleration(**{snake.get(k, k): v for k, v in t.items()}) for t in self.tolerations]
 
 
 def _pod_env(env: Mapping[str, str]) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -330,23 +294,11 @@ class KubeSettings(BaseSettings):
 
     def _profile(self, name: str) -> ResourceProfile:
         """The profile ``name`` from its defaults and the ``FLYWHEEL_K8S_<NAME>_*`` overrides."""
-        defaults = DEFAULT_PROFILES[name]
-
-        def setting(key: str) -> Any:
-            value = getattr(self, f"{name}_{key}")
-            return defaults[key] if value is None else value
-
-        requests, limits = dict(setting("requests")), dict(setting("limits"))
-        shm_size = None
-        if name == "gpu":
-            # the GPU is the point of the profile: a LIMITS override must not drop it by accident
-            limits[GPU_RESOURCE] = str(self.gpu_count)
-            shm_size = self.gpu_shm_size
-        elif GPU_RESOURCE in limits or GPU_RESOURCE in requests:
-            prefix = f"{ENV_PREFIX}{name.upper()}_"
-            raise ValueError(f"{prefix}LIMITS/REQUESTS must not ask for {GPU_RESOURCE}: use the gpu profile")
-        tolerations = [dict(t) for t in setting("tolerations")]
-        return ResourceProfile(name, requests, limits, dict(setting("node_selector")), tolerations, shm_size)
+        keys = ("requests", "limits", "node_selector", "tolerations")
+        overrides = {key: getattr(self, f"{name}_{key}") for key in keys}
+        return resource_profile(
+            name, overrides, self.gpu_count, self.gpu_shm_size, f"{ENV_PREFIX}{name.upper()}_"
+        )
 
     @property
     def profiles(self) -> dict[str, ResourceProfile]:

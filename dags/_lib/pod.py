@@ -42,7 +42,7 @@ class MlStepPodOperator(KubernetesPodOperator):
 
     ``arguments`` is ``[step, *argv]``: the local runner's argv, same templates, and elements that render
     to ``""`` are dropped (optional flags). With Asset outlets, each event's extra is built from the
-    summary exactly as locally (:func:`_lib.steps.step_event_extra`).
+    summary exactly as locally (:func:`_lib.events.step_event_extra`).
     """
 
     template_fields_renderers: ClassVar[dict[str, str]] = {
