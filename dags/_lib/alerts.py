@@ -208,9 +208,11 @@ def post_json(url: str, payload: Mapping[str, Any], conn: Any, timeout: float) -
     if isinstance(extra.get("headers"), Mapping):
         headers.update({str(k): str(v) for k, v in extra["headers"].items()})
     target = redact(url)
-    # Airflow's secrets masker hides the URL's secret path in task logs, the hook's own lines included
-    for secret in (urlsplit(url).path.strip("/"), urlsplit(url).query):
-        if secret:
+    # Airflow's secrets masker hides the URL's path (whole, with its query) in task logs, the hook's own
+    # lines included (a refused connection is logged with the path)
+    parts = urlsplit(url)
+    for secret in {parts.path, f"{parts.path}?{parts.query}" if parts.query else ""}:
+        if secret.strip("/"):
             mask_secret(secret)
     hook = _hook_class()(conn, url)
     try:
