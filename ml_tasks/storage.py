@@ -94,7 +94,7 @@ def file_sha256(path: str | Path, fs: pafs.FileSystem | None = None) -> str:
     if fs is None:
         with Path(path).open("rb") as handle:
             return hashlib.file_digest(handle, "sha256").hexdigest()
-    with fs.open_input_stream(str(path)) as stream:
+    with fs.open_input_file(str(path)) as stream:  # as stored: no decompression by file extension
         return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
