@@ -1,15 +1,8 @@
-"""Training and evaluation windows of a ``taxi_training`` run (pure functions, cheap to import).
+"""Training and evaluation windows of a ``taxi_training`` run (pure functions; rationale: ``docs/dags.md``).
 
 A run trains on ``[eval_start - train_days, eval_start)`` and evaluates on the LATER window
-``[eval_start, window_end)`` with ``eval_start = window_end - eval_days``: the gate compares models on days
-none of them was trained on, and a candidate and the champion are scored on the same eval window.
-
-``window_end`` (a local day, exclusive) comes from, in order:
-
-1. the param ``window_end`` (manual runs and reruns of a past week);
-2. the triggering drift events: the latest ``extra.interval.end`` among them (the drifted interval is the
-   newest data; the model is retrained up to it);
-3. the run's data interval end (the weekly schedule), as a local date.
+``[eval_start, window_end)``; ``window_end`` is the param, else the newest drift event's interval end, else
+the run's data interval end (a local date).
 """
 
 from __future__ import annotations
