@@ -44,8 +44,8 @@ lint: venv  ## ruff + mypy + the import layers (import-linter)
 test: venv lint  ## lint, type-check, then the whole test suite (unit, integration, dags, e2e)
 	scripts/run_tests.sh
 
-test-fast: venv  ## unit + dag tests only
-	$(VENV)/bin/pytest -q tests/unit tests/dags
+test-fast: venv  ## unit + dag tests only, on two cores
+	$(VENV)/bin/pytest -q -n 2 --durations=10 tests/unit tests/dags
 
 demo: venv  ## start local Airflow, backfill the demo window, print a summary
 	$(PY) -m scripts.demo

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole suite: unit, dags, integration (real GX, HTTP server, PostgreSQL), e2e (real Airflow scheduler).
+# Two xdist workers; --dist loadgroup keeps every e2e test on one worker (tests/conftest.py puts them in
+# the xdist group "e2e": the Airflow platform is per session, so per worker; one at a time on 2 cores).
 # pytest exits 5 when it collects no test: that is a failure here too, as it is for any other exit code.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
-.venv/bin/pytest tests --durations=15 "$@"
+.venv/bin/pytest tests -n "${FLYWHEEL_TEST_WORKERS:-2}" --dist loadgroup --durations=15 "$@"
 status=$?
 echo "pytest finished with exit ${status} in $(( $(date +%s) - start )) s"
 if [ "$status" -eq 5 ]; then

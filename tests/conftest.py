@@ -1,11 +1,21 @@
-"""Shared fixtures: a temporary data root, the real Chicago sample data, and a CLI runner."""
+"""Shared fixtures and the CLI runners; every test is marked with its tier (its folder under tests/).
+
+``run_cli`` runs ``ml-tasks ARGS`` in this process (``ml_tasks.cli.main``): no interpreter start-up and no
+re-import of Feast/GX/torch per call. ``run_cli_process`` runs the same argv as a subprocess, as a DAG
+does: only for the few tests that pin the process contract (one JSON line on stdout, the exit code, the
+``FLYWHEEL_XCOM_FILE`` file).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,15 +23,33 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 # ../shared/datasets/chicago_taxi beside the repo, or wherever FLYWHEEL_CHICAGO_SAMPLES points
 CHICAGO_SAMPLES = Path(
     os.environ.get("FLYWHEEL_CHICAGO_SAMPLES", REPO.parent / "shared" / "datasets" / "chicago_taxi")
 )
+#: tiers by folder (markers registered in pyproject.toml)
+TIERS = ("unit", "dags", "integration", "e2e")
+#: the same format as ``cli.main``'s logging.basicConfig
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's tier; e2e tests share one xdist group (one Airflow at a time)."""
+    for item in items:
+        try:
+            tier = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            continue
+        if tier in TIERS:
+            item.add_marker(tier)
+        if tier == "e2e":
+            item.add_marker(pytest.mark.xdist_group("e2e"))
 
 
 @pytest.fixture
 def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty data root, also exported as FLYWHEEL_DATA_ROOT for subprocesses."""
+    """An empty data root, also exported as FLYWHEEL_DATA_ROOT (for run_cli and subprocesses)."""
     root = tmp_path / "data"
     root.mkdir()
     monkeypatch.setenv("FLYWHEEL_DATA_ROOT", str(root))
@@ -42,11 +70,132 @@ def chicago_samples() -> Path:
     return CHICAGO_SAMPLES
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> dict[str, Any]:
-    """Run ``ml-tasks ARGS`` as a subprocess (as a DAG would) and return its JSON summary line.
+def _summary(args: tuple[str, ...], returncode: int, stdout: str, stderr: str, check: bool) -> dict[str, Any]:
+    if returncode != 0:
+        if check:
+            raise AssertionError(f"ml-tasks {' '.join(args)} failed ({returncode}):\n{stderr[-4000:]}")
+        return {"returncode": returncode, "stderr": stderr, "stdout": stdout}
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected exactly one JSON line on stdout, got {len(lines)}: {stdout[-2000:]}"
+    return dict(json.loads(lines[0]))
 
-    With ``check=False`` returns ``{"returncode": ..., "stderr": ...}`` for failures.
+
+def _clear_caches() -> None:
+    from ml_tasks.settings import get_settings
+    from ml_tasks.storage import code_version
+
+    get_settings.cache_clear()
+    code_version.cache_clear()  # reads FLYWHEEL_CODE_VERSION
+
+
+@contextlib.contextmanager
+def _isolated_call(
+    args: tuple[str, ...], env: dict[str, str] | None
+) -> Iterator[tuple[io.StringIO, io.StringIO]]:
+    """What a fresh process would give ``main``: its env, argv, cwd, logging, and no state left behind.
+
+    Restored afterwards: os.environ (steps export variables, MLflow sets MLFLOW_TRACKING_URI), the working
+    directory, root logging, MLflow's global tracking URI and active run, torch's thread count, the
+    settings and code-version caches.
     """
+    saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, Path.cwd()
+    root = logging.getLogger()
+    saved_level, saved_handlers = root.level, list(root.handlers)
+    mlflow_uri = _mlflow_uri()
+    torch_threads = _torch_threads()
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    os.environ.update(env or {})
+    sys.argv = ["ml-tasks", *args]  # click names the program after argv[0] in usage messages
+    _clear_caches()
+    # cli.main's basicConfig is a no-op when the root logger has handlers (pytest's): log to err here
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            yield out, err
+    finally:
+        for extra in [h for h in root.handlers if h not in saved_handlers]:
+            root.removeHandler(extra)
+        root.setLevel(saved_level)
+        _reset_mlflow(mlflow_uri)
+        _reset_torch(torch_threads)
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        _clear_caches()
+
+
+_UNSET = object()
+
+
+def _mlflow_uri() -> Any:
+    if "mlflow" not in sys.modules:
+        return _UNSET
+    from mlflow.tracking._tracking_service import utils
+
+    return utils._tracking_uri
+
+
+def _reset_mlflow(before: Any) -> None:
+    if "mlflow" not in sys.modules:
+        return
+    import mlflow
+
+    if mlflow.active_run() is not None:  # a process would end it at exit
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None if before is _UNSET else before)
+
+
+def _torch_threads() -> int | None:
+    if "torch" not in sys.modules:
+        return None
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def _reset_torch(before: int | None) -> None:
+    if "torch" not in sys.modules:
+        return
+    import torch
+
+    if before is None:  # torch was first imported by this call: back to its default (as at start-up)
+        omp = os.environ.get("OMP_NUM_THREADS", "")
+        before = int(omp) if omp.isdigit() and int(omp) > 0 else len(os.sched_getaffinity(0))
+    torch.set_num_threads(before)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> dict[str, Any]:
+    """Run ``ml-tasks ARGS`` in this process and return its one JSON summary line.
+
+    ``env`` overrides the environment for the call only. A failure raises AssertionError with the tail of
+    stderr; with ``check=False`` it returns ``{"returncode", "stderr", "stdout"}`` instead. Exit codes are
+    those of the process: SystemExit's code, 1 for an exception that escapes ``main`` (its traceback on
+    stderr, as the interpreter would print it).
+    """
+    from ml_tasks.cli import main
+
+    returncode = 0
+    with _isolated_call(args, env) as (out, err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            if exc.code is None or isinstance(exc.code, int):
+                returncode = exc.code or 0
+            else:
+                print(exc.code, file=sys.stderr)
+                returncode = 1
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            returncode = 1
+    return _summary(args, returncode, out.getvalue(), err.getvalue(), check)
+
+
+def run_cli_process(*args: str, env: dict[str, str] | None = None, check: bool = True) -> dict[str, Any]:
+    """Run ``ml-tasks ARGS`` as a subprocess, as a DAG's local runner does; returns as :func:`run_cli`."""
     proc = subprocess.run(
         [sys.executable, "-m", "ml_tasks.cli", *args],
         capture_output=True,
@@ -54,14 +203,4 @@ def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -
         env={**os.environ, **(env or {})},
         timeout=600,
     )
-    if proc.returncode != 0:
-        if check:
-            raise AssertionError(
-                f"ml-tasks {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
-            )
-        return {"returncode": proc.returncode, "stderr": proc.stderr, "stdout": proc.stdout}
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, (
-        f"expected exactly one JSON line on stdout, got {len(lines)}: {proc.stdout[-2000:]}"
-    )
-    return dict(json.loads(lines[0]))
+    return _summary(args, proc.returncode, proc.stdout, proc.stderr, check)

@@ -1,22 +1,24 @@
 """A small, real pipeline data root shared by the prediction, monitoring and lineage tests.
 
-Built once per test session through the real CLI (as the DAGs run it; no Airflow): synthetic trips for
-:data:`DAYS` days (:data:`TRIPS` a day) through extract -> transform -> validate -> publish ->
-build-features, the Feast registry, a training set of the first :data:`TRAIN_DAYS` days, an eval set of
-the next day, one small model (1 trial, :data:`EPOCHS` epochs) exported to ONNX, checked, registered and
-promoted to ``taxi_tips@champion`` (forced: on tiny synthetic data the gate may prefer a baseline).
-The days after the eval day have curated trips and features but no predictions: the tests score them.
+Built once per test run through the real CLI (in-process ``run_cli``, the DAGs' argv; no Airflow):
+synthetic trips for :data:`DAYS` days (:data:`TRIPS` a day) through extract -> transform -> validate ->
+publish -> build-features, the Feast registry, a training set of the first :data:`TRAIN_DAYS` days, an
+eval set of the next day, one small model (1 trial, :data:`EPOCHS` epochs) exported to ONNX, checked,
+registered and promoted to ``taxi_tips@champion`` (forced: on tiny synthetic data the gate may prefer a
+baseline). The days after the eval day have curated trips and features but no predictions: the tests
+score them.
 
-Use the ``pipeline_root`` fixture (tests/integration/conftest.py); treat the root as read-only except
-for your own prediction/monitoring outputs, and prefer copying it (``PipelineRoot.copy_to``) when a test
-breaks things on purpose.
+Use the ``pipeline_root`` fixture (tests/integration/conftest.py; under pytest-xdist each worker gets its
+own copy of the one built root); treat the root as read-only except for your own prediction/monitoring
+outputs, and prefer copying it (``PipelineRoot.copy_to``) when a test breaks things on purpose.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,14 @@ class PipelineRoot:
     def unscored_days(self) -> list[dt.date]:
         """Days with curated trips and features after the eval day (nothing scored them yet)."""
         return [day(i) for i in range(TRAIN_DAYS + 1, DAYS)]
+
+    def to_json(self) -> str:
+        """The fixture's results as JSON (handed from the xdist worker that built it to the others)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> PipelineRoot:
+        return cls(**json.loads(text))
 
     def copy_to(self, target: Path) -> PipelineRoot:
         """A private copy of the data root (MLflow's SQLite store and artifacts included).

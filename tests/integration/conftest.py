@@ -17,6 +17,7 @@ PostgreSQL refuses to run as root.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -92,7 +93,28 @@ def postgres_database_uri(postgres_uri: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def pipeline_root(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A small real pipeline data root with a registered champion (see tests/integration/_pipeline.py)."""
-    from tests.integration._pipeline import build_pipeline_root
+    """A small real pipeline data root with a registered champion (see tests/integration/_pipeline.py).
 
-    return build_pipeline_root(tmp_path_factory.mktemp("pipeline_root"))
+    Built once per test run. Under pytest-xdist the first worker that needs it builds it into the run's
+    shared temporary directory (under a file lock) and every worker, the builder included, works on its
+    own copy: the built root stays pristine while the workers write their predictions.
+    """
+    from tests.integration._pipeline import PipelineRoot, build_pipeline_root
+
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # no xdist: one process, no copy needed
+        return build_pipeline_root(tmp_path_factory.mktemp("pipeline_root"))
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # the run's directory, common to all workers
+    built, failed = shared / "pipeline_root.json", shared / "pipeline_root.failed"
+    with FileLock(shared / "pipeline_root.lock"):
+        if failed.is_file():
+            pytest.fail(f"building the shared pipeline root failed in another worker: {failed.read_text()}")
+        if not built.is_file():
+            try:
+                built.write_text(build_pipeline_root(shared / "pipeline_root").to_json())
+            except BaseException as exc:
+                failed.write_text(f"{type(exc).__name__}: {exc}"[:2000])
+                raise
+    original = PipelineRoot.from_json(built.read_text())
+    return original.copy_to(tmp_path_factory.mktemp("pipeline_root") / "data")

@@ -22,7 +22,7 @@ from ml_tasks.intervals import Interval
 from ml_tasks.settings import Settings
 from ml_tasks.storage import DataRoot, Manifest, PartitionError
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MODEL = "taxi_tips"
 D0 = dt.date(2024, 3, 4)  # a Monday

@@ -1,18 +1,20 @@
 """The whole real TFX sample (15,002 trips over 1,461 days) through the real CLI: every row accounted for.
 
-extract -> transform -> validate -> publish as subprocesses, as a DAG runs them; the reject reasons are
-checked against counts computed independently from the raw CSV with DuckDB.
+extract -> transform -> validate -> publish as subprocesses, as a DAG runs them (``run_cli_process``: one
+of the few tests that pin the process contract, the XCom file included); the reject reasons are checked
+against counts computed independently from the raw CSV with DuckDB.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import duckdb
 import pyarrow.dataset as ds
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli_process
 
 START, END = "2013-01-01", "2017-01-01"
 ENV = {"FLYWHEEL_CODE_VERSION": "test"}  # skips a git call per partition manifest
@@ -41,15 +43,17 @@ def test_tfx_sample_end_to_end_accounts_for_every_row(chicago_samples: Path, dat
     expected = raw_counts(csv)
     assert expected["rows"] == 15_002
     interval = ("--start", START, "--end", END)
-    extracted = run_cli(
+    extracted = run_cli_process(
         "extract", "--source", "file", "--mapping", "tfx", "--uri", str(csv), *interval, env=ENV
     )
     assert sum(p["rows"] for p in extracted["partitions"]) == 15_002
     assert len(extracted["partitions"]) == 1461
-    run_cli("transform", *interval, env=ENV)
-    validated = run_cli("validate", *interval, "--allow-empty", "--max-reject-rate", "1", env=ENV)
+    run_cli_process("transform", *interval, env=ENV)
+    validated = run_cli_process("validate", *interval, "--allow-empty", "--max-reject-rate", "1", env=ENV)
     assert validated["verdict"] == "passed"
-    published = run_cli("publish", *interval, env=ENV)
+    xcom = data_root.parent / "airflow" / "xcom" / "return.json"  # as a KubernetesPodOperator pod writes it
+    published = run_cli_process("publish", *interval, env={**ENV, "FLYWHEEL_XCOM_FILE": str(xcom)})
+    assert json.loads(xcom.read_text()) == published  # the same summary as the one stdout line
 
     totals = published["totals"]
     assert totals["raw"] == 15_002

@@ -25,8 +25,6 @@ from ml_tasks.models import tracking
 from ml_tasks.models.tracking import RunKey, child_run, task_run
 from ml_tasks.settings import Settings
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:

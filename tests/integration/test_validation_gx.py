@@ -28,9 +28,8 @@ from ml_tasks.storage import DataRoot, Manifest
 from ml_tasks.transform import transform
 from ml_tasks.validation import validate
 from ml_tasks.validation.rules import ROW_CODES
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_process
 
-pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
 
 AUGUST_2014 = Interval(dt.date(2014, 8, 1), dt.date(2014, 9, 1))  # the sample's busiest month: 478 trips
@@ -164,7 +163,8 @@ def test_cli_chain_and_a_failing_gate(tmp_path: Path, tfx_trips: pa.Table) -> No
     assert [p["uri"] for p in published["partitions"]] == [
         str(tmp_path / "curated" / "trips" / f"dt={d.isoformat()}") for d in interval.days()
     ]
-    failed = run_cli("validate", *args, "--max-reject-rate", "0", check=False)
+    # the failures as processes: exit status 1, the one-line error, nothing on stdout (the DAG reads these)
+    failed = run_cli_process("validate", *args, "--max-reject-rate", "0", check=False)
     assert failed["returncode"] == 1
     assert "ml-tasks: error: validation failed for" in failed["stderr"]
     assert (
@@ -172,7 +172,7 @@ def test_cli_chain_and_a_failing_gate(tmp_path: Path, tfx_trips: pa.Table) -> No
         in (failed["stderr"])
     )
     assert failed["stdout"] == ""
-    refused = run_cli("publish", *args, check=False)
+    refused = run_cli_process("publish", *args, check=False)
     assert refused["returncode"] == 1
     assert "refusing to publish [2014-08-22, 2014-08-25)" in refused["stderr"]
     assert "dt=2014-08-23: validation verdict is 'failed'" in refused["stderr"]
