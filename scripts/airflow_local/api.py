@@ -39,7 +39,7 @@ def _transient(exc: BaseException) -> bool:
     timeout while the scheduler holds the write lock."""
     if isinstance(exc, ApiError):
         return exc.status in TRANSIENT_STATUSES
-    return isinstance(exc, urllib3.exceptions.HTTPError)
+    return isinstance(exc, (urllib3.exceptions.HTTPError, requests.ConnectionError, requests.Timeout))
 
 
 def _log_retry(state: tenacity.RetryCallState) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import time
 from typing import Any
 
+import requests
 import urllib3
 
 from scripts.airflow_local import deploy, processes
@@ -195,7 +196,7 @@ class Platform(PlatformConfig):
                         + "\n".join(f"{e['filename']}: {e['stack_trace'][-1500:]}" for e in errors)
                     )
                 missing = expected - set(api.dag_ids())
-            except urllib3.exceptions.HTTPError as exc:
+            except (urllib3.exceptions.HTTPError, requests.RequestException) as exc:
                 last = f"API not answering: {exc.__class__.__name__}"
                 return None
             last = f"DAGs not registered yet: {sorted(missing)}"
