@@ -36,6 +36,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test with its folder's tier; e2e tests share one xdist group (one Airflow at a time)."""
+    xdist = config.pluginmanager.hasplugin("xdist")  # registers xdist_group (absent with -p no:xdist)
     for item in items:
         try:
             tier = item.path.resolve().relative_to(TESTS).parts[0]
@@ -43,7 +44,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if tier in TIERS:
             item.add_marker(tier)
-        if tier == "e2e":
+        if tier == "e2e" and xdist:
             item.add_marker(pytest.mark.xdist_group("e2e"))
 
 
