@@ -1,7 +1,7 @@
 """
 ### taxi_ingest: Chicago taxi trips, one local day per run
 
-`extract -> transform -> validate -> publish`, each an `ml-tasks` step (see `ml_tasks/cli.py`):
+`extract -> transform -> validate -> publish`, each an `ml-tasks` step (see `ml_tasks/cli/`):
 
 * **extract** pulls the interval from the chosen source into `raw/trips/dt=YYYY-MM-DD`.
 * **transform** types, derives and de-duplicates into `staging/trips/...`.

@@ -24,7 +24,7 @@ from _lib.argv import Arg
 from _lib.config import Profile
 from _lib.events import attach_event_extra, step_event_extra
 
-#: the line the CLI prints on stderr for an expected error (ml_tasks/cli.py)
+#: the line the CLI prints on stderr for an expected error (ml_tasks/cli/__init__.py)
 CLI_ERROR_PREFIX = "ml-tasks: error:"
 
 
