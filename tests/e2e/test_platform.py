@@ -118,7 +118,6 @@ def test_free_port_returns_three_free_ports() -> None:
 
 
 # -- against the running platform ----------------------------------------------------------------------------
-@pytest.mark.e2e
 def test_start_is_idempotent(airflow_platform: Platform) -> None:
     pids = airflow_platform.pids()
     started = time.monotonic()
@@ -131,7 +130,6 @@ def test_start_is_idempotent(airflow_platform: Platform) -> None:
     assert status["health"]["dag_processor"]["status"] == "healthy"
 
 
-@pytest.mark.e2e
 def test_start_refuses_a_busy_port(airflow_platform: Platform, tmp_path: Path) -> None:
     other = Platform(home=tmp_path / "other", port=airflow_platform.port, data_root=tmp_path / "data")
     with pytest.raises(PlatformError, match="in use"):
@@ -139,7 +137,6 @@ def test_start_refuses_a_busy_port(airflow_platform: Platform, tmp_path: Path) -
     assert not (tmp_path / "other" / "pids" / "scheduler.pid").exists()
 
 
-@pytest.mark.e2e
 def test_api_login_and_checked_in_connection(airflow_platform: Platform, api: AirflowApi) -> None:
     with pytest.raises(PlatformError, match="login as admin failed"):
         AirflowApi(airflow_platform.url, "admin", "wrong").dag_ids()

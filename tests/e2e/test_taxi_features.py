@@ -81,7 +81,6 @@ def planned(api: AirflowApi, run_id: str) -> list[list[str]]:
     return list(api.xcom(DAG_ID, run_id, "plan_intervals"))
 
 
-@pytest.mark.e2e
 def test_runs_were_created_by_the_asset_and_succeeded(flow: dict[str, Any], api: AirflowApi) -> None:
     runs, consumed = flow["runs"], flow["consumed"]
     assert 1 <= len(runs) <= len(DAYS), [r["dag_run_id"] for r in runs]
@@ -102,7 +101,6 @@ def test_runs_were_created_by_the_asset_and_succeeded(flow: dict[str, Any], api:
     TIMINGS[f"features: mean run duration ({len(runs)} runs)"] = sum(durations) / len(durations)
 
 
-@pytest.mark.e2e
 def test_each_run_planned_exactly_its_events_intervals(flow: dict[str, Any], api: AirflowApi) -> None:
     all_days: list[dt.date] = []
     for run in flow["runs"]:
@@ -134,7 +132,6 @@ def test_each_run_planned_exactly_its_events_intervals(flow: dict[str, Any], api
         assert sorted(set(all_days)) == DAYS
 
 
-@pytest.mark.e2e
 def test_feature_partitions_exist_for_exactly_those_days_and_add_up(
     flow: dict[str, Any], data_root_e2e: Path
 ) -> None:
@@ -170,7 +167,6 @@ def test_feature_partitions_exist_for_exactly_those_days_and_add_up(
             assert set(table.column("event_timestamp").to_pylist()) == {next_midnight.astimezone(dt.UTC)}
 
 
-@pytest.mark.e2e
 def test_features_asset_events_carry_the_intervals(flow: dict[str, Any], api: AirflowApi) -> None:
     run_ids = {r["dag_run_id"] for r in flow["runs"]}
     events = [
@@ -203,7 +199,6 @@ def _equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-@pytest.mark.e2e
 def test_online_store_serves_the_last_day(
     flow: dict[str, Any], airflow_platform: Platform, data_root_e2e: Path
 ) -> None:

@@ -18,8 +18,6 @@ import pytest
 from scripts.airflow_local import AirflowApi
 from tests.e2e.conftest import TIMINGS
 
-pytestmark = pytest.mark.e2e
-
 DAG_ID = "taxi_ingest"
 TRIPS = 2000
 DAYS = [dt.date(2024, 1, 2), dt.date(2024, 1, 3), dt.date(2024, 1, 4)]

@@ -110,7 +110,6 @@ def promote_summary(api: AirflowApi, run_id: str) -> dict[str, Any]:
     return dict(api.xcom(DAG_ID, run_id, "promote"))
 
 
-@pytest.mark.e2e
 def test_first_run_trains_and_promotes_a_champion(
     runs: dict[str, Any], api: AirflowApi, data_root_e2e: Path
 ) -> None:
@@ -162,7 +161,6 @@ def test_first_run_trains_and_promotes_a_champion(
     assert len(events) == 1 and events[0]["extra"]["version"] == decision["version"]
 
 
-@pytest.mark.e2e
 def test_worse_config_stays_challenger_and_says_why(runs: dict[str, Any], api: AirflowApi) -> None:
     worse = runs["worse"]
     assert worse["run"]["state"] == "success", worse["states"]
@@ -180,7 +178,6 @@ def test_worse_config_stays_challenger_and_says_why(runs: dict[str, Any], api: A
     assert evaluation["champion"]["rows"] == evaluation["candidate"]["rows"] == evaluation["rows"]
 
 
-@pytest.mark.e2e
 def test_corrupted_onnx_blocks_promotion(runs: dict[str, Any], api: AirflowApi, data_root_e2e: Path) -> None:
     corrupt = runs["corrupt"]
     assert corrupt["run"]["state"] == "success", corrupt["states"]

@@ -132,7 +132,6 @@ def days() -> list[str]:
     return [(FIRST + dt.timedelta(i)).isoformat() for i in range(DAYS)]
 
 
-@pytest.mark.e2e
 def test_predictions_are_sharded_and_committed_once(loop: dict[str, Any], api: AirflowApi,
                                                    data_root_e2e: Path) -> None:  # fmt: skip
     import pyarrow.parquet as pq
@@ -167,7 +166,6 @@ def test_predictions_are_sharded_and_committed_once(loop: dict[str, Any], api: A
     assert not list((data_root_e2e / "predictions" / MODEL).glob("_shards/*/*")), "staging left behind"
 
 
-@pytest.mark.e2e
 def test_monitoring_detects_the_drift_alerts_and_requests_one_retrain(
     loop: dict[str, Any], api: AirflowApi, data_root_e2e: Path, alert_sink: AlertSink
 ) -> None:
@@ -210,7 +208,6 @@ def test_monitoring_detects_the_drift_alerts_and_requests_one_retrain(
     assert events[0]["extra"]["decision"]["retrain"] is True
 
 
-@pytest.mark.e2e
 def test_drift_started_one_training_run_on_the_drifted_window(loop: dict[str, Any], api: AirflowApi) -> None:
     assert len(loop["training"]) == 1
     run = loop["training"][0]
@@ -223,7 +220,6 @@ def test_drift_started_one_training_run_on_the_drifted_window(loop: dict[str, An
     assert windows["eval_end"] == retrain_day["end"] and windows["eval_start"] == retrain_day["start"]
 
 
-@pytest.mark.e2e
 def test_lineage_of_a_prediction_partition_reaches_the_raw_source(
     loop: dict[str, Any], airflow_platform: Platform
 ) -> None:

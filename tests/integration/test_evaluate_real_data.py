@@ -21,8 +21,6 @@ from ml_tasks.training.evaluation.behaviour import behavioural_tests
 from ml_tasks.training.evaluation.leakage import leakage_warnings, single_feature_auc
 from ml_tasks.training.evaluation.report import evaluate_candidate
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def baseline_aucs(tfdv_frames: tuple[pa.Table, pa.Table]) -> dict[str, float]:

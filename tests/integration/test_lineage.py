@@ -20,7 +20,7 @@ from ml_tasks.lineage import render_text
 from tests.conftest import run_cli
 from tests.integration._pipeline import TRAIN_DAYS, PipelineRoot, day
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")

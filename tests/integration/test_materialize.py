@@ -47,8 +47,6 @@ from ml_tasks.validation import validate
 from tests.conftest import run_cli
 from tests.integration._servers.redis import RedisServer, redis_server
 
-pytestmark = pytest.mark.integration
-
 D = dt.date
 WINDOW = Interval(D(2024, 3, 1), D(2024, 3, 5))
 DAYS = list(WINDOW.days())

@@ -12,8 +12,6 @@ from ml_tasks.models.registry import RegistryError
 from ml_tasks.monitoring.monitor import _version_tags
 from ml_tasks.settings import Settings
 
-pytestmark = pytest.mark.integration
-
 
 def test_an_unknown_version_falls_back_with_the_reason_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture

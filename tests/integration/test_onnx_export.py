@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = [pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,6 @@ import pytest
 from ml_tasks.intervals import Interval
 from ml_tasks.sources.synthetic import SyntheticSource
 
-pytestmark = pytest.mark.integration
-
 SYNTHETIC_DAYS = Interval(dt.date(2015, 3, 2), dt.date(2015, 3, 16))  # two whole weeks
 # The same columns under the same names: the samples store hour and weekday (1 = Sunday) explicitly.
 REAL_VIEW = """

@@ -33,7 +33,7 @@ from ml_tasks.training.split import split_by_time
 from ml_tasks.training.train import TrainResult, train_model
 
 # one torch thread: 2 shared cores; also makes runs bitwise repeatable
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = [pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")

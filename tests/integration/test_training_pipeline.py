@@ -127,7 +127,6 @@ def expected_blockers(evaluation: dict[str, Any]) -> set[str]:
     return {name for name, value in evaluation["baselines"].items() if not auc > value}
 
 
-@pytest.mark.integration
 def test_first_model_decision_follows_the_numbers_and_force_is_recorded(
     runs: dict[str, Any], env: dict[str, str]
 ) -> None:
@@ -157,7 +156,6 @@ def test_first_model_decision_follows_the_numbers_and_force_is_recorded(
     assert meta["mlflow_run_id"] == a["train"]["run_id"] == a["promote"]["run_id"]
 
 
-@pytest.mark.integration
 def test_worse_candidate_is_compared_with_the_champion_and_stays_challenger(
     runs: dict[str, Any], env: dict[str, str]
 ) -> None:
@@ -180,7 +178,6 @@ def test_worse_candidate_is_compared_with_the_champion_and_stays_challenger(
     assert json.loads(version.tags["flywheel.promotion.reasons"]) == b["promote"]["reasons"]
 
 
-@pytest.mark.integration
 def test_corrupted_onnx_blocks_promotion(runs: dict[str, Any], env: dict[str, str]) -> None:
     c = runs["C"]
     assert c["export"]["fault_injected"] == "corrupt-onnx"
@@ -191,7 +188,6 @@ def test_corrupted_onnx_blocks_promotion(runs: dict[str, Any], env: dict[str, st
     assert str(champion.version) == runs["A_forced"]["version"]
 
 
-@pytest.mark.integration
 def test_fault_injection_is_refused_unless_allowed(
     runs: dict[str, Any], env: dict[str, str], sets: dict[str, str]
 ) -> None:
@@ -211,7 +207,6 @@ def test_fault_injection_is_refused_unless_allowed(
     assert "FLYWHEEL_ALLOW_FAULT_INJECTION" in result["stderr"]
 
 
-@pytest.mark.integration
 def test_retried_task_replaces_its_run(
     runs: dict[str, Any], env: dict[str, str], sets: dict[str, str]
 ) -> None:
@@ -236,7 +231,6 @@ def test_retried_task_replaces_its_run(
     assert len(after) == 1 and after[0].info.run_id != before[0].info.run_id
 
 
-@pytest.mark.integration
 def test_train_with_two_processes_runs_ddp_under_torchrun(env: dict[str, str], sets: dict[str, str]) -> None:
     """FLYWHEEL_TRAIN_PROCESSES=2: each trial is a torchrun job (2 gloo processes); one bundle, one run."""
     ddp_env = {**env, "FLYWHEEL_TRAIN_PROCESSES": "2", "FLYWHEEL_TRAIN_THREADS": "1"}

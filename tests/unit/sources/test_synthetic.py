@@ -290,7 +290,6 @@ def test_bad_options_are_rejected_with_the_option_named(options: dict[str, str],
 
 
 # -- through the CLI ---------------------------------------------------------------------------------------
-@pytest.mark.integration
 def test_cli_extract_writes_one_partition_per_day(data_root: Path) -> None:
     summary = run_cli(
         "extract", "--source", "synthetic", "--start", "2024-05-01", "--end", "2024-05-04",
