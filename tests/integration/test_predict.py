@@ -24,7 +24,7 @@ from ml_tasks.intervals import Interval
 from ml_tasks.settings import Settings
 from tests.integration._pipeline import MODEL, PipelineRoot, day
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.timeout(1200)]
 
 #: the two days after the eval day (curated trips and features, nothing scored yet)
 SCORED = Interval(day(5), day(7))

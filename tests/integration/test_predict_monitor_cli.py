@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import run_cli
 from tests.integration._pipeline import MODEL, PipelineRoot, day
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")

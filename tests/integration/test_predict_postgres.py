@@ -16,7 +16,7 @@ from ml_tasks.intervals import Interval
 from ml_tasks.settings import Settings
 from tests.integration._pipeline import MODEL, PipelineRoot, day
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.timeout(900)]
 
 TABLE = "tip_predictions_test"
 INTERVAL = Interval(day(5), day(7))

@@ -14,7 +14,7 @@ import pytest
 from ml_tasks.contract import TAG_FEATURE_SERVICE
 from ml_tasks.settings import Settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = [pytest.mark.usefixtures("one_torch_thread")]
 
 NAME = "taxi_tips"
 
