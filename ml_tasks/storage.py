@@ -1,13 +1,7 @@
 """Partitioned storage under a data root (a local folder or any pyarrow/fsspec URI).
 
-Layout (ARCHITECTURE.md)::
-
-    <root>/<layer>/<dataset>/dt=YYYY-MM-DD/part-00000.parquet ... _manifest.json
-
-Every partition is written whole to a temporary sibling and moved into place, replacing what was
-there: re-running an interval replaces its partition and never duplicates rows. ``_manifest.json`` is
-written last; a partition without one is incomplete and readers refuse it. Manifests hold no
-wall-clock time, so the same inputs give the same bytes.
+Partitions ``<root>/<layer>/<dataset>/dt=YYYY-MM-DD/`` are written whole and replaced atomically; one
+without its ``_manifest.json`` (written last) is incomplete and readers refuse it (``docs/architecture.md``).
 """
 
 from __future__ import annotations

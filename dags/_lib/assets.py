@@ -1,20 +1,8 @@
 """The pipeline's Assets, shared by the DAGs that produce and consume them.
 
-One object per Asset, defined once: a producer's ``outlets`` and a consumer's ``schedule`` must name the
-same (name, uri), or the consumer silently never runs.
-
-Event contract: every event of these Assets is emitted by :class:`_lib.local.MlStepOperator` (or
-:class:`_lib.pod.MlStepPodOperator`) and its
-``extra`` says which data changed (see ``MlStepOperator.event_extra``)::
-
-    {"step": "publish", "interval": {"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"},  # local days, end exclusive
-     "partitions": [{"dt": "YYYY-MM-DD", "uri": "...", "rows": 123}, ...], "run_id": "<producer run>"}
-
-A producer run that publishes several intervals in one event (taxi_batch_predict's ``publish``) puts
-``"intervals": [{"start", "end"}, ...]`` instead of ``"interval"``.
-
-Consumers read the interval(s) from the extra (:func:`_lib.intervals.plan_intervals`), never the URI: the URI
-names the dataset, not a partition.
+Defined once: a producer's ``outlets`` and a consumer's ``schedule`` must name the same (name, uri), or the
+consumer silently never runs. Consumers read the interval(s) from the event's extra, never the URI
+(event contract: ``docs/dags.md``).
 """
 
 from __future__ import annotations

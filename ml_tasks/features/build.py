@@ -1,24 +1,7 @@
 """``build-features``: trailing-window aggregates per entity, one partition per view and day.
 
-For every day D of the interval and every feature view (:data:`ml_tasks.features.spec.VIEWS`), the
-partition ``features/<view>/dt=D`` holds one row per entity that had at least one trip in the
-``MAX_WINDOW`` days ending with D, with the aggregates over the last 1/7/28 days and the event timestamp
-"end of day D" (local midnight of D+1, in UTC, microseconds). See :mod:`ml_tasks.features.spec`.
-
-How it runs: DuckDB streams the curated partitions of ``[start - 27 days, end)`` once, reduces them to
-one row per (day, entity) of additive sums, and derives every window from those daily rows: memory is
-bounded by the number of (day, entity) pairs, not by trips.
-
-Policies:
-
-* every day of the interval needs its curated partition (an error names the missing days);
-* a day missing inside a trailing window (before the interval) is allowed: the window covers the days
-  present. The column ``window_days_28d`` says how many days each row's 28-day window really had, and
-  the summary and manifests count the missing days;
-* a day with no trips still gets rows for the entities active in its window (``trips_1d`` = 0);
-* the later days whose windows include the interval are rebuilt when they already have features, so
-  days may arrive in any order (a backfill after newer days, a late day) and end the same;
-* rows without the entity (no community area, no company) belong to no entity: counted, not used.
+Every day of the interval needs its curated partition; the later days whose windows include the interval
+are rebuilt too. Design notes (windows, memory, policies): ``docs/features.md``.
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
 """What the feature tables hold: entities, trailing windows and aggregates, defined once.
 
-``feature_repo/`` declares its Feast objects from this module and ``build-features`` computes exactly
-these columns, so the declarations and the data cannot drift apart silently (a test compares the
-schema of written partitions with the registry).
-
-Every aggregate is computed per entity over the trailing window of ``w`` whole local days ending with
-(and including) day D. Its event timestamp is the end of day D (local midnight of D+1, in UTC): the
-moment the day's trips are all known. A trip on day D therefore sees the features of day D-1 at the
-latest, never its own day's outcome.
+``feature_repo/`` declares its Feast objects from this module and ``build-features`` computes exactly these
+columns. Day D's row is stamped at the end of day D: a trip sees day D-1 at the latest (``docs/features.md``).
 """
 
 from __future__ import annotations

@@ -1,19 +1,7 @@
 """Open the Feast feature store of an environment, apply declarations, refuse an out-of-date registry.
 
-One set of declarations (``feature_repo/flywheel_declarations.py``) serves every environment; the
-environment picks the ``feature_store`` yaml (``FLYWHEEL_FEAST_ENV``):
-
-* ``local`` -> ``feature_store.yaml``: DuckDB offline store, SQLite online store, file registry;
-* ``redis`` -> ``feature_store.redis.yaml``: the same with a Redis online store;
-* ``production`` -> ``feature_store.production.yaml``: SQL registry, Redis online store.
-
-The yaml files use ``${ENV_VAR}`` substitution; :func:`open_store` sets ``FLYWHEEL_DATA_ROOT`` (resolved)
-and ``FLYWHEEL_FEAST_DIR`` from the settings while Feast reads them (and while the declarations are
-imported), so a ``--data-root`` flag reaches the declarations.
-
-``feast apply`` belongs to deploy and test time (:func:`apply_declarations`), not to every DAG run; the
-steps call :func:`check_registry`, which fails with "run ml-tasks feature-apply" when the registry
-differs from the declarations (a ``feast plan`` with changes).
+``FLYWHEEL_FEAST_ENV`` picks the ``feature_store`` yaml. Steps call :func:`check_registry`;
+:func:`apply_declarations` (``feast apply``) is for deploy and test time. Design notes: ``docs/features.md``.
 """
 
 from __future__ import annotations

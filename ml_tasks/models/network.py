@@ -1,28 +1,8 @@
 """The tabular model (:class:`TabularNet`), its configuration and the bundle a trained candidate lives in.
 
-``TabularNet.forward(numeric, categorical)`` returns the PROBABILITY of a big tipper. Inside:
-
-* numeric inputs: a missing indicator per column (NaN), then ``(x - mean) / std`` and the same for
-  ``sign(x) * log1p(|x|)``, with the train-split statistics held as buffers, clipped to +-``clip`` (fares
-  of 700 $ must not dominate a layer), 0 where missing: preprocessing travels with the weights (and into
-  ONNX), so serving cannot skew;
-* piecewise-linear encoding (Gorishniy et al. 2022) of each numeric input over its train-split quantile
-  bins ``[lo_t, hi_t)`` (edges from the preprocessor, buffers here): ``e_t = clamp((x - lo_t) / (hi_t -
-  lo_t), 0, 1)`` (clamped at both ends, also the first and last bin: the raw and log views above already
-  extrapolate), 0 for every bin where x is missing, 0 for the padding bins of a column with fewer bins.
-  A smooth MLP on z-scores cannot follow a step-shaped effect (tips rounded to whole dollars make the
-  big-tipper rate oscillate with the fare); these features can. Off with ``numeric_bins=0``;
-* categorical inputs: one embedding per column, row 0 = out of vocabulary / null;
-* an MLP (Linear -> LayerNorm -> activation -> dropout) and a linear output, Kaiming-initialised, with
-  the output bias starting at the train split's log-odds (the first epochs are not spent learning it).
-
-Class imbalance: the loss weighs positives by ``pos_weight`` (policy in :class:`ModelConfig`). That tilts
-the learnt log-odds by ``log(pos_weight)``; the model keeps the correction as a buffer ``logit_offset =
--log(pos_weight)`` that ``forward`` adds, so the probabilities it returns stay calibrated while the loss
-still pays attention to the rare class. ``logits()`` (for the loss) is before that correction.
-
-A bundle is a directory: ``model.pt`` (state dict), ``model.json`` (config, inputs, threshold, label,
-versions, lineage, metrics) and ``preprocessing.json``; later steps add their files beside them.
+``TabularNet.forward(numeric, categorical)`` takes raw numeric values (normalised inside) and vocabulary
+indices and returns the calibrated PROBABILITY of a big tipper; ``logits()`` (for the loss) is before the
+``pos_weight`` correction. Design notes: ``docs/training.md``.
 """
 
 from __future__ import annotations

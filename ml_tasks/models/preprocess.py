@@ -1,19 +1,8 @@
 """Model inputs and their preprocessing: inferred from a training-set schema, fitted on the train split.
 
 The :class:`Preprocessor` is the versioned artifact shared by training, evaluation, ONNX export and
-prediction (``preprocessing.json`` in a bundle; ``flywheel.preprocessing`` in an ONNX file):
-
-* a categorical column becomes a vocabulary index: values seen at least ``min_count`` times in the train
-  split, sorted, numbered from 1; index 0 is "out of vocabulary or null", so unseen companies at serving
-  time have a trained embedding (rare training values map there too);
-* a numeric column keeps its raw value (NaN where null or not finite); its mean and std (train split,
-  nulls ignored, std 0 -> 1), and those of ``signed_log1p`` of it, are stored here but applied INSIDE the
-  model, so the ONNX graph normalises exactly as training did and a client only supplies raw values;
-* per numeric column also the bin edges of its piecewise-linear encoding (distinct quantiles of the train
-  split's values, at most ``numeric_bins`` bins; see ``TabularNet``): they let a network follow a
-  non-smooth effect such as the whole-dollar steps of tip rounding over the fare.
-
-Pure pyarrow / numpy (no torch): evaluation and prediction import it cheaply.
+prediction. Pure pyarrow / numpy (no torch): evaluation and prediction import it cheaply.
+Design notes: ``docs/training.md``.
 """
 
 from __future__ import annotations

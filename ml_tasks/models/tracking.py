@@ -1,16 +1,6 @@
 """MLflow tracking: where runs go, and one run per (DAG, DAG run, task) with no ghost runs on retry.
 
-* Tracking URI: ``MLFLOW_TRACKING_URI`` wins (a server in production); otherwise a SQLite store at
-  ``<data_root>/mlflow/mlflow.db`` with artifacts under ``<data_root>/mlflow/artifacts``. Nothing is created
-  at import; the folder appears when a client is first needed.
-* A task's run is identified by the tags ``flywheel.dag_id``, ``flywheel.dag_run_id``, ``flywheel.task_id``.
-  When Airflow retries a task, :func:`task_run` finds the previous run(s) with the same three tags and
-  deletes them and their descendants before starting the new one: the UI shows one run per task try that
-  counted, never a half-finished ghost beside the real one.
-* The ``train`` task's run is the model's run; trials are child runs of it (:func:`child_run`), and the
-  evaluate / export-onnx / promote tasks make their own task runs with ``parent_run_id`` = the train run.
-
-mlflow is imported inside functions: importing this module is cheap (DAG files never import it anyway).
+mlflow is imported inside functions: importing this module is cheap. Design notes: ``docs/training.md``.
 """
 
 from __future__ import annotations
