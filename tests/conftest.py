@@ -205,3 +205,18 @@ def run_cli_process(*args: str, env: dict[str, str] | None = None, check: bool =
         timeout=600,
     )
     return _summary(args, proc.returncode, proc.stdout, proc.stderr, check)
+
+
+def fails_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run ``ml-tasks ARGV`` in-process; assert exit 1, one error line, no traceback; return that line."""
+    from ml_tasks import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no JSON summary for a failed step
+    errors = [line for line in captured.err.splitlines() if line.startswith("ml-tasks: error:")]
+    assert len(errors) == 1, captured.err
+    assert "Traceback" not in captured.err
+    return errors[0]

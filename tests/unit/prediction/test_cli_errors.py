@@ -8,27 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from ml_tasks import cli
 from ml_tasks.contract import SHARD_JSON
 from ml_tasks.intervals import Interval
 from ml_tasks.models.loading import ModelLoadError
 from ml_tasks.prediction import commit, resolve
 from ml_tasks.prediction.shards import shard_path
 from ml_tasks.storage import DataRoot
+from tests.conftest import fails_with_one_line
 from tests.unit.prediction._model import MODEL
-
-
-def fails_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    """Run ``ml-tasks ARGV``; assert exit 1, one error line, no traceback; return the error line."""
-    with pytest.raises(SystemExit) as exited:
-        cli.main(argv)
-    assert exited.value.code == 1
-    captured = capsys.readouterr()
-    assert captured.out == ""  # no JSON summary for a failed step
-    errors = [line for line in captured.err.splitlines() if line.startswith("ml-tasks: error:")]
-    assert len(errors) == 1, captured.err
-    assert "Traceback" not in captured.err
-    return errors[0]
 
 
 @pytest.mark.parametrize(

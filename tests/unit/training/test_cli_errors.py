@@ -12,21 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ml_tasks import cli
+from tests.conftest import fails_with_one_line
 from tests.unit.models.test_network import synthetic_frame
-
-
-def fails_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    """Run ``ml-tasks ARGV``; assert exit 1, one error line, no traceback; return the error line."""
-    with pytest.raises(SystemExit) as exited:
-        cli.main(argv)
-    assert exited.value.code == 1
-    captured = capsys.readouterr()
-    assert captured.out == ""  # no JSON summary for a failed step
-    errors = [line for line in captured.err.splitlines() if line.startswith("ml-tasks: error:")]
-    assert len(errors) == 1, captured.err
-    assert "Traceback" not in captured.err
-    return errors[0]
 
 
 def test_export_onnx_of_a_missing_bundle_is_one_line(
