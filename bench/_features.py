@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ml_tasks.jsonout import read_summary
+
 REPO = Path(__file__).resolve().parents[1]
 GIB = 1024**3
 POLL_SECONDS = 0.2
@@ -87,16 +89,6 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def last_json_line(text: str) -> dict[str, Any]:
-    """The child's summary: the last stdout line that is a JSON object."""
-    for line in reversed(text.strip().splitlines()):
-        if line.startswith("{"):
-            value = json.loads(line)
-            if isinstance(value, dict):
-                return value
-    raise ValueError(f"no JSON summary in the child's output: {text[-500:]!r}")
-
-
 def run_child(
     name: str, argv: list[str], env: dict[str, str], mem_limit_gib: float, timeout_s: float
 ) -> ChildRun:
@@ -150,7 +142,7 @@ def run_child(
         )
         print(f"--- {name} stderr (tail) ---\n{stderr[-3000:]}", file=sys.stderr)
     elif status == "ok":
-        run.result = last_json_line(stdout)
+        run.result = read_summary(stdout)
     return run
 
 

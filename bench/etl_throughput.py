@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ml_tasks.jsonout import read_summary
+
 FLOOR_CODE = r"""
 import sys, glob, os
 import pyarrow.parquet as pq
@@ -76,7 +78,7 @@ def main() -> int:
             ("publish", []),
         ]:
             seconds, rss, stdout = run_child([*cli, step, *window, *extra], env)
-            summary = json.loads(stdout.strip().splitlines()[-1])
+            summary = read_summary(stdout)
             if step == "extract":
                 rows = int(summary["rows_written"])
             steps[step] = {

@@ -37,6 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ml_tasks.jsonout import read_summary
+
 REPO = Path(__file__).resolve().parents[1]
 FIRST = dt.date(2024, 5, 6)
 
@@ -52,7 +54,7 @@ def cli(env: dict[str, str], *args: str) -> dict[str, Any]:
     )
     if proc.returncode != 0:
         raise SystemExit(f"ml-tasks {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return read_summary(proc.stdout)
 
 
 def build_root(base: Path, days: int, trips: int) -> tuple[dict[str, str], float]:

@@ -22,3 +22,17 @@ def emit(summary: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(line + "\n")
     print(line, flush=True)
+
+
+def read_summary(stdout: str) -> dict[str, Any]:
+    """The summary a step printed: the last stdout line that is a JSON object (ValueError if none)."""
+    for line in reversed(stdout.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    raise ValueError(f"no JSON summary line on stdout: {stdout[-500:]!r}")

@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 import torch
 
+from ml_tasks.jsonout import read_summary
 from ml_tasks.models.network import Bundle, ModelConfig, load_bundle, save_bundle
 from ml_tasks.settings import Settings
 from ml_tasks.storage import file_sha256
@@ -159,10 +160,10 @@ def torchrun_trial(
         raise TrainingStepError(
             f"torchrun with {settings.train_processes} processes failed (exit {proc.returncode}); see the log"
         )
-    lines = [line for line in proc.stdout.splitlines() if line.strip().startswith("{")]
-    if not lines:
-        raise TrainingStepError("torchrun finished without the rank-0 summary line")
-    summary = json.loads(lines[-1])
+    try:
+        summary = read_summary(proc.stdout)
+    except ValueError:
+        raise TrainingStepError("torchrun finished without the rank-0 summary line") from None
     bundle = load_bundle(out)
     return TrialResult(
         bundle, summary["metrics"], int(summary["best_epoch"]), float(summary["threshold"]),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ from typing import Any
 
 import psutil
 
+from ml_tasks.jsonout import read_summary
 from scripts.airflow_local.config import BIN, PlatformError, log
 from scripts.airflow_local.waits import poll_until
 
@@ -121,13 +121,10 @@ def summary(args: Iterable[str], returncode: int, stdout: str, stderr: str) -> d
         errors = [line for line in lines if line.startswith("ml-tasks: error:")]
         reason = (errors or lines or ["(no output on stderr)"])[-1]
         raise PlatformError(f"{command} failed (exit status {returncode}): {reason}")
-    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
     try:
-        result = json.loads(lines[-1]) if lines else None
-    except json.JSONDecodeError:
-        result = None
-    if not isinstance(result, dict):
-        raise PlatformError(f"{command} printed no JSON summary: {stdout[-500:]!r}")
+        result = read_summary(stdout)
+    except ValueError:
+        raise PlatformError(f"{command} printed no JSON summary: {stdout[-500:]!r}") from None
     return result
 
 
