@@ -34,6 +34,7 @@ TIERS = ("unit", "dags", "integration", "e2e")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns xdist_group marks into node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test with its folder's tier; e2e tests share one xdist group (one Airflow at a time)."""
     xdist = config.pluginmanager.hasplugin("xdist")  # registers xdist_group (absent with -p no:xdist)
