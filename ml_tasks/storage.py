@@ -33,7 +33,7 @@ from ml_tasks.errors import FlywheelError
 log = logging.getLogger(__name__)
 
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "write_statistics": True}
-_M = TypeVar("_M", bound=pydantic.BaseModel)
+_M = TypeVar("_M")
 
 
 class PartitionError(FlywheelError, RuntimeError):
@@ -44,6 +44,16 @@ class ContractFileError(FlywheelError, ValueError):
     """A JSON file written by a step that does not hold what its contract says (names the file and field)."""
 
 
+_ADAPTERS: dict[type[Any], pydantic.TypeAdapter[Any]] = {}
+
+
+def _adapter(model: type[Any]) -> pydantic.TypeAdapter[Any]:
+    """One validator per contract type (building one costs milliseconds)."""
+    if model not in _ADAPTERS:
+        _ADAPTERS[model] = pydantic.TypeAdapter(model)
+    return _ADAPTERS[model]
+
+
 def parse_contract_file(model: type[_M], text: str | bytes, where: str) -> _M:
     """``text`` (the JSON file ``where``) parsed into ``model``.
 
@@ -51,7 +61,8 @@ def parse_contract_file(model: type[_M], text: str | bytes, where: str) -> _M:
         ContractFileError: invalid JSON or a field that is missing or mistyped, in one line naming the file.
     """
     try:
-        return model.model_validate_json(text)
+        value: _M = _adapter(model).validate_json(text)
+        return value
     except pydantic.ValidationError as exc:
         problems = [
             (f"field {'.'.join(str(p) for p in e['loc'])!r}: " if e["loc"] else "") + e["msg"]
@@ -133,8 +144,9 @@ class Manifest:
         return json.dumps(self.__dict__, indent=2, sort_keys=True, default=str) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> Manifest:
-        return cls(**json.loads(text))
+    def from_json(cls, text: str | bytes, where: str = MANIFEST) -> Manifest:
+        """The manifest ``where``; a corrupt file is a ContractFileError naming the file and field."""
+        return parse_contract_file(cls, text, where)
 
 
 class DataRoot:
@@ -171,7 +183,7 @@ class DataRoot:
         if not self.exists(target):
             raise PartitionError(f"partition {self.uri(path)} is missing or incomplete (no {MANIFEST})")
         with self.fs.open_input_stream(target) as stream:
-            return Manifest.from_json(stream.read().decode())
+            return Manifest.from_json(stream.read(), f"{MANIFEST} of {self.uri(path)}")
 
     def parquet_files(self, path: str) -> list[str]:
         self.read_manifest(path)  # refuses incomplete partitions

@@ -52,7 +52,7 @@ def read_training_set(uri: str) -> tuple[pa.Table, Manifest, str]:
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
         raise TrainingStepError(f"training set {uri}: no {MANIFEST} (missing or incomplete snapshot)")
-    manifest = Manifest.from_json(manifest_path.read_text())
+    manifest = Manifest.from_json(manifest_path.read_bytes(), f"training set {uri}: {MANIFEST}")
     for output in manifest.outputs:
         path = folder / Path(str(output["uri"])).name
         digest = file_sha256(path) if path.is_file() else None

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from ml_tasks.contract import MANIFEST
-from ml_tasks.storage import DataRoot, Manifest, PartitionError
+from ml_tasks.storage import ContractFileError, DataRoot, Manifest, PartitionError
 
 
 def _write(root: DataRoot, path: str, values: list[int]) -> None:
@@ -66,3 +66,26 @@ def test_missing_manifest_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PartitionError, match=f"missing or incomplete \\(no {MANIFEST}\\)"):
         root.read_partition(path)
     assert root.list_partitions("raw", "trips") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "detail"),
+    [
+        ('{"dataset": "t/x", "partition": "2024-05-01"}', "field 'step': Field required"),
+        (
+            '{"dataset": "t/x", "partition": "p", "step": "s", "row_counts": {"rows": "many"}}',
+            "'row_counts.rows'",
+        ),
+        ("{truncated", "Invalid JSON"),
+    ],
+)
+def test_a_corrupt_manifest_names_the_partition_and_the_field(tmp_path: Path, text: str, detail: str) -> None:
+    root = DataRoot(str(tmp_path))
+    path = root.partition_path("raw", "trips", "2024-05-01")
+    _write(root, path, [1])
+    (Path(path) / MANIFEST).write_text(text)
+    with pytest.raises(ContractFileError) as info:
+        root.read_partition(path)
+    message = str(info.value)
+    assert message.startswith(f"{MANIFEST} of {path} is corrupt: ")
+    assert detail in message and "\n" not in message
