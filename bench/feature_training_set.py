@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ml_tasks.contract import FEATURE_SERVICE
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/x.py`: import bench._features
 
 import duckdb
@@ -45,7 +47,7 @@ from bench._features import ChildRun, add_child_arguments, child_argv, run_child
 from ml_tasks.contract import EVENT_TIMESTAMP, FEATURES_LAYER
 from ml_tasks.features.spec import FEATURE_SERVICES, VIEWS_BY_NAME
 
-SERVICE = "taxi_tips_v1"
+SERVICE = FEATURE_SERVICE
 SNAPSHOT = "bench"
 #: entity-frame column -> curated column (the rest have the same name)
 RENAMED = {EVENT_TIMESTAMP: "trip_start_ts_utc"}

@@ -34,10 +34,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ml_tasks.contract import REGISTERED_MODEL
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-MODEL = "taxi_tips"
+MODEL = REGISTERED_MODEL
 DAY = dt.date(2024, 6, 3)
 CATEGORICAL = [
     "payment_type", "company", "pickup_community_area", "dropoff_community_area",

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ml_tasks.contract import CHAMPION_SPEC
 from ml_tasks.jsonout import read_summary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,11 +182,11 @@ def run(args: argparse.Namespace, root: str, start: dt.date, end: dt.date, build
         timers.wrap(owner, attr, label)
 
     started = time.perf_counter()
-    cold = commit.predict_interval(settings, interval, "taxi_tips@champion", run_key="bench-cold")
+    cold = commit.predict_interval(settings, interval, CHAMPION_SPEC, run_key="bench-cold")
     cold_seconds = time.perf_counter() - started
     timers.reset()
     started = time.perf_counter()
-    warm = commit.predict_interval(settings, interval, "taxi_tips@champion", run_key="bench-warm")
+    warm = commit.predict_interval(settings, interval, CHAMPION_SPEC, run_key="bench-warm")
     warm_seconds = time.perf_counter() - started
     breakdown = {k: round(v, 3) for k, v in timers.seconds.items()}
     breakdown["other"] = round(warm_seconds - sum(timers.seconds.values()), 3)
@@ -194,7 +195,7 @@ def run(args: argparse.Namespace, root: str, start: dt.date, end: dt.date, build
         raise SystemExit(f"no trips in {interval}: nothing to measure")
 
     # the floor: the same rows, encoded beforehand, through the same scorer settings
-    model = resolve.resolve_model(settings, "taxi_tips@champion")
+    model = resolve.resolve_model(settings, CHAMPION_SPEC)
     scorer = resolve.load_scorer(settings, model)
     data = DataRoot(root)
     table = pa.concat_tables([commit.read_predictions(data, model.name, d) for d in interval.days()])

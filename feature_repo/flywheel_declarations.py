@@ -20,7 +20,7 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueT
 from feast.data_format import ParquetFormat
 from feast.types import Float64, Int64, PrimitiveFeastType, String
 
-from ml_tasks.contract import EVENT_TIMESTAMP, FEATURES_LAYER
+from ml_tasks.contract import EVENT_TIMESTAMP, FEATURE_SERVICE, FEATURES_LAYER
 from ml_tasks.features.spec import FEATURE_SERVICES, VIEWS, ViewSpec
 
 _DATA_ROOT = os.environ.get("FLYWHEEL_DATA_ROOT") or str(
@@ -79,8 +79,8 @@ pickup_area_stats, company_stats = (_feature_view(v) for v in VIEWS)
 _VIEWS = {fv.name: fv for fv in (pickup_area_stats, company_stats)}
 
 taxi_tips_v1 = FeatureService(
-    name="taxi_tips_v1",
-    features=[_VIEWS[name] for name in FEATURE_SERVICES["taxi_tips_v1"]],
+    name=FEATURE_SERVICE,
+    features=[_VIEWS[name] for name in FEATURE_SERVICES[FEATURE_SERVICE]],
     description="Features of the taxi_tips model, version 1: pickup-area and company trailing statistics",
     tags={"model": "taxi_tips"},
 )

@@ -56,8 +56,10 @@ SCORE = "score"
 # -- MLflow: experiment, registered model, aliases, tags ------------------------------------------------
 EXPERIMENT = "flywheel-taxi-tips"
 REGISTERED_MODEL = "taxi_tips"
+FEATURE_SERVICE = "taxi_tips_v1"  # the feature service the reference model reads (Feast)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+CHAMPION_SPEC = f"{REGISTERED_MODEL}@{CHAMPION}"  # the model a prediction or monitoring run uses by default
 TAG_DAG_ID = "flywheel.dag_id"
 TAG_DAG_RUN_ID = "flywheel.dag_run_id"
 TAG_TASK_ID = "flywheel.task_id"

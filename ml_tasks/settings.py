@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ml_tasks.contract import EXPERIMENT, REGISTERED_MODEL
+
 CHICAGO_TZ = "America/Chicago"
 
 
@@ -68,10 +70,10 @@ class Settings(BaseSettings):
     )
 
     # -- training, evaluation and the registry ------------------------------------------------------
-    model_name: str = Field(default="taxi_tips", description="Registered model name in the MLflow registry.")
-    mlflow_experiment: str = Field(
-        default="flywheel-taxi-tips", description="MLflow experiment of the training runs."
+    model_name: str = Field(
+        default=REGISTERED_MODEL, description="Registered model name in the MLflow registry."
     )
+    mlflow_experiment: str = Field(default=EXPERIMENT, description="MLflow experiment of the training runs.")
     train_trials: int = Field(
         default=2, ge=1, le=50, description="Hyperparameter trials per training run (trial 0 = defaults)."
     )

@@ -15,6 +15,7 @@ from ml_tasks.cli.app import (
     open_root,
     parse_interval,
 )
+from ml_tasks.contract import FEATURE_SERVICE
 from ml_tasks.jsonout import emit
 
 FeatureServiceOpt = Annotated[
@@ -104,7 +105,7 @@ def materialize(
 def training_set(
     start: Start,
     end: End = None,
-    feature_service: FeatureServiceOpt = "taxi_tips_v1",
+    feature_service: FeatureServiceOpt = FEATURE_SERVICE,
     name: Annotated[
         str | None, typer.Option(help="Snapshot name under training_sets/<service>/ (default START_END).")
     ] = None,
@@ -130,7 +131,7 @@ def online_features(
             "--entity", "-e", help="key=value of an entity row, e.g. pickup_community_area=8 (repeatable)."
         ),
     ],
-    feature_service: FeatureServiceOpt = "taxi_tips_v1",
+    feature_service: FeatureServiceOpt = FEATURE_SERVICE,
     data_root: DataRootOpt = None,
 ) -> None:
     """Read the feature service's features for entity rows from the online store (SQLite or Redis)."""

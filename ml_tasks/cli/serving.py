@@ -15,6 +15,7 @@ from ml_tasks.cli.app import (
     make_settings,
     parse_interval,
 )
+from ml_tasks.contract import CHAMPION_SPEC, REGISTERED_MODEL
 from ml_tasks.jsonout import emit
 
 ModelOpt = Annotated[
@@ -40,7 +41,7 @@ def with_partitions(summary: dict[str, Any]) -> dict[str, Any]:
 
 @app.command("resolve-model")
 def resolve_model(
-    model: ModelOpt = "taxi_tips@champion",
+    model: ModelOpt = CHAMPION_SPEC,
     allow_missing: Annotated[
         bool,
         typer.Option(
@@ -67,7 +68,7 @@ def resolve_model(
 def predict(
     start: Start,
     end: End = None,
-    model: ModelOpt = "taxi_tips@champion",
+    model: ModelOpt = CHAMPION_SPEC,
     shard: Annotated[
         int | None,
         typer.Option(help="Score only this shard (0-based) into the staging area; needs --shards."),
@@ -102,7 +103,7 @@ def predict(
 def predict_commit(
     start: Start,
     end: End = None,
-    model: ModelOpt = "taxi_tips@champion",
+    model: ModelOpt = CHAMPION_SPEC,
     shards: Annotated[int, typer.Option(help="Number of shards the run scored.")] = 1,
     run_key: RunKeyOpt = None,
     data_root: DataRootOpt = None,
@@ -125,7 +126,7 @@ def monitor(
     end: End = None,
     model_name: Annotated[
         str, typer.Option(help="Registered model whose predictions are monitored.")
-    ] = "taxi_tips",
+    ] = REGISTERED_MODEL,
     data_root: DataRootOpt = None,
 ) -> None:
     """Drift (inputs and predictions) against the model's training reference, quality, performance; decide."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from ml_tasks.contract import EVENT_TIMESTAMP
+from ml_tasks.contract import EVENT_TIMESTAMP, FEATURE_SERVICE
 
 #: trailing windows in days; the longest one bounds how much history a day reads
 WINDOWS: tuple[int, ...] = (1, 7, 28)
@@ -77,5 +77,5 @@ VIEWS_BY_NAME: dict[str, ViewSpec] = {v.name: v for v in VIEWS}
 
 #: feature services, one per model version: name -> feature views it serves (all of their features)
 FEATURE_SERVICES: dict[str, tuple[str, ...]] = {
-    "taxi_tips_v1": ("pickup_area_stats", "company_stats"),
+    FEATURE_SERVICE: ("pickup_area_stats", "company_stats"),
 }

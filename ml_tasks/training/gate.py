@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ml_tasks.contract import CHALLENGER, CHAMPION
+
 # Metrics where a larger value is better; for the others (log loss, ECE, brier) smaller is better.
 HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "accuracy", "f1", "precision", "recall", "average_precision"}
 LOWER_IS_BETTER = {"log_loss", "ece", "brier"}
@@ -35,7 +37,7 @@ class Decision:
     @property
     def decision(self) -> str:
         """``champion`` or ``challenger``: the alias the candidate gets."""
-        return "champion" if self.promote else "challenger"
+        return CHAMPION if self.promote else CHALLENGER
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy (plus the ``decision`` label)."""

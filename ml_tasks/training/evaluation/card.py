@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ml_tasks.contract import REGISTERED_MODEL
+
 METRIC_COLUMNS = (
     ("roc_auc", "ROC-AUC"),
     ("pr_auc", "PR-AUC"),
@@ -95,7 +97,7 @@ def model_card(report: Mapping[str, Any], model_meta: Mapping[str, Any]) -> str:
     ``model_meta`` is the bundle's model.json (any missing field prints as "n/a").
     """
     candidate = report["candidate"]
-    name = _get(model_meta, "name", "registered_model") or "taxi_tips"
+    name = _get(model_meta, "name", "registered_model") or REGISTERED_MODEL
     lines: list[str] = [f"# Model card: {name}", ""]
 
     warnings = report.get("leakage_warnings") or []
