@@ -37,8 +37,8 @@ os.environ.update(AIRFLOW_ENV)
 if str(DAGS) not in sys.path:
     sys.path.append(str(DAGS))
 
-#: parse measurements collected by the tests, printed in the terminal summary
-PARSE_REPORT: list[dict[str, Any]] = []
+#: what each parse test records (``record_property("dag_parse", ...)``) for the terminal summary
+PARSE_FIELDS = ("parse_seconds", "sdk_import_seconds", "new_modules")
 
 
 @pytest.fixture(scope="session")
@@ -74,10 +74,18 @@ def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 30
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not PARSE_REPORT:
+    rows = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", ())
+        if name == "dag_parse"
+    ]
+    if not rows:
         return
     terminalreporter.section("DAG parse times (one interpreter: airflow.sdk once, dags/_lib per file)")
-    for row in PARSE_REPORT:
+    for row in sorted(rows, key=lambda r: str(r["file"])):
         terminalreporter.write_line(
             f"{row['file']:<28} parse {row['parse_seconds'] * 1000:7.1f} ms   "
             f"(airflow.sdk import {row['sdk_import_seconds']:.2f} s, {row['new_modules']} new modules)"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.dags.conftest import DAG_FILES, DAGS, PARSE_REPORT, run_python
+from tests.dags.conftest import DAG_FILES, DAGS, PARSE_FIELDS, run_python
 
 #: modules a DAG file must never import at parse time (ARCHITECTURE.md: seconds each)
 HEAVY_MODULES = (
@@ -61,7 +61,6 @@ def parse_probe() -> dict[str, dict[str, Any]]:
     """Every DAG file parsed in one fresh interpreter: per file, its DAGs, errors, time, heavy modules."""
     code = PARSE_PROBE.format(paths=[str(p) for p in DAG_FILES], heavy=set(HEAVY_MODULES))
     results: dict[str, dict[str, Any]] = run_python(code)
-    PARSE_REPORT.extend({"file": name, **row} for name, row in results.items())
     return results
 
 
@@ -94,8 +93,12 @@ def test_dag_conventions(dagbag: Any, path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
-def test_parse_time_and_no_heavy_imports(parse_probe: dict[str, dict[str, Any]], path: Path) -> None:
+def test_parse_time_and_no_heavy_imports(
+    parse_probe: dict[str, dict[str, Any]], path: Path, record_property: Any
+) -> None:
     result = parse_probe[path.name]
+    # reaches the terminal summary through the test report, also from an xdist worker
+    record_property("dag_parse", {"file": path.name, **{k: result[k] for k in PARSE_FIELDS}})
     assert result["errors"] == {}, result["errors"]
     assert result["dags"] == [path.stem]
     assert result["heavy"] == [], f"{path.name} pulls heavy modules at parse time: {result['heavy']}"
