@@ -221,3 +221,23 @@ def fails_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> 
     assert len(errors) == 1, captured.err
     assert "Traceback" not in captured.err
     return errors[0]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The DAG parse-time table (tests/dags record it on their reports; this runs in the xdist controller)."""
+    rows = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", ())
+        if name == "dag_parse"
+    ]
+    if not rows:
+        return
+    terminalreporter.section("DAG parse times (one interpreter: airflow.sdk once, dags/_lib per file)")
+    for row in sorted(rows, key=lambda r: str(r["file"])):
+        terminalreporter.write_line(
+            f"{row['file']:<28} parse {row['parse_seconds'] * 1000:7.1f} ms   "
+            f"(airflow.sdk import {row['sdk_import_seconds']:.2f} s, {row['new_modules']} new modules)"
+        )

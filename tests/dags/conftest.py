@@ -71,22 +71,3 @@ def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 30
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert lines, f"no JSON on stdout:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     return dict(json.loads(lines[-1]))
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    rows = [
-        value
-        for reports in terminalreporter.stats.values()
-        for report in reports
-        if getattr(report, "when", None) == "call"
-        for name, value in getattr(report, "user_properties", ())
-        if name == "dag_parse"
-    ]
-    if not rows:
-        return
-    terminalreporter.section("DAG parse times (one interpreter: airflow.sdk once, dags/_lib per file)")
-    for row in sorted(rows, key=lambda r: str(r["file"])):
-        terminalreporter.write_line(
-            f"{row['file']:<28} parse {row['parse_seconds'] * 1000:7.1f} ms   "
-            f"(airflow.sdk import {row['sdk_import_seconds']:.2f} s, {row['new_modules']} new modules)"
-        )
