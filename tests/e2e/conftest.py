@@ -99,6 +99,8 @@ class Platforms:
 
     def get(self, db: str) -> Platform:
         if self.current is not None and self.current.db == db:
+            if not self.current.running():  # a module broke it: the next one starts with a whole platform
+                TIMINGS[f"platform restart ({db}): a process had died"] = self.current.start(timeout=300)
             return self.current
         self.stop()
         platform = Platform(

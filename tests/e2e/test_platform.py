@@ -7,16 +7,19 @@ import datetime as dt
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 import pytest
 
 from scripts.airflow_local import (
@@ -30,6 +33,7 @@ from scripts.airflow_local import (
     poll_until,
     port_free,
     processes,
+    servers,
     settings_env,
 )
 from tests.e2e.conftest import TIMINGS
@@ -167,6 +171,37 @@ def test_start_refuses_the_other_database_while_a_platform_of_the_home_runs(tmp_
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_postgres_starts_again_after_sigkill_and_stops_cleanly() -> None:
+    """The server alone (no Airflow, seconds): killed with SIGKILL, its lock files left naming a reused pid
+    and the killed postmaster (a zombie until reaped), it starts again with its databases."""
+    base = Path(tempfile.mkdtemp(prefix="flywheel-pg-"))  # not under pytest's 0700 root (see conftest)
+    pgdata = base / "postgres"
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        pid, _ = servers.start_postgres(pgdata)
+        assert servers.postmaster_pid(pgdata) == pid
+        assert (
+            servers.database_uri(pgdata, "mlflow") == f"postgresql+psycopg://postgres@/mlflow?host={pgdata}"
+        )
+        os.kill(pid, signal.SIGKILL)
+        assert processes.wait_gone([pid], 10) and servers.postmaster_pid(pgdata) is None
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+        (pgdata / "postmaster.pid").write_text("\n".join([str(stranger.pid), *lines[1:]]) + "\n")
+        again, _ = servers.start_postgres(pgdata)
+        assert again != pid and servers.postmaster_pid(pgdata) == again
+        assert stranger.poll() is None
+        with psycopg.connect(servers.database_uri(pgdata, "airflow", driver="postgresql")) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("airflow",)
+        assert servers.stop_postgres(pgdata) is True
+        assert servers.postmaster_pid(pgdata) is None and not processes.pid_alive(again)
+        assert servers.stop_postgres(pgdata) is False, "nothing to stop"
+    finally:
+        stranger.kill()
+        stranger.wait()
+        servers.stop_postgres(pgdata)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_free_port_returns_a_block_of_free_ports() -> None:
