@@ -185,16 +185,25 @@ class Platform(PlatformConfig):
 
     def _check_ports(self) -> None:
         """Refuse to start when a port of the platform is taken, naming the port and who holds it (a second
-        platform never starts beside the first, silently or not)."""
-        busy = [
-            f"port {port} ({name}) is in use by {processes.port_user(port)}"
-            for port, name in self.ports.items()
-            if not port_free(port)
-        ]
+        platform never starts beside the first, silently or not). A port whose holder cannot be named (a
+        killed process's socket still closing) is waited for, up to 10 s."""
+
+        def holders() -> dict[int, str] | None:
+            busy = {port: processes.port_user(port) for port in self.ports if not port_free(port)}
+            closing = [port for port, user in busy.items() if not user.startswith("pid ")]
+            return None if closing else busy
+
+        try:
+            busy = poll_until(holders, timeout=10, interval=0.5, failure=lambda: "")
+        except PlatformError:
+            busy = {port: processes.port_user(port) for port in self.ports if not port_free(port)}
         if busy:
             span = f"{self.port}..{max(self.ports)}"
+            named = "; ".join(
+                f"port {port} ({self.ports[port]}) is in use by {user}" for port, user in busy.items()
+            )
             raise PlatformError(
-                f"{'; '.join(busy)}: stop that process or choose another --port (this platform uses {span})"
+                f"{named}: stop that process or choose another --port (this platform uses {span})"
             )
 
     def _spawn(self, component: str, env: dict[str, str], argv: list[str] | None = None) -> None:

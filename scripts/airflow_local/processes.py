@@ -89,13 +89,13 @@ def port_user(port: int) -> str:
     for conn in psutil.net_connections(kind="inet"):
         if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
             if conn.pid is None:
-                return "a process of another user"
+                return "a process this user cannot see (of another user, or exiting)"
             try:
                 cmdline = " ".join(psutil.Process(conn.pid).cmdline())[:160]
             except psutil.Error:
                 cmdline = "?"
             return f"pid {conn.pid} ({cmdline})"
-    return "a process that is not listening yet, or of another user"
+    return "a process this user cannot see (not listening yet, of another user, or exiting)"
 
 
 def spawn(
