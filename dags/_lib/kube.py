@@ -262,8 +262,10 @@ class KubeSettings(BaseSettings):
                 " (e.g. ghcr.io/<org>/flywheel-ml-tasks:<tag>); or unset FLYWHEEL_RUNNER to run locally"
             )
         for var, image in (("IMAGE", self.image), ("GPU_IMAGE", self.gpu_image)):
-            last = (image or "x:y").rsplit("/", 1)[-1]
-            if any(c.isspace() for c in image or "") or not (":" in last or "@" in last):
+            if image is None:  # GPU_IMAGE is optional (IMAGE's absence is refused above)
+                continue
+            last = image.rsplit("/", 1)[-1]
+            if any(c.isspace() for c in image) or not (":" in last or "@" in last):
                 raise ValueError(
                     f"{ENV_PREFIX}{var}={image!r} has no tag or digest: pin one (…:<tag> or"
                     " …@sha256:<digest>) so every pod of a run runs the same code"
