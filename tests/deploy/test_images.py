@@ -1,8 +1,9 @@
 """The two images, built by ``make images`` (scripts/images/build.sh), run for real with buildah.
 
 ml-tasks: ``--help`` and the chain extract (synthetic, one day) -> transform -> validate -> publish ->
-build-features -> feature-apply as uid 10001 on a mounted data root with the code folders read-only; the
-counts must equal the same argv run in this process. airflow: the version, the chart's commands, every DAG
+build-features -> feature-apply -> training-set -> train (one tiny trial: torch, MLflow, caches) as uid
+10001 on a mounted data root with the code folders read-only; the counts must equal the same argv run in
+this process. airflow: the version, the chart's commands, every DAG
 file through a DagBag with the kubernetes runner, and no heavy library in the image.
 Skipped when buildah or the images are missing, unless FLYWHEEL_REQUIRE_IMAGES=1 (scripts/run_tests.sh sets
 it after building them): then that is a failure.
@@ -114,8 +115,12 @@ def test_ml_tasks_chain_in_image(ml_tasks: Container, tmp_path: Path, data_root:
     window = ["--start", DAY, "--end", NEXT]
     chain = [["extract", "--source", "synthetic", *window, "--trips-per-day", TRIPS]]
     chain += [[step, *window] for step in ("transform", "validate", "publish", "build-features")]
-    chain += [["feature-apply"]]
+    chain += [["feature-apply"], ["training-set", *window]]
     got = {argv[0]: _step(ml_tasks, scratch, data, argv) for argv in chain}
+    # torch, MLflow (file store under the data root) and their caches on the read-only root: one tiny run
+    training_set = got["training-set"]["uri"]
+    train = ["train", "--training-set", training_set, "--trials", "1", "--max-epochs", "1"]
+    got["train"] = _step(ml_tasks, scratch, data, train)
 
     extracted, validated, published = got["extract"], got["validate"], got["publish"]
     assert extracted["rows_written"] > 0
@@ -136,6 +141,10 @@ def test_ml_tasks_chain_in_image(ml_tasks: Container, tmp_path: Path, data_root:
     applied = got["feature-apply"]
     assert applied["yaml"] == "/opt/flywheel/feature_repo/feature_store.yaml"  # the baked repo
     assert set(applied["feature_views"]) == {"pickup_area_stats", "company_stats"}
+    assert got["training-set"]["rows"] == validated["accepted"] and training_set.startswith("/data/")
+    trained = got["train"]
+    assert trained["device"] == "cpu" and trained["run_id"] and trained["bundle"].startswith("/data/")
+    assert trained["reference"]["rows"] == validated["accepted"]
 
     # the files landed on the mounted data root, owned by the step's uid
     curated = data / "curated" / "trips" / f"dt={DAY}"
