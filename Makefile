@@ -63,3 +63,14 @@ bench: venv  ## benchmarks (ratios against floors measured in the same run)
 
 clean: stop  ## stop, then remove local state (.flywheel: metadata DBs, runs, data) but keep the venv
 	rm -rf .flywheel
+
+.PHONY: images tools helm-check
+
+images:  ## build the ml-tasks and airflow images with buildah (root; docs/deploy.md)
+	scripts/images/build.sh
+
+tools:  ## fetch the pinned helm and checkov into .tools/ (git-ignored)
+	scripts/tools/fetch.sh
+
+helm-check: venv tools  ## the chart checks, offline: lint, render, validate, checkov, the contract
+	$(VENV)/bin/pytest -q -p no:xdist tests/deploy/test_charts.py tests/deploy/test_contract.py

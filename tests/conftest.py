@@ -29,7 +29,7 @@ CHICAGO_SAMPLES = Path(
     os.environ.get("FLYWHEEL_CHICAGO_SAMPLES", REPO.parent / "shared" / "datasets" / "chicago_taxi")
 )
 #: tiers by folder (markers registered in pyproject.toml)
-TIERS = ("unit", "dags", "integration", "e2e")
+TIERS = ("unit", "dags", "integration", "e2e", "deploy")
 #: the same format as ``cli.main``'s logging.basicConfig
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -45,8 +45,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if tier in TIERS:
             item.add_marker(tier)
-        if tier == "e2e" and xdist:
-            item.add_marker(pytest.mark.xdist_group("e2e"))
+        if tier in ("e2e", "deploy") and xdist:  # deploy: image runs and chart renders, one at a time
+            item.add_marker(pytest.mark.xdist_group(tier))
 
 
 @pytest.fixture

@@ -177,6 +177,11 @@ class KubeSettings(BaseSettings):
     gpu_tolerations: JsonList = None
     gpu_count: int = Field(1, ge=1)
     gpu_shm_size: str = "8Gi"
+    #: PriorityClass per profile (the chart creates the gpu one); None: the cluster's default priority
+    cpu_priority_class: str | None = None
+    gpu_priority_class: str | None = None
+    #: the gpu profile's image (torch built for CUDA); None: ``image``
+    gpu_image: str | None = None
     #: not ``FLYWHEEL_K8S_*``: the pass-through settings of the whole environment (:meth:`from_env`)
     pod_env: dict[str, str] = Field(default_factory=dict, exclude=True)
     withheld_env: tuple[str, ...] = Field((), exclude=True)
@@ -256,12 +261,15 @@ class KubeSettings(BaseSettings):
                 f"FLYWHEEL_RUNNER=kubernetes needs {ENV_PREFIX}IMAGE, the ml-tasks image with a tag or digest"
                 " (e.g. ghcr.io/<org>/flywheel-ml-tasks:<tag>); or unset FLYWHEEL_RUNNER to run locally"
             )
-        last = self.image.rsplit("/", 1)[-1]
-        if any(c.isspace() for c in self.image) or not (":" in last or "@" in last):
-            raise ValueError(
-                f"{ENV_PREFIX}IMAGE={self.image!r} has no tag or digest: pin one (…:<tag> or"
-                " …@sha256:<digest>) so every pod of a run runs the same code"
-            )
+        for var, image in (("IMAGE", self.image), ("GPU_IMAGE", self.gpu_image)):
+            if image is None:  # GPU_IMAGE is optional (IMAGE's absence is refused above)
+                continue
+            last = image.rsplit("/", 1)[-1]
+            if any(c.isspace() for c in image) or not (":" in last or "@" in last):
+                raise ValueError(
+                    f"{ENV_PREFIX}{var}={image!r} has no tag or digest: pin one (…:<tag> or"
+                    " …@sha256:<digest>) so every pod of a run runs the same code"
+                )
         self._check_data_root()
         if self.fs_group is None:
             self.fs_group = self.run_as_group
@@ -392,7 +400,7 @@ class KubeSettings(BaseSettings):
             "in_cluster": self.in_cluster,
             "cluster_context": self.cluster_context,
             "namespace": self.namespace,
-            "image": self.image,
+            "image": self.gpu_image if profile == "gpu" and self.gpu_image else self.image,
             "image_pull_policy": self.image_pull_policy,
             "image_pull_secrets": [k8s.V1LocalObjectReference(name=n) for n in self.image_pull_secrets],
             "service_account_name": self.service_account,
@@ -403,6 +411,7 @@ class KubeSettings(BaseSettings):
             "configmaps": list(self.env_configmaps),
             "container_resources": resources.resources(),
             "node_selector": dict(resources.node_selector),
+            "priority_class_name": getattr(self, f"{profile}_priority_class"),
             "tolerations": resources.k8s_tolerations(),
             "volumes": volumes,
             "volume_mounts": mounts,

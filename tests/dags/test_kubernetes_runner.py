@@ -550,6 +550,8 @@ def test_settings_defaults_and_overrides(kube: Any, kubeconfig: Path) -> None:
             ' "effect": "NoSchedule", "tolerationSeconds": 5}]',
             "FLYWHEEL_K8S_RUN_AS_USER": "2000",
             "FLYWHEEL_K8S_EXTRA_ENV": '{"FLYWHEEL_TRAIN_DEVICE": "cuda", "NCCL_DEBUG": "WARN"}',
+            "FLYWHEEL_K8S_GPU_PRIORITY_CLASS": "flywheel-gpu",
+            "FLYWHEEL_K8S_GPU_IMAGE": "ghcr.io/acme/flywheel-ml-tasks:1.4.0-cu128",
         }
     )
     gpu = custom.profiles["gpu"]
@@ -558,6 +560,11 @@ def test_settings_defaults_and_overrides(kube: Any, kubeconfig: Path) -> None:
     assert gpu.k8s_tolerations()[0].toleration_seconds == 5
     kwargs = custom.pod_kwargs("train", "gpu")
     assert kwargs["namespace"] == "ml"
+    assert kwargs["priority_class_name"] == "flywheel-gpu"
+    assert kwargs["image"] == "ghcr.io/acme/flywheel-ml-tasks:1.4.0-cu128"  # the CUDA build
+    cpu = custom.pod_kwargs("transform", "cpu")
+    assert cpu["priority_class_name"] is None and cpu["image"] == IMAGE
+    assert settings.pod_kwargs("train", "gpu")["priority_class_name"] is None  # unset: cluster default
     assert [v.name for v in kwargs["volumes"]] == ["tmp", "dshm"]  # object store: no data volume
     assert (
         kwargs["env_vars"]["NCCL_DEBUG"] == "WARN" and kwargs["env_vars"]["FLYWHEEL_TRAIN_DEVICE"] == "cuda"
@@ -570,6 +577,7 @@ def test_settings_defaults_and_overrides(kube: Any, kubeconfig: Path) -> None:
     [
         ({"FLYWHEEL_K8S_IMAGE": ""}, "needs FLYWHEEL_K8S_IMAGE"),
         ({"FLYWHEEL_K8S_IMAGE": "ghcr.io/acme/flywheel-ml-tasks"}, "has no tag or digest"),
+        ({"FLYWHEEL_K8S_GPU_IMAGE": "ghcr.io/acme/flywheel-ml-tasks"}, "GPU_IMAGE='ghcr.io/acme/"),
         ({"FLYWHEEL_DATA_ROOT": ""}, "FLYWHEEL_DATA_ROOT is not set"),
         ({"FLYWHEEL_K8S_DATA_PVC": ""}, "is a local path but FLYWHEEL_K8S_DATA_PVC is not set"),
         ({"FLYWHEEL_DATA_ROOT": "data/flywheel"}, "must be absolute"),
