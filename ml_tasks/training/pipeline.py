@@ -354,6 +354,7 @@ def promote(
         metric=metric,
         margin=settings.promotion_margin if margin is None else margin,
         force=force,
+        comparisons=gate.get("comparisons"),
     )
     version = registry.registered_version(settings, candidate.path, model_name=settings.model_name)
     if version is None and check.get("passed"):
