@@ -230,6 +230,7 @@ def evaluate(
         "champion": gate.get("champion"),
         "champion_version": champion_info,
         "baselines": {k: v.get(metric) for k, v in gate["baselines"].items()},
+        "comparisons": gate.get("comparisons"),
         "leakage_warnings": report.get("leakage_warnings", []),
         "behavioural_failed": [t["name"] for t in report.get("behavioural_tests", []) if not t["passed"]],
         "seconds": round(time.perf_counter() - started, 3),
