@@ -70,8 +70,9 @@ def onnx_rows_per_second(bundle_dir: Path, rows: pa.Table, *, batch: int = 20_00
     not the mean: on a shared machine the other runs measure the neighbours). Parity is checked first."""
     import onnxruntime as ort
 
+    from ml_tasks.contract import ONNX_FILE
     from ml_tasks.models.network import load_bundle
-    from ml_tasks.training.onnx_export import ONNX_FILE, check_onnx, export_onnx
+    from ml_tasks.training.onnx_export import check_onnx, export_onnx
 
     exported = export_onnx(bundle_dir, sample=rows.slice(0, 64))
     check = check_onnx(bundle_dir, rows, expected_sha256=exported["onnx_sha256"], latency_calls=10, threads=1)

@@ -113,7 +113,7 @@ def flag_rates(
     return out
 
 
-def summary(rates: dict[int, dict[str, dict[str, float]]]) -> dict[str, Any]:
+def summary(rates: dict[int, dict[str, dict[str, float]]]) -> dict[int, Any]:
     """Per size: the worst column's rate before and after, the mean over columns, the dataset rate."""
     return {
         size: {
