@@ -109,3 +109,47 @@ def test_2019_is_drift_against_2013_2015(chicago_samples: Path, tfx_2013_2015: p
     print(f"\n2019 vs 2013-2015: share {result.drift_share:.2f}, drifted {result.drifted_columns}")
     assert result.dataset_drift is True and result.drift_share is not None and result.drift_share >= 0.3
     assert {"company", "payment_type"} <= set(result.drifted_columns)
+
+
+def test_synthetic_drift_is_found_at_the_demos_volume() -> None:
+    """The synthetic source's drift scenario at the demo's 20,000 trips a day: a normal day is quiet, the
+    drifted day is a dataset drift (the size-aware thresholds are floored at 0.1, so large samples lose
+    no sensitivity)."""
+    import datetime as dt
+
+    from ml_tasks.intervals import Interval
+    from ml_tasks.settings import Settings
+    from ml_tasks.sources.synthetic import SyntheticSource
+    from ml_tasks.training.frames import reject_masks, training_frame_from_trips
+    from ml_tasks.transform import trips_with_derived_columns
+
+    start, drift_from = dt.date(2024, 3, 1), dt.date(2024, 3, 5)
+    source = SyntheticSource(trips_per_day=20_000, drift_from=drift_from)
+
+    def days(first: dt.date, n: int) -> pa.Table:
+        raw = pa.concat_tables([b.table for b in source.read(Interval(first, first + dt.timedelta(days=n)))])
+        trips = trips_with_derived_columns(raw, "America/Chicago")
+        rejected = np.zeros(trips.num_rows, dtype=bool)
+        for mask in reject_masks(trips, Settings()).values():
+            rejected |= mask
+        return training_frame_from_trips(trips.filter(pa.array(~rejected)))
+
+    reference = days(start, 3)
+    categorical, numeric = _cols(reference)
+    calibration = drift_null.calibrate(reference, rates.input_columns(reference))
+    calendar = {"trip_start_day_of_week": "calendar", "trip_start_month": "calendar"}
+    shares = {}
+    for label, day in (("normal", drift_from - dt.timedelta(days=1)), ("drifted", drift_from)):
+        current = days(day, 1)
+        assert current.num_rows > 15_000  # ~20k trips a day, fewer on some weekdays
+        result = drift_report(
+            reference, current, categorical, numeric, drift_share=0.3, score=None, summary=False,
+            calibration=calibration, exclude=calendar,
+        )  # fmt: skip
+        shares[label] = (result.drift_share, result.drifted_columns)
+    print(f"\nsynthetic drift at 20k trips/day: {shares}")
+    # the normal day is no dataset drift (its hour profile may differ from other weekdays': one column)
+    assert shares["normal"][0] is not None and shares["normal"][0] < 0.3
+    assert {"fare", "payment_type", "company"}.isdisjoint(shares["normal"][1])
+    assert shares["drifted"][0] is not None and shares["drifted"][0] >= 0.3
+    assert {"fare", "payment_type", "company"} <= set(shares["drifted"][1])
