@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     train_trials: int = Field(
         default=2, ge=1, le=50, description="Hyperparameter trials per training run (trial 0 = defaults)."
     )
+    train_search_seconds: float | None = Field(
+        default=None, ge=0,
+        description="Time budget of the hyperparameter search (checked between trials; trial 0 always runs);"
+        " unset: only train_trials bounds it.",
+    )  # fmt: skip
     train_seed: int = Field(default=20240101, description="Seed of the split, trials and initialisation.")
     train_device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Training device: auto = CUDA when present, else CPU."

@@ -135,8 +135,12 @@ def load_champion_scorer(
     alias: str = CHAMPION,
     *,
     cache_dir: Path | None = None,
+    threads: int | None = None,
 ) -> tuple[OnnxScorer | None, dict[str, Any] | None]:
     """An :class:`OnnxScorer` for ``models:/<name>@<alias>`` and the version it resolved to.
+
+    ``threads``: onnxruntime intra-op threads (None: its default). Scores equal the prediction step's to
+    the bit only with the same count (one, there): a Gemm split over threads may differ by one ulp.
 
     Returns:
         ``(scorer, VersionInfo.to_dict() + alias + path)``, or ``(None, None)`` when the alias does not
@@ -151,6 +155,6 @@ def load_champion_scorer(
     info = alias_version(client, name, alias)
     if info is None:
         return None, None
-    scorer = load_scorer(client, info, cache_dir=cache_dir or model_cache_dir(settings))
+    scorer = load_scorer(client, info, cache_dir=cache_dir or model_cache_dir(settings), threads=threads)
     log.info("loaded %s@%s = version %s from %s", name, alias, info.version, scorer.path)
     return scorer, {**info.to_dict(), "alias": alias, "path": str(scorer.path)}

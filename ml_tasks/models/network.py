@@ -30,8 +30,12 @@ from ml_tasks.storage import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = 1
+#: stands for a missing value in the piecewise-linear encoding (finite: times a zero slope it is 0)
+_BELOW_EVERY_EDGE = -3.0e38
 
 PosWeightPolicy = Literal["balanced", "sqrt", "none"]
+StopOn = Literal["roc_auc", "log_loss"]
+LrSchedule = Literal["cosine", "constant"]
 
 
 class BundleError(FlywheelError, ValueError):
@@ -64,6 +68,13 @@ class ModelConfig:
     patience: int = 3
     seed: int = 0
     pos_weight: PosWeightPolicy = "balanced"
+    #: members of the parameter-efficient ensemble (TabM-mini: one shared MLP, a per-member multiplicative
+    #: adapter on its input and a per-member head; probabilities averaged inside the model); 1 = a plain MLP
+    ensemble: int = 1
+    #: the validation metric early stopping keeps the best epoch by (``roc_auc``: the gate's metric)
+    stop_on: StopOn = "roc_auc"
+    #: ``cosine``: the learning rate decays per step from ``lr`` to ``lr / 10`` over ``max_epochs``
+    lr_schedule: LrSchedule = "constant"
 
     def __post_init__(self) -> None:
         problems = []
@@ -73,9 +84,13 @@ class ModelConfig:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if self.activation not in ("relu", "gelu"):
             problems.append(f"activation must be relu or gelu, got {self.activation!r}")
+        if self.stop_on not in ("roc_auc", "log_loss"):
+            problems.append(f"stop_on must be roc_auc or log_loss, got {self.stop_on!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            problems.append(f"lr_schedule must be cosine or constant, got {self.lr_schedule!r}")
         if self.pos_weight not in ("balanced", "sqrt", "none"):
             problems.append(f"pos_weight must be balanced, sqrt or none, got {self.pos_weight!r}")
-        for name in ("max_embedding_dim", "min_count", "batch_size", "max_epochs", "patience"):
+        for name in ("max_embedding_dim", "min_count", "batch_size", "max_epochs", "patience", "ensemble"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.numeric_bins < 0:
@@ -86,6 +101,13 @@ class ModelConfig:
             )
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
+
+    def lr_at(self, progress: float) -> float:
+        """The learning rate at ``progress`` = epochs done (fractional) / ``max_epochs``."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        floor = self.lr / 10
+        return floor + (self.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
     def embedding_dim(self, rows: int) -> int:
         return min(self.max_embedding_dim, max(2, round(1.6 * math.pow(rows, 0.56))))
@@ -169,7 +191,16 @@ class TabularNet(nn.Module):
             ]
             width = hidden
         self.mlp = nn.Sequential(*layers)
-        self.head = nn.Linear(width, 1)
+        self.members = config.ensemble
+        self.head: nn.Module
+        if self.members > 1:
+            first = sum(m.in_features for m in layers[:1] if isinstance(m, nn.Linear))
+            # TabM-mini: random +-1 signs make the members differ from the first step (seeded)
+            signs = torch.randint(0, 2, (self.members, first), dtype=torch.float32) * 2 - 1
+            self.adapter = nn.Parameter(signs)
+            self.head = MemberHeads(self.members, width)
+        else:
+            self.head = nn.Linear(width, 1)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -179,16 +210,20 @@ class TabularNet(nn.Module):
                 nn.init.zeros_(module.bias)
         for embedding in self._embeddings():
             nn.init.normal_(embedding.weight, std=0.1)
-        nn.init.xavier_uniform_(self.head.weight, gain=0.1)  # small: start near the prior
-        nn.init.zeros_(self.head.bias)
+        head = self.head
+        assert isinstance(head, nn.Linear | MemberHeads)
+        nn.init.xavier_uniform_(head.weight, gain=0.1)  # small: start near the prior
+        nn.init.zeros_(head.bias)
 
     def _embeddings(self) -> list[nn.Embedding]:
         return [m for m in self.embeddings if isinstance(m, nn.Embedding)]
 
     def init_output(self, prior_logit: float, logit_offset: float) -> None:
         """Start the output at the train split's (loss-weighted) log-odds; keep the calibration offset."""
+        head = self.head
+        assert isinstance(head, nn.Linear | MemberHeads)
         with torch.no_grad():
-            self.head.bias.fill_(prior_logit)
+            head.bias.fill_(prior_logit)
             self.logit_offset.fill_(logit_offset)
 
     def features(self, numeric: Tensor, categorical: Tensor) -> Tensor:
@@ -210,20 +245,38 @@ class TabularNet(nn.Module):
 
     def piecewise_linear(self, numeric: Tensor) -> Tensor:
         """The piecewise-linear encoding [N, F, bins] of raw ``numeric`` [N, F] (0 where NaN / padding)."""
-        present = ~torch.isnan(numeric)
-        # NaN replaced BEFORE the arithmetic: NaN * 0 would still be NaN
-        x = torch.where(present, numeric, torch.zeros_like(numeric)).unsqueeze(-1)
-        encoded = torch.clamp((x - self.ple_lo) * self.ple_inv_width, 0.0, 1.0)
-        return encoded * self.ple_mask * present.unsqueeze(-1).to(numeric.dtype)
+        # NaN replaced BEFORE the arithmetic by a value below every edge (its encoding clamps to 0); the
+        # padding bins' zero slope (the mask folded into it: a constant the export folds) keeps them at 0.
+        # Two fewer passes over [N, F, bins] than multiplying by the masks: the ONNX model's hot loop.
+        x = torch.where(torch.isnan(numeric), torch.full_like(numeric, _BELOW_EVERY_EDGE), numeric)
+        slope = self.ple_inv_width * self.ple_mask
+        return torch.clamp((x.unsqueeze(-1) - self.ple_lo) * slope, 0.0, 1.0)
 
     def logits(self, numeric: Tensor, categorical: Tensor) -> Tensor:
-        """Training logits [N] (before the class-weight correction; for the loss)."""
-        out: Tensor = self.head(self.mlp(self.features(numeric, categorical)))
+        """Training logits (before the class-weight correction; for the loss): [N], or [N, members] for an
+        ensemble (each member is trained on its own loss, as in TabM)."""
+        x = self.features(numeric, categorical)
+        if self.members > 1:
+            x = x.unsqueeze(1) * self.adapter  # [N, members, D]
+        out: Tensor = self.head(self.mlp(x))
         return out.squeeze(-1)
 
     def forward(self, numeric: Tensor, categorical: Tensor) -> Tensor:
-        """Calibrated probabilities [N] of the positive class."""
-        return torch.sigmoid(self.logits(numeric, categorical) + self.logit_offset)
+        """Calibrated probabilities [N] of the positive class (an ensemble's members' mean)."""
+        p = torch.sigmoid(self.logits(numeric, categorical) + self.logit_offset)
+        return p.mean(dim=-1) if self.members > 1 else p
+
+
+class MemberHeads(nn.Module):
+    """One linear output per ensemble member: [N, members, H] -> [N, members, 1]."""
+
+    def __init__(self, members: int, width: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, width))
+        self.bias = nn.Parameter(torch.zeros(members))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ((x * self.weight).sum(dim=-1) + self.bias).unsqueeze(-1)
 
 
 def _coarsen(edges: tuple[float, ...], bins: int) -> tuple[float, ...]:

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from ml_tasks.contract import LABEL, REFERENCE_FILES, REFERENCE_SAMPLE, REFERENCE_STATS, SCORE
 from ml_tasks.errors import FlywheelError
+from ml_tasks.models import drift_null
 from ml_tasks.models.reference_stats import FORMAT_VERSION, read_reference_stats
 from ml_tasks.storage import ContractFileError
 
@@ -224,6 +225,7 @@ def compute_reference(
             f"the model returned {scores.shape} scores for {sample.num_rows} rows (or NaN)"
         )
     sample = sample.append_column(SCORE, pa.array(scores, pa.float64()))
+    calibrated = [(c, "categorical") for c in categorical] + [(c, "numeric") for c in (*numeric, SCORE)]
     stats: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "inputs": {"categorical": list(categorical), "numeric": list(numeric)},
@@ -235,6 +237,7 @@ def compute_reference(
         "columns": columns,
         "score": {**numeric_stats(sample.column(SCORE)), "over": "sample"},
         "sample_label_rate": _float(pc.mean(pc.cast(sample.column(LABEL), pa.float64())).as_py()),
+        "drift_null": drift_null.calibrate(sample, calibrated, seed=seed),
         **dict(extra or {}),
     }
     return sample, stats

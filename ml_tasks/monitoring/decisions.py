@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from ml_tasks.contract import DECISION_JSON, MONITORING_LAYER
 from ml_tasks.intervals import Interval
-from ml_tasks.monitoring.policy import DRIFT, NO_DRIFT, PERFORMANCE
+from ml_tasks.monitoring.policy import DRIFT, INSUFFICIENT_DATA, NO_DRIFT, PERFORMANCE
 from ml_tasks.storage import DataRoot, parse_contract_file
 
 
@@ -41,8 +41,11 @@ class DecisionRecord(_Open):
     @field_validator("verdict")
     @classmethod
     def _known_verdict(cls, value: str) -> str:
-        if value not in (DRIFT, PERFORMANCE, NO_DRIFT):
-            raise ValueError(f"unknown verdict {value!r} (expected {DRIFT}, {PERFORMANCE} or {NO_DRIFT})")
+        if value not in (DRIFT, PERFORMANCE, NO_DRIFT, INSUFFICIENT_DATA):
+            raise ValueError(
+                f"unknown verdict {value!r} (expected {DRIFT}, {PERFORMANCE}, {NO_DRIFT}"
+                f" or {INSUFFICIENT_DATA})"
+            )
         return value
 
 

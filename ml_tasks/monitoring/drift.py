@@ -1,7 +1,10 @@
 """Drift of a bounded current sample against the reference sample: one Evidently ``ValueDrift`` per column.
 
 Columns without a value in either frame are screened first (excluded, or drifted by rule when null in
-one frame only); the drift share is computed here from the per-column results. See ``docs/monitoring.md``.
+one frame only); each tested column's threshold is its null threshold at the current sample's size
+(:mod:`ml_tasks.models.drift_null`), never below a minimum effect; a column with fewer current values
+than the calibration starts at is not judged (``insufficient_data``). The drift share is computed here
+from the per-column results. See ``docs/monitoring.md``.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ml_tasks.contract import SCORE
+from ml_tasks.models import drift_null
 from ml_tasks.models.reference import categorical_values, finite_float
 from ml_tasks.monitoring import MonitoringError
 
@@ -35,9 +40,14 @@ def _valid_count(table: pa.Table, name: str, kind: str) -> tuple[int, int]:
     return len(valid), (pc.count_distinct(valid).as_py() if len(valid) else 0)
 
 
-def _pandas(table: pa.Table, categorical: list[str], numeric: list[str]) -> pd.DataFrame:
+def _pandas(
+    table: pa.Table,
+    categorical: list[str],
+    numeric: list[str],
+    clips: Mapping[str, tuple[float, float]] | None = None,
+) -> pd.DataFrame:
     """Evidently's frame: categoricals as strings (an int code and its float twin must not differ),
-    numerics as float64 with NaN for null / non-finite."""
+    numerics as float64 with NaN for null / non-finite, winsorised to ``clips`` (name -> bounds)."""
     import pandas as pd
 
     data: dict[str, Any] = {}
@@ -47,7 +57,9 @@ def _pandas(table: pa.Table, categorical: list[str], numeric: list[str]) -> pd.D
     for name in numeric:
         column = table.column(name)
         values = finite_float(column) if column.type != pa.null() else pa.nulls(len(column), pa.float64())
-        data[name] = pc.fill_null(values, float("nan")).to_numpy()
+        array = pc.fill_null(values, float("nan")).to_numpy()
+        bounds = (clips or {}).get(name)
+        data[name] = array if bounds is None else np.clip(array, *bounds)
     frame = pd.DataFrame(data, index=pd.RangeIndex(table.num_rows))
     for name in categorical:
         frame[name] = frame[name].astype(object)
@@ -75,15 +87,23 @@ class DriftResult:
     reference_rows: int
     current_rows: int
     seconds: float
+    #: why no input could be judged (every one had too few current values), else None
+    insufficient_data: str | None = None
+    #: where the size-aware thresholds came from (stored with the reference, or computed now)
+    calibration: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable (the snapshot is saved separately)."""
         return {
             "method": (
-                "Evidently ValueDrift per column with Evidently's automatic method and threshold (recorded"
-                " per column); a column drifted when its test failed; columns null in one frame only drift by"
-                " rule; share = drifted / (tested + rule) inputs"
+                "Evidently ValueDrift per column (normed Wasserstein for numeric columns with > 5 values,"
+                " Jensen-Shannon otherwise) at a size-aware threshold: the column's null-distribution"
+                " threshold at the current sample's size, at least the minimum effect (recorded per column);"
+                " fewer current values than the calibration's smallest size: insufficient_data, not judged;"
+                " columns null in one frame only drift by rule; share = drifted / (tested + rule) inputs"
             ),
+            "calibration": self.calibration,
+            "insufficient_data": self.insufficient_data,
             "columns": self.columns,
             "drift_share": self.drift_share,
             "dataset_drift": self.dataset_drift,
@@ -166,6 +186,49 @@ def _json_float(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
+def _thresholds(
+    current: pa.Table,
+    tested: list[tuple[str, str]],
+    calibration: Mapping[str, Any],
+    min_effect: float,
+) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[str, str, int]]]:
+    """Per tested column: the decision's method, threshold and sample size; and the columns with too few
+    current values to judge ({name: (kind, reason, size)})."""
+    out: dict[str, dict[str, Any]] = {}
+    insufficient: dict[str, tuple[str, str, int]] = {}
+    for name, kind in tested:
+        entry = calibration["columns"].get(name)
+        if entry is None:
+            continue
+        size, _ = _valid_count(current, name, kind)
+        null = drift_null.threshold_at(calibration, entry, size)
+        if null is None:
+            insufficient[name] = (
+                kind,
+                f"{size} non-null current value(s), fewer than the {calibration['sizes'][0]} the size-aware"
+                " threshold is calibrated from: too few to tell drift from noise",
+                size,
+            )
+            continue
+        out[name] = {
+            "stattest": entry["method"],
+            "method": drift_null.DISPLAY[entry["method"]],
+            "threshold": round(max(null, min_effect), 6),
+            "null_threshold": round(null, 6),
+            "min_effect": min_effect,
+            "sample_size": size,
+            "clip": entry.get("clip"),
+            "decided_by": "null quantile at this size" if null >= min_effect else "minimum effect",
+        }
+    return out, insufficient
+
+
+def _method_kwargs(decision: Mapping[str, Any] | None) -> dict[str, Any]:
+    if decision is None:
+        return {}
+    return {"method": decision["stattest"], "threshold": decision["threshold"]}
+
+
 def _evidently_info(payload: Mapping[str, Any]) -> dict[str, Any]:
     import importlib.metadata as md
 
@@ -189,6 +252,8 @@ def drift_report(
     summary: bool = True,
     exclude: Mapping[str, str] | None = None,
     share_of: Collection[str] | None = None,
+    calibration: Mapping[str, Any] | None = None,
+    min_effect: float = drift_null.MIN_EFFECT,
 ) -> DriftResult:
     """Evidently drift of ``current`` against ``reference`` on the inputs (and the score).
 
@@ -204,6 +269,8 @@ def drift_report(
             interval shorter than their cycle); they are reported, not tested, not in the share.
         share_of: the inputs the drift share counts (default: all); the others are tested and reported
             (``drifted_not_counted``) but do not make a dataset drift.
+        calibration: the reference's ``drift_null`` block (None: computed now from the reference sample).
+        min_effect: the smallest threshold at any size.
 
     Raises:
         MonitoringError: a column is missing from either frame.
@@ -239,12 +306,19 @@ def drift_report(
             reference_rows=reference.num_rows,
             current_rows=0,
             seconds=time.perf_counter() - started,
+            insufficient_data="no current rows",
         )
     skipped = dict(exclude or {})
     tested, excluded, degenerate, by_rule = _screen(
         reference, current, [k for k in kinds if k[0] not in skipped]
     )
     excluded.update(skipped)
+    source = "stored with the reference (computed at training time)"
+    if calibration is None:
+        calibration = drift_null.calibrate(reference, tested)
+        source = "computed at monitoring time from the reference sample (the reference has none stored)"
+    thresholds, insufficient = _thresholds(current, tested, calibration, min_effect)
+    tested = [t for t in tested if t[0] not in insufficient]
     test_cat = [c for c, k in tested if k == "categorical"]
     test_num = [c for c, k in tested if k == "numeric"]
     input_names = set(categorical) | set(numeric)
@@ -253,9 +327,10 @@ def drift_report(
     snapshot = None
     if tested:
         definition = DataDefinition(numerical_columns=test_num, categorical_columns=test_cat)
-        cur = Dataset.from_pandas(_pandas(current, test_cat, test_num), data_definition=definition)
-        ref = Dataset.from_pandas(_pandas(reference, test_cat, test_num), data_definition=definition)
-        metrics: list[Any] = [ValueDrift(column=c) for c, _ in tested]
+        clips = {c: t["clip"] for c, t in thresholds.items() if t.get("clip")}
+        cur = Dataset.from_pandas(_pandas(current, test_cat, test_num, clips), data_definition=definition)
+        ref = Dataset.from_pandas(_pandas(reference, test_cat, test_num, clips), data_definition=definition)
+        metrics: list[Any] = [ValueDrift(column=c, **_method_kwargs(thresholds.get(c))) for c, _ in tested]
         if summary:
             metrics.append(DataSummaryPreset(columns=[c for c, _ in tested]))
         snapshot = Report(metrics, include_tests=True).run(cur, ref)
@@ -266,8 +341,14 @@ def drift_report(
         found = results.get(name)
         if found is None or found["drifted"] is None:
             raise MonitoringError(f"Evidently returned no drift test for column {name!r}")
-        columns[name] = {"kind": kind, **{k: v for k, v in found.items() if k != "column"}}
+        columns[name] = {
+            "kind": kind,
+            **{k: v for k, v in found.items() if k != "column"},
+            **(thresholds.get(name) or {"decided_by": "evidently default (column not calibrated)"}),
+        }
     columns.update(by_rule)
+    for name, (kind, reason, size) in insufficient.items():
+        columns[name] = {"kind": kind, "drifted": None, "sample_size": size, "insufficient_data": reason}
     for name, reason in excluded.items():
         columns[name] = {"kind": dict(kinds)[name], "drifted": None, "excluded": reason}
     judged = [c for c in (*categorical, *numeric) if c in columns and columns[c].get("drifted") is not None]
@@ -275,6 +356,15 @@ def drift_report(
     drifted = [c for c in counted if columns[c]["drifted"]]
     not_counted = [c for c in judged if c not in counted and columns[c]["drifted"]]
     share = len(drifted) / len(counted) if counted else None
+    too_small = [
+        c for c in (*categorical, *numeric) if c in insufficient and (share_of is None or c in share_of)
+    ]
+    why = None
+    if not counted and too_small:
+        why = (
+            f"{current.num_rows} current row(s): {len(too_small)} input column(s) have fewer non-null values"
+            f" than the {calibration['sizes'][0]} a drift verdict needs"
+        )
     prediction = None
     if scored:
         assert score is not None
@@ -295,4 +385,6 @@ def drift_report(
         reference_rows=reference.num_rows,
         current_rows=current.num_rows,
         seconds=time.perf_counter() - started,
+        insufficient_data=why,
+        calibration=source,
     )

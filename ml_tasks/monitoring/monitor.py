@@ -209,6 +209,7 @@ def run_monitoring(
         drift_share=settings.monitor_drift_share,
         exclude=calendar_exclusions(ref.inputs, interval),
         share_of=share_columns(ref.inputs, settings.monitor_share_columns),
+        calibration=ref.stats.get("drift_null"),
     )
     t_drift = time.perf_counter()
     tags_for = _version_tags(settings, model_name) if reference is None else None

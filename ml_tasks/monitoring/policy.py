@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 DRIFT = "drift"
 NO_DRIFT = "no_drift"
 PERFORMANCE = "performance"
+#: too few current values to tell drift from noise: neither an alert nor a quiet interval, so it neither
+#: counts towards the hysteresis nor breaks its chain
+INSUFFICIENT_DATA = "insufficient_data"
+ALERTS = (DRIFT, PERFORMANCE)
 FORMAT_VERSION = 1
 
 
@@ -86,7 +90,10 @@ def verdict(
         )
     drifted = list(drift.get("drifted_columns") or [])
     dataset_drift = share is not None and share >= config.drift_share
-    if share is None:
+    insufficient = drift.get("insufficient_data")
+    if share is None and insufficient:
+        reasons.append(f"insufficient data for a drift verdict: {insufficient}")
+    elif share is None:
         reasons.append(
             "no input column could be compared (no current rows or every column null): no data drift"
         )
@@ -106,7 +113,9 @@ def verdict(
         )
     prediction = drift.get("prediction_drift") or None
     prediction_drifted = bool(prediction and prediction.get("drifted"))
-    if prediction:
+    if prediction and prediction.get("insufficient_data"):
+        reasons.append(f"prediction drift not judged: {prediction['insufficient_data']}")
+    elif prediction:
         rule = "counts" if config.prediction_drift else "is reported only (monitor_prediction_drift off)"
         reasons.append(
             f"prediction drift {'detected' if prediction_drifted else 'not detected'}: score"
@@ -120,6 +129,8 @@ def verdict(
         return DRIFT, reasons, perf
     if perf["alert"]:
         return PERFORMANCE, reasons, perf
+    if share is None and insufficient:
+        return INSUFFICIENT_DATA, reasons, perf
     return NO_DRIFT, reasons, perf
 
 
@@ -163,6 +174,9 @@ def consecutive_alerts(
     count, start = 1, interval.start
     for decision in reversed(earlier):
         prev_start, prev_end = _interval_of(decision)
+        if decision.get("verdict") == INSUFFICIENT_DATA and prev_end == start:
+            start = prev_start  # bridges the chain, counts for nothing
+            continue
         if prev_end != start:
             return count, (
                 f"the previous monitored interval [{prev_start}, {prev_end}) does not end where the next one"
@@ -227,7 +241,7 @@ def decide(
     """
     version = None if model.get("version") is None else str(model["version"])
     result, reasons, perf = verdict(drift, performance, config)
-    alert = result != NO_DRIFT
+    alert = result in ALERTS
     earlier = earlier_decisions(previous, interval)
     consecutive, chain_note = consecutive_alerts(earlier, interval, version, alert)
     cooldown = cooldown_state(earlier, interval, config)
@@ -263,6 +277,10 @@ def decide(
                 )
                 + ": retrain"
             )
+    if result == INSUFFICIENT_DATA:
+        reasons.append(
+            "insufficient_data neither counts towards the hysteresis nor breaks its chain: no retrain"
+        )
     prediction = drift.get("prediction_drift") or None
     return {
         "format_version": FORMAT_VERSION,
@@ -284,10 +302,24 @@ def decide(
             "tested_columns": list(drift.get("tested_columns") or []),
             "excluded_columns": dict(drift.get("excluded_columns") or {}),
             "degenerate_columns": dict(drift.get("degenerate_columns") or {}),
+            "insufficient_data": drift.get("insufficient_data"),
+            "calibration": drift.get("calibration"),
             "column_methods": {
-                name: {"method": c.get("method"), "threshold": c.get("threshold"), "score": c.get("score")}
+                name: {
+                    k: c.get(k)
+                    for k in (
+                        "method",
+                        "threshold",
+                        "score",
+                        "sample_size",
+                        "null_threshold",
+                        "decided_by",
+                        "insufficient_data",
+                    )
+                    if k in c or k in ("method", "threshold", "score")
+                }
                 for name, c in sorted((drift.get("columns") or {}).items())
-                if c.get("drifted") is not None
+                if c.get("drifted") is not None or c.get("insufficient_data")
             },
         },
         "prediction_drift": dict(prediction) if prediction else None,

@@ -1,7 +1,9 @@
 """The promotion gate: may a candidate model become the champion?
 
 A pure function over metric dicts: beat every baseline, stay within ``margin`` of the champion, pass the
-ONNX checks; ``force`` promotes anyway and says what it overrode (docs/training.md).
+ONNX checks; ``force`` promotes anyway and says what it overrode (docs/training.md). With paired confidence
+intervals of the differences on the same rows (``comparisons``), "beats" means the interval's lower bound
+is above ``-margin`` (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -59,6 +61,26 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}"
 
 
+def _interval(comparisons: Mapping[str, Any] | None, metric: str, who: str) -> Mapping[str, Any] | None:
+    """The paired interval of candidate minus ``who`` (``champion`` or a baseline name), if given."""
+    if not comparisons or comparisons.get("metric") != metric:
+        return None
+    found = (
+        comparisons.get("champion") if who == "champion" else (comparisons.get("baselines") or {}).get(who)
+    )
+    return found if isinstance(found, Mapping) else None
+
+
+def _ci_text(ci: Mapping[str, Any], margin: float) -> tuple[bool, str]:
+    """Whether the lower bound clears ``-margin``, and the sentence that says so."""
+    beats = float(ci["low"]) > -margin
+    return beats, (
+        f"difference {float(ci['delta']):+.4f}, {float(ci['level']):.0%} CI [{float(ci['low']):+.4f},"
+        f" {float(ci['high']):+.4f}] on {ci['rows']} paired rows: lower bound"
+        f" {'above' if beats else 'not above'} -{margin:g}"
+    )
+
+
 def decide(
     candidate: Mapping[str, Any],
     baselines: Mapping[str, Mapping[str, Any]],
@@ -68,6 +90,7 @@ def decide(
     metric: str = "roc_auc",
     margin: float = 0.005,
     force: bool = False,
+    comparisons: Mapping[str, Any] | None = None,
 ) -> Decision:
     """Decide whether ``candidate`` is promoted to champion.
 
@@ -80,6 +103,10 @@ def decide(
         metric: The gate metric; higher is better unless it is one of ``LOWER_IS_BETTER``.
         margin: How much worse than the champion the candidate may be (absolute, in metric units).
         force: Promote even when a check fails; recorded as ``forced=True`` with the blocking reasons.
+        comparisons: ``{"metric", "baselines": {name: interval}, "champion": interval | None}``: paired
+            confidence intervals of candidate minus each model on the same rows
+            (:func:`ml_tasks.models.auc_compare.paired_auc_difference`); where one is given for ``metric``,
+            "beats" / "within margin" means its lower bound is above ``-margin``.
 
     Returns:
         The decision with human-readable reasons and the numbers behind them.
@@ -106,8 +133,16 @@ def decide(
     for name in sorted(baselines):
         base = _metric(baselines[name], metric, f"baseline {name}")
         beats = cand > base if higher else cand < base
+        ci = _interval(comparisons, metric, name)
         details["baselines"][name] = {"value": base, "beaten": bool(beats)}
-        if not math.isfinite(base):
+        if ci is not None and math.isfinite(base):
+            beats, text = _ci_text(ci, margin)
+            details["baselines"][name] = {"value": base, "beaten": beats, "interval": dict(ci)}
+            verb = "beats" if beats else "does not beat"
+            (passing if beats else blocking).append(
+                f"{metric} {_fmt(cand)} {verb} baseline {name} {_fmt(base)}: {text}"
+            )
+        elif not math.isfinite(base):
             # a baseline that could not be scored is not a bar the candidate cleared: say so
             blocking.append(f"baseline {name} has no finite {metric} ({base}): it cannot be compared")
         elif beats:
@@ -123,8 +158,16 @@ def decide(
         # positive delta = candidate better, whatever the metric's direction
         delta = cand - champ if higher else champ - cand
         ok = delta >= -margin
+        ci = _interval(comparisons, metric, "champion")
         details["champion"] = {"value": champ, "delta": delta, "within_margin": ok}
-        if not math.isfinite(champ):
+        if ci is not None and math.isfinite(champ):
+            ok, text = _ci_text(ci, margin)
+            details["champion"] = {"value": champ, "delta": delta, "within_margin": ok, "interval": dict(ci)}
+            (passing if ok else blocking).append(
+                f"{metric} {_fmt(cand)} vs champion {_fmt(champ)}: {text}"
+                + ("" if ok else " (worse than the champion by more than the margin)")
+            )
+        elif not math.isfinite(champ):
             blocking.append(
                 f"champion has no finite {metric} ({champ}) on this window: it cannot be compared"
             )

@@ -55,8 +55,8 @@ def train(
     import mlflow
 
     from ml_tasks.models import tracking
-    from ml_tasks.models.network import save_bundle
-    from ml_tasks.training.search import trial_configs
+    from ml_tasks.models.network import ModelConfig, save_bundle
+    from ml_tasks.training.search import Report, search
     from ml_tasks.training.split import split_by_time
     from ml_tasks.training.train import train_model
     from ml_tasks.training.worker import TrialResult, torchrun_trial
@@ -72,7 +72,7 @@ def train(
         pinned["max_epochs"] = max_epochs
     if learning_rate is not None:
         pinned["lr"] = learning_rate
-    configs = trial_configs(trials or settings.train_trials, settings.train_seed, pinned=pinned)
+    budget = trials or settings.train_trials
     out = candidate_dir(settings, key)
     tags = training_tags(training_set, manifest, digest)
     device = None if settings.train_device == "auto" else settings.train_device
@@ -82,18 +82,25 @@ def train(
     ) as run:
         run_id = run.info.run_id
         mlflow.log_params(
-            {"training_set": training_set, "training_set_sha256": digest, "trials": len(configs),
+            {"training_set": training_set, "training_set_sha256": digest, "trials": budget,
              "rows_train": split.train.num_rows, "rows_val": split.validation.num_rows,
-             "rows_test": split.test.num_rows, "seed": settings.train_seed, **pinned}
+             "rows_test": split.test.num_rows, "seed": settings.train_seed,
+             "search_seconds": settings.train_search_seconds, **pinned}
         )  # fmt: skip
-        results: list[tuple[float, int, Any, TrialResult]] = []
         checkpoints = out.parent / f".checkpoints-{out.name}"
-        for number, config in enumerate(configs):
+
+        def objective(number: int, config: ModelConfig, report: Report) -> tuple[float, TrialResult]:
             with tracking.child_run(run_id, f"trial {number}", settings=settings):
                 mlflow.log_params(config.to_dict())
 
                 def log_epoch(metrics: dict[str, float], epoch: int) -> None:
                     mlflow.log_metrics(metrics, step=epoch)
+                    if metrics.get("val_roc_auc") is not None:
+                        try:
+                            report(metrics["val_roc_auc"], epoch)
+                        except Exception:
+                            mlflow.set_tag("flywheel.trial.pruned", "true")
+                            raise
 
                 if settings.train_processes > 1:
                     trial = torchrun_trial(
@@ -115,8 +122,15 @@ def train(
             # a validation split with one class has no AUC: such a trial ranks last
             score = float(trial.metrics["validation"].get(settings.promotion_metric, float("-inf")))
             log.info("trial %d: validation %s %.4f (%s)", number, settings.promotion_metric, score, config)
-            results.append((score, number, config, trial))
-        score, best_number, best_config, best = max(results, key=lambda r: (r[0], -r[1]))
+            return score, trial
+
+        searched = search(
+            objective, trials=budget, seed=settings.train_seed, seconds=settings.train_search_seconds,
+            pinned=pinned,
+        )  # fmt: skip
+        results = [(t.score, t.number, t.config, t.result) for t in searched if t.score is not None]
+        pruned = [t.number for t in searched if t.pruned]
+        _, best_number, best_config, best = max(results, key=lambda r: (r[0], -r[1]))
         speeds = [v for v in best.rows_per_second if v and v != float("inf")]
         rows_per_second = sum(speeds) / len(speeds) if speeds else None
         extra = dict(
@@ -127,7 +141,7 @@ def train(
             feature_service=manifest.params.get("feature_service"),
             train_window=manifest.params.get("interval"),
             best_trial=best_number,
-            trials=len(configs),
+            trials=len(searched),
             train_rows_per_second=rows_per_second,
             dag={"dag_id": key.dag_id, "dag_run_id": key.dag_run_id},
         )
@@ -158,6 +172,7 @@ def train(
         "training_set_sha256": digest,
         "best_trial": best_number,
         "trials": [{"trial": n, settings.promotion_metric: round(s, 6)} for s, n, _, _ in results],
+        "pruned_trials": pruned,
         "validation": best.metrics["validation"],
         "test": best.metrics.get("test"),
         "best_epoch": best.best_epoch,
@@ -230,6 +245,7 @@ def evaluate(
         "champion": gate.get("champion"),
         "champion_version": champion_info,
         "baselines": {k: v.get(metric) for k, v in gate["baselines"].items()},
+        "comparisons": gate.get("comparisons"),
         "leakage_warnings": report.get("leakage_warnings", []),
         "behavioural_failed": [t["name"] for t in report.get("behavioural_tests", []) if not t["passed"]],
         "seconds": round(time.perf_counter() - started, 3),
@@ -354,6 +370,7 @@ def promote(
         metric=metric,
         margin=settings.promotion_margin if margin is None else margin,
         force=force,
+        comparisons=gate.get("comparisons"),
     )
     version = registry.registered_version(settings, candidate.path, model_name=settings.model_name)
     if version is None and check.get("passed"):

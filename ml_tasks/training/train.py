@@ -1,6 +1,7 @@
 """The training loop: fit a :class:`TabularNet` on a time split, on CPU or CUDA, in one process or under DDP.
 
-Early stopping on the validation log loss; the best epoch's weights are the result. Policy, determinism
+Early stopping on the validation ROC-AUC (the gate's metric; or the log loss), a cosine learning-rate
+decay; the best epoch's weights are the result. Policy, determinism
 and the DDP rules are in docs/training.md; torchrun runs ``ml-tasks train-worker`` (:func:`train_worker`).
 """
 
@@ -256,7 +257,11 @@ def _train(
         wrapped.train()
         t0 = time.perf_counter()
         total_loss, seen = 0.0, 0
-        for numeric, categorical, target in _batches(loader, plan):
+        steps = max(len(loader), 1)
+        for step, (numeric, categorical, target) in enumerate(_batches(loader, plan)):
+            # a function of (epoch, step) only: a resumed run continues the same schedule
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr_at((epoch - 1 + step / steps) / config.max_epochs)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(
                 device_type="cuda" if plan.amp_dtype else "cpu",
@@ -264,7 +269,10 @@ def _train(
                 enabled=plan.amp_dtype is not None,
             ):
                 logits = wrapped(numeric, categorical)
-                loss = loss_fn(logits.float(), target)
+                # an ensemble's logits are [N, members]: every member learns from every row
+                loss = loss_fn(
+                    logits.float(), target.unsqueeze(-1).expand_as(logits) if logits.dim() > 1 else target
+                )
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
@@ -286,9 +294,13 @@ def _train(
             "rows_per_second": len(dataset) / seconds if seconds > 0 else float("inf"),
         }
         history.append(entry)
-        improved = val["log_loss"] < best_loss - 1e-6
+        # the lower the better: minus the ROC-AUC (the gate's metric), or the log loss (also when a
+        # one-class validation split has no AUC)
+        by_auc = config.stop_on == "roc_auc" and "roc_auc" in val
+        score = -val["roc_auc"] if by_auc else val["log_loss"]
+        improved = score < best_loss - 1e-6
         if improved:
-            best_loss, best_epoch, bad_epochs = val["log_loss"], epoch, 0
+            best_loss, best_epoch, bad_epochs = score, epoch, 0
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1

@@ -116,7 +116,7 @@ def test_first_run_trains_and_promotes_a_champion(
         "eval_end": "2024-01-28", "window_source": "param",
     }  # fmt: skip
     decision = promote_summary(api, first["run_id"])
-    assert decision["promoted"] is True and decision["forced"] is True
+    assert decision["promoted"] is True
     assert decision["force_reason"] == "e2e: bootstrap the first champion"
     assert runs["champion_after_first"] == decision["version"]
     # the gate's own verdict is recorded: exactly the baselines the candidate did not beat
@@ -125,8 +125,14 @@ def test_first_run_trains_and_promotes_a_champion(
     auc = evaluation["candidate"]["roc_auc"]
     assert set(evaluation["baselines"]) == {"majority_class", "payment_type_rule", "gradient_boosted_tree"}
     assert auc > evaluation["baselines"]["majority_class"] + 0.3
-    blockers = {name for name, value in evaluation["baselines"].items() if not auc > value}
-    assert {n for n in evaluation["baselines"] if any(n in r for r in decision["reasons"])} == blockers
+    # blocked = the paired interval of candidate minus baseline (same rows) has its lower bound at or
+    # below -promotion_margin (0.005); the force is recorded only when something blocked
+    intervals = evaluation["comparisons"]["baselines"]
+    assert set(intervals) == set(evaluation["baselines"])
+    blockers = {name for name, ci in intervals.items() if not ci["low"] > -0.005}
+    assert decision["forced"] is bool(blockers)
+    if blockers:
+        assert {n for n in evaluation["baselines"] if any(n in r for r in decision["reasons"])} == blockers
     # the bundle on disk: model, ONNX, reports, the model card
     bundle = Path(api.xcom(DAG_ID, first["run_id"], "train")["bundle"])
     for name in ("model.pt", "model.json", "preprocessing.json", "model.onnx", "evaluation.json",

@@ -130,6 +130,12 @@ def test_reference_files_are_seeded_and_scored_by_the_model(
     assert ref.inputs == list(bundle.preprocessor.inputs.columns)
     assert ref.sample.column_names == [*ref.inputs, "big_tipper", "score"]
     np.testing.assert_allclose(ref.sample["score"].to_numpy(), bundle.predict_proba(ref.sample), atol=1e-7)
+    # the drift thresholds' null distributions: every input and the score, a threshold per size
+    null = ref.stats["drift_null"]
+    assert sorted(null["columns"]) == sorted([*ref.inputs, "score"])
+    assert all(len(c["thresholds"]) == len(null["sizes"]) for c in null["columns"].values())
+    fare_null = null["columns"]["fare"]["thresholds"]
+    assert fare_null[0] > 0.1 > fare_null[-1]  # the noise shrinks with the sample size
     # statistics over EVERY training row (not the sample)
     fare = ref.stats["columns"]["fare"]
     assert fare["count"] == train.num_rows
@@ -174,6 +180,13 @@ def test_tfdv_eval_against_tfdv_train_is_no_drift(
     assert decision["prediction_drift"]["drifted"] is False
     methods = {m["method"] for m in decision["drift"]["column_methods"].values()}
     assert methods <= {"Wasserstein distance (normed)", "Jensen-Shannon distance"}
+    # size-aware: each column's threshold at its own non-null count, never below the minimum effect
+    assert decision["drift"]["calibration"].startswith("stored with the reference")
+    fare = decision["drift"]["column_methods"]["fare"]
+    assert fare["sample_size"] == 3_000 and fare["threshold"] >= 0.1
+    assert fare["decided_by"] in {"null quantile at this size", "minimum effect"}
+    company = decision["drift"]["column_methods"]["company"]
+    assert company["sample_size"] < 3_000  # company is null in a third of the trips
     out = Path(str(tmp_path / "data" / "monitoring" / MODEL / f"dt={day}"))
     assert sorted(p.name for p in out.iterdir()) == [
         "_manifest.json", "decision.json", "drift_report.html", "drift_report.json",

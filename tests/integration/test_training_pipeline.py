@@ -122,9 +122,13 @@ def client(env: dict[str, str]) -> Any:
 
 
 def expected_blockers(evaluation: dict[str, Any]) -> set[str]:
-    """The baselines the candidate did not strictly beat on the eval window (from the evaluate summary)."""
-    auc = evaluation["candidate"]["roc_auc"]
-    return {name for name, value in evaluation["baselines"].items() if not auc > value}
+    """The baselines the candidate did not beat on the eval window (from the evaluate summary): the lower
+    bound of the paired interval of candidate minus baseline is not above -promotion_margin (0.005)."""
+    intervals = evaluation["comparisons"]["baselines"]
+    assert set(intervals) == set(evaluation["baselines"])
+    for name, value in evaluation["baselines"].items():
+        assert intervals[name]["delta"] == pytest.approx(evaluation["candidate"]["roc_auc"] - value, abs=1e-9)
+    return {name for name, ci in intervals.items() if not ci["low"] > -0.005}
 
 
 def test_first_model_decision_follows_the_numbers_and_force_is_recorded(
@@ -139,17 +143,20 @@ def test_first_model_decision_follows_the_numbers_and_force_is_recorded(
     blockers = expected_blockers(evaluation)
     decision = a["promote"]
     assert decision["promoted"] is (not blockers) and decision["forced"] is False
-    named = {name for name in evaluation["baselines"] if any(name in r for r in decision["reasons"])}
+    blocking = [r for r in decision["reasons"] if "does not beat" in r]
+    named = {name for name in evaluation["baselines"] if any(name in r for r in blocking)}
     assert named == blockers, decision["reasons"]
-    # the forced promotion: champion whatever the gate said, recorded with its reason
+    # the forced promotion: champion whatever the gate said, recorded with its reason (forced only when
+    # something blocked: a candidate the gate promoted needs no force)
     forced = runs["A_forced"]
-    assert forced["promoted"] is True and forced["forced"] is True
+    assert forced["promoted"] is True and forced["forced"] is bool(blockers)
     assert forced["force_reason"] == "bootstrap the first champion"
-    assert {n for n in evaluation["baselines"] if any(n in r for r in forced["reasons"])} == blockers
+    if blockers:
+        assert {n for n in evaluation["baselines"] if any(n in r for r in forced["reasons"])} == blockers
     mlflow = client(env)
     version = mlflow.get_model_version_by_alias("taxi_tips", "champion")
     assert str(version.version) == forced["version"] == a["register"]["version"]
-    assert version.tags["flywheel.promotion.forced"] == "true"
+    assert version.tags["flywheel.promotion.forced"] == str(bool(blockers)).lower()
     meta = json.loads((Path(a["train"]["bundle"]) / "model.json").read_text())
     assert meta["training_set_uri"] == a["train"]["training_set"]
     assert meta["train_window"] == {"start": _day(0), "end": _day(6)}

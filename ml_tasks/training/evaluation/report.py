@@ -25,6 +25,7 @@ from ml_tasks.contract import (
     RELIABILITY_PNG,
     TRIP_KEY,
 )
+from ml_tasks.models.auc_compare import paired_auc_difference
 from ml_tasks.models.metrics import Labels, calibration, classification_metrics
 from ml_tasks.storage import atomic_write_text
 from ml_tasks.training.evaluation.baselines import fit_baselines, labels, model_inputs
@@ -170,16 +171,17 @@ def evaluate_candidate(
     p = candidate.pop("_p")
     cal = calibration(y_eval, p, bins)
     champion_result = None
+    paired: dict[str, Any] = {"metric": "roc_auc", "baselines": {}, "champion": None}
     if champion is not None:
         champion_result = _scored("champion", champion, eval_table, y_eval)
-        champion_result.pop("_p")
+        paired["champion"] = paired_auc_difference(y_eval, p, champion_result.pop("_p"))
 
     baselines: dict[str, dict[str, Any]] = {}
     for baseline in fit_baselines(
         train_table, label, seed=seed, gbt_max_iter=gbt_max_iter, gbt_threads=gbt_threads, inputs=inputs
     ):
         scored = _scored(baseline.name, baseline, eval_table, y_eval)
-        scored.pop("_p")
+        paired["baselines"][baseline.name] = paired_auc_difference(y_eval, p, scored.pop("_p"))
         baselines[baseline.name] = {**scored, "info": baseline.info}
 
     slices = slice_metrics(eval_table, y_eval, p, candidate["threshold"], top=slice_top)
@@ -220,6 +222,7 @@ def evaluate_candidate(
             "candidate": candidate["metrics"],
             "baselines": {name: b["metrics"] for name, b in baselines.items()},
             "champion": champion_result["metrics"] if champion_result else None,
+            "comparisons": paired,
             "behavioural_passed": all(t["passed"] for t in behavioural),
             "eval_window": eval_window,
         },

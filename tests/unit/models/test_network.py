@@ -318,3 +318,28 @@ def test_piecewise_linear_encoding_learns_a_step_shaped_effect() -> None:
         auc[bins] = result.metrics["validation"]["roc_auc"]
     assert auc[32] > 0.85  # ~0.9 is the noise ceiling
     assert auc[32] > auc[0] + 0.1
+
+
+def test_ensemble_members_are_averaged_inside_the_model(frame: pa.Table, preprocessor: Preprocessor) -> None:
+    torch.manual_seed(0)
+    model = TabularNet(ModelConfig(ensemble=4), preprocessor).eval()
+    model.init_output(0.3, -1.2)
+    encoded = preprocessor.encode(frame.slice(0, 21))
+    numeric, categorical = torch.from_numpy(encoded.numeric), torch.from_numpy(encoded.categorical)
+    logits = model.logits(numeric, categorical)
+    assert logits.shape == (21, 4)  # one logit per member: each member is trained on its own loss
+    torch.testing.assert_close(model(numeric, categorical), torch.sigmoid(logits - 1.2).mean(dim=-1))
+    # the members differ (random-sign adapters), share the MLP and own a head each
+    assert float((logits[:, 0] - logits[:, 1]).abs().max()) > 1e-4
+    assert model.adapter.shape[0] == 4 and set(model.adapter.detach().unique().tolist()) == {-1.0, 1.0}
+    assert sum(1 for m in model.mlp if isinstance(m, torch.nn.Linear)) == len(ModelConfig().hidden)
+
+
+def test_an_ensemble_trains_deterministically(frame: pa.Table) -> None:
+    split = split_by_time(frame, 0.15, 0.15)
+    config = SMALL.replace(ensemble=3)
+    first = train_model(split, config, checkpoint_dir=None, device="cpu")
+    second = train_model(split, config, checkpoint_dir=None, device="cpu")
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a) and a["head.weight"].shape[0] == 3
+    assert first.metrics["validation"]["roc_auc"] > 0.8

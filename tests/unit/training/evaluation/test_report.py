@@ -50,6 +50,22 @@ def test_gate_inputs_feed_the_gate(report: dict[str, Any]) -> None:
     assert g["behavioural_passed"] is True
     assert len(g["eval_window"]["trip_keys_sha256"]) == 64
 
+    # paired intervals on the same rows: the champion (constant 0.5 scores) and every baseline
+    comparisons = g["comparisons"]
+    assert comparisons["metric"] == "roc_auc" and sorted(comparisons["baselines"]) == sorted(g["baselines"])
+    champion = comparisons["champion"]
+    assert champion["delta"] == pytest.approx(cand - 0.5) and champion["low"] < champion["delta"]
+    assert champion["rows"] == g["eval_window"]["rows"]
+    with_ci = decide(
+        g["candidate"],
+        g["baselines"],
+        g["champion"],
+        {"passed": True, "reasons": []},
+        comparisons=comparisons,
+    )
+    tree = comparisons["baselines"]["gradient_boosted_tree"]
+    assert with_ci.details["baselines"]["gradient_boosted_tree"]["beaten"] is (tree["low"] > -0.005)
+
 
 def test_evaluate_candidate_rejects_a_one_class_window(train: pa.Table, tmp_path: Path) -> None:
     cash_only = train.filter(pc.equal(train["payment_type"], "No Charge")).filter(
