@@ -13,7 +13,10 @@ import pyarrow.parquet as pq
 
 from tests.conftest import run_cli
 
-HEADER = "trip_id,trip_start_timestamp,trip_end_timestamp,trip_seconds,trip_miles,fare,tips,payment_type,pickup_community_area\n"
+HEADER = (
+    "trip_id,trip_start_timestamp,trip_end_timestamp,trip_seconds,trip_miles,fare,tips,payment_type,"
+    "pickup_community_area\n"
+)
 DAYS = ["2024-05-01", "2024-05-02", "2024-05-03"]
 STEPS = ("raw", "staging", "quarantine", "curated")
 

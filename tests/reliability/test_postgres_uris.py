@@ -33,10 +33,12 @@ URIS = [
     ("non-numeric port and an @", f"postgresql://etl:x@{SECRET}@127.0.0.1:5x/trips",
      r"^postgres URI has a port that is not a number"),
     ("not a URL", f"host=127.0.0.1 password={SECRET}", r"^postgres URI is not a valid SQLAlchemy URL"),
-    ("another scheme", f"mysql://etl:{SECRET}@127.0.0.1/trips", r"^postgres URI must use the postgresql scheme"),
+    ("another scheme", f"mysql://etl:{SECRET}@127.0.0.1/trips",
+     r"^postgres URI must use the postgresql scheme"),
     ("unknown host", f"postgresql://etl:{SECRET}@no-such-host.invalid/trips",
      r"^postgres: cannot connect to no-such-host\.invalid/trips/public\.trips: "),
-    ("port out of range", f"postgresql://etl:{SECRET}@127.0.0.1:99999/trips", r"^postgres: cannot connect to "),
+    ("port out of range", f"postgresql://etl:{SECRET}@127.0.0.1:99999/trips",
+     r"^postgres: cannot connect to "),
 ]  # fmt: skip
 
 
