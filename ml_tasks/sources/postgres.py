@@ -74,7 +74,7 @@ def _url(uri: str) -> URL:
         raise SourceError("postgres URI is not a valid SQLAlchemy URL (postgresql://user@host/db)") from None
     except ValueError:  # int() of the port
         raise SourceError(
-            "postgres URI has a port that is not a number (postgresql://user:password@host:5432/db;"
+            "postgres URI has a port that is not a number (the form is postgresql://HOST:5432/DB;"
             " percent-encode special characters of the password)"
         ) from None
     if url.drivername in ("postgres", "postgresql"):
