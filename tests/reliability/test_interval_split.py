@@ -10,6 +10,7 @@ import datetime as dt
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from tests.conftest import run_cli
 
@@ -22,7 +23,8 @@ STEPS = ("raw", "staging", "quarantine", "curated")
 
 
 def _file(path: Path) -> Path:
-    lines = ["x0,not-a-time,,900,2.0,9.50,0,Cash,8"]  # before any dated row: the first dated row's day
+    # before any dated row (more than a batch of 3): the first dated row's day
+    lines = [f"x0{c},not-a-time,,900,2.0,9.50,0,Cash,8" for c in "abcd"]
     for d, day in enumerate(DAYS):
         for i in range(6):
             start = dt.datetime.fromisoformat(day) + dt.timedelta(hours=2 * i + 1)
@@ -33,10 +35,10 @@ def _file(path: Path) -> Path:
     return path
 
 
-def _run(root: Path, source: Path, start: str, end: str) -> None:
+def _run(root: Path, source: Path, start: str, end: str, *options: str) -> None:
     env = {"FLYWHEEL_DATA_ROOT": str(root)}
     window = ["--start", start, "--end", end]
-    run_cli("extract", "--source", "file", "--uri", str(source), *window, env=env)
+    run_cli("extract", "--source", "file", "--uri", str(source), *window, *options, env=env)
     for step in ("transform", "validate", "publish"):
         run_cli(step, *window, *(["--max-reject-rate", "1"] if step == "validate" else []), env=env)
 
@@ -49,19 +51,24 @@ def _parquet_bytes(root: Path) -> dict[str, bytes]:
     }
 
 
-def test_daily_runs_and_one_backfill_give_the_same_partitions(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch_rows", [3, 50_000])  # 3: rows without a day wait across batches
+def test_daily_runs_and_one_backfill_give_the_same_partitions(tmp_path: Path, batch_rows: int) -> None:
     source = _file(tmp_path / "trips.csv")
     daily, backfill = tmp_path / "daily", tmp_path / "backfill"
     for day, after in zip(DAYS, [*DAYS[1:], "2024-05-04"], strict=True):
-        _run(daily, source, day, after)
+        _run(daily, source, day, after, "--option", f"batch_rows={batch_rows}")
     _run(backfill, source, DAYS[0], "2024-05-04")
 
     assert _parquet_bytes(daily) == _parquet_bytes(backfill)
     quarantined = {
-        day: pq.read_table(daily / "quarantine" / "trips" / f"dt={day}")["trip_id"].to_pylist()
+        day: sorted(pq.read_table(daily / "quarantine" / "trips" / f"dt={day}")["trip_id"].to_pylist())
         for day in DAYS
     }
-    # x0 (before every dated row) -> the first day; x1..x3 -> the day of the row before them; each once
-    assert quarantined == {"2024-05-01": ["x0", "x1"], "2024-05-02": ["x2"], "2024-05-03": ["x3"]}
+    # x0a-d (before every dated row) -> the first day; x1..x3 -> the day of the row before them; each once
+    assert quarantined == {
+        "2024-05-01": ["x0a", "x0b", "x0c", "x0d", "x1"],
+        "2024-05-02": ["x2"],
+        "2024-05-03": ["x3"],
+    }
     curated = sum(pq.read_table(daily / "curated" / "trips" / f"dt={d}").num_rows for d in DAYS)
-    assert curated == 18  # rows in (22) = curated (18) + quarantined (4)
+    assert curated == 18  # rows in (25) = curated (18) + quarantined (7)
