@@ -26,7 +26,7 @@ MIN_SECRET_CHARS = 5
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s?#'\"]*@)")
 #: environment variables whose values are secrets by their name (as Airflow's secrets masker decides)
 SECRET_NAME = re.compile(
-    r"(TOKEN|PASSWORD|PASSWD|SECRET|PRIVATE_KEY|ACCESS_KEY|API_KEY|APIKEY|CREDENTIAL)", re.IGNORECASE
+    r"(TOKEN|PASSWORD|PASSWD|SECRET|PRIVATE_KEY|ACCESS_KEY|API_KEY|APIKEY|FERNET|CREDENTIAL)", re.IGNORECASE
 )
 
 
