@@ -7,15 +7,12 @@ without its ``_manifest.json`` (written last) is incomplete and readers refuse i
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -30,22 +27,13 @@ import pyarrow.parquet as pq
 import pydantic
 
 import ml_tasks
+from ml_tasks import writers
 from ml_tasks.contract import MANIFEST
 from ml_tasks.errors import FlywheelError
 
 log = logging.getLogger(__name__)
 
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "write_statistics": True}
-#: a partition's writer stages it in ``.staging-<name>-<token>`` (holding ``.staging-<name>-<token>.lock``
-#: on local roots) and moves the partition it replaces aside to ``<name>.old-<token>``
-STAGING_PREFIX = ".staging-"
-LOCK_SUFFIX = ".lock"
-OLD_INFIX = ".old-"
-#: object stores (no locks) and lock-less leftovers: a writer whose files are this old is dead
-STALE_WRITER_SECONDS = 6 * 3600
-#: test hook: ``FLYWHEEL_PAUSE_AT=<point>[:<n>]`` stops the process at the n-th pass of a point
-PAUSE_ENV = "FLYWHEEL_PAUSE_AT"
-_PAUSE_HITS: dict[str, int] = {}
 _M = TypeVar("_M")
 
 
@@ -226,7 +214,7 @@ class DataRoot:
             for i in infos
             if i.type == pafs.FileType.Directory
             and i.base_name.startswith("dt=")
-            and OLD_INFIX not in i.base_name  # a partition moved aside by a writer that died
+            and writers.OLD_INFIX not in i.base_name  # a partition moved aside by a writer that died
         ]
         return sorted(k for k in keys if self.exists(f"{base}/dt={k}/{MANIFEST}"))
 
@@ -241,9 +229,9 @@ class DataRoot:
         """
         parent, name = path.rsplit("/", 1)
         token = uuid.uuid4().hex[:12]
-        staging = f"{parent}/{STAGING_PREFIX}{name}-{token}"
+        staging = f"{parent}/{writers.STAGING_PREFIX}{name}-{token}"
         self.fs.create_dir(parent, recursive=True)
-        with self._writer_lock(parent, name, token):
+        with writers.writer_lock(self.fs, parent, name, token):
             self.fs.create_dir(staging, recursive=True)
             writer = PartitionWriter(self, staging, path)
             try:
@@ -251,10 +239,10 @@ class DataRoot:
                 writer.close()
                 if writer.manifest is None:
                     raise PartitionError(f"partition {self.uri(path)}: no manifest was set before commit")
-                pause_point("staged")
+                writers.pause_point("staged")
                 with self.fs.open_output_stream(f"{staging}/{MANIFEST}") as out:
                     out.write(writer.manifest.to_json().encode())
-                pause_point("manifest-staged")
+                writers.pause_point("manifest-staged")
             except BaseException:
                 writer.abort()
                 self.fs.delete_dir(staging)
@@ -262,89 +250,30 @@ class DataRoot:
             self._replace(staging, path, token)
         self.sweep_leftovers(path)
 
-    @contextmanager
-    def _writer_lock(self, parent: str, name: str, token: str) -> Iterator[None]:
-        """Local roots: an exclusive ``flock`` on ``.staging-<name>-<token>.lock`` while this writer lives.
-
-        The kernel releases it when the process dies (kill -9 included), so a sweeper that can take it
-        knows the writer is gone. Object stores have no locks: their leftovers are swept by age.
-        """
-        if not isinstance(self.fs, pafs.LocalFileSystem):
-            yield
-            return
-        lock = Path(f"{parent}/{STAGING_PREFIX}{name}-{token}{LOCK_SUFFIX}")
-        with lock.open("w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                lock.unlink(missing_ok=True)
-
     def leftovers(self, path: str) -> list[str]:
         """Staging, moved-aside and lock entries beside the partition ``path`` (any writer's, live or not)."""
         parent, name = path.rsplit("/", 1)
-        if not self.exists(parent):
-            return []
-        infos = self.fs.get_file_info(pafs.FileSelector(parent, recursive=False))
-        return sorted(i.path for i in infos if _leftover_token(i.base_name, name) is not None)
+        return writers.leftovers(self.fs, parent, name) if self.exists(parent) else []
 
     def sweep_leftovers(self, path: str) -> list[str]:
-        """Delete the leftovers of dead writers of the partition ``path``; returns what was deleted.
-
-        A writer is dead when its lock can be taken (local roots) or, on object stores, when its files
-        are older than :data:`STALE_WRITER_SECONDS`. A live writer's staging is never touched.
-        """
+        """Delete the leftovers of dead writers of the partition ``path`` (``ml_tasks.writers.sweep``)."""
         parent, name = path.rsplit("/", 1)
-        by_token: dict[str, list[str]] = {}
-        for entry in self.leftovers(path):
-            token = _leftover_token(entry.rsplit("/", 1)[1], name)
-            assert token is not None
-            by_token.setdefault(token, []).append(entry)
-        swept: list[str] = []
-        for token, entries in sorted(by_token.items()):
-            lock = f"{parent}/{STAGING_PREFIX}{name}-{token}{LOCK_SUFFIX}"
-            with self._dead_writer(lock, entries) as dead:
-                if not dead:
-                    continue
-                for entry in sorted(entries, key=lambda e: e == lock):  # the lock file last
-                    info = self.fs.get_file_info(entry)
-                    if info.type == pafs.FileType.Directory:
-                        self.fs.delete_dir(entry)
-                    elif info.type == pafs.FileType.File:
-                        self.fs.delete_file(entry)
-                    swept.append(entry)
+        swept = writers.sweep(self.fs, parent, name)
         if swept:
             log.info("swept %d leftover(s) of dead writers of %s: %s", len(swept), self.uri(path),
                      [e.rsplit("/", 1)[1] for e in swept])  # fmt: skip
         return swept
-
-    @contextmanager
-    def _dead_writer(self, lock: str, entries: list[str]) -> Iterator[bool]:
-        """True (holding its lock until the block ends) when the writer of ``entries`` is gone."""
-        if isinstance(self.fs, pafs.LocalFileSystem):
-            if not Path(lock).exists():  # a writer of an older version (no lock): by age
-                yield _older_than(self.fs, entries, STALE_WRITER_SECONDS)
-                return
-            with Path(lock).open("a") as handle:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    yield False  # a live writer holds it
-                    return
-                yield True
-            return
-        yield _older_than(self.fs, entries, STALE_WRITER_SECONDS)
 
     def _replace(self, staging: str, final: str, token: str) -> None:
         if isinstance(self.fs, pafs.LocalFileSystem):
             # two renames: the old partition is moved aside, never half-overwritten
             old = None
             if Path(final).exists():
-                old = f"{final}{OLD_INFIX}{token}"
+                old = f"{final}{writers.OLD_INFIX}{token}"
                 Path(final).rename(old)
-                pause_point("moved-aside")
+                writers.pause_point("moved-aside")
             Path(staging).rename(final)
-            pause_point("committed")
+            writers.pause_point("committed")
             if old:
                 self.fs.delete_dir(old)
             return
@@ -384,49 +313,6 @@ class DataRoot:
     def read_json(self, path: str) -> Any:
         with self.fs.open_input_stream(path) as stream:
             return json.loads(stream.read().decode())
-
-
-def _leftover_token(base_name: str, name: str) -> str | None:
-    """The writer token of a leftover entry of partition ``name`` (None: not one of its leftovers)."""
-    staging = f"{STAGING_PREFIX}{name}-"
-    if base_name.startswith(staging):
-        token = base_name[len(staging) :].removesuffix(LOCK_SUFFIX)
-    elif base_name.startswith(f"{name}{OLD_INFIX}"):
-        token = base_name[len(name) + len(OLD_INFIX) :]
-    else:
-        return None
-    return token if token and "-" not in token and "." not in token else None
-
-
-def _older_than(fs: pafs.FileSystem, entries: list[str], seconds: float) -> bool:
-    """Every file under ``entries`` last modified more than ``seconds`` ago (unknown times: not old)."""
-    now = time.time()
-    for entry in entries:
-        info = fs.get_file_info(entry)
-        infos = [info]
-        if info.type == pafs.FileType.Directory:
-            infos += fs.get_file_info(pafs.FileSelector(entry, recursive=True))
-        for item in infos:
-            if item.mtime is None or now - item.mtime.timestamp() < seconds:
-                return False
-    return True
-
-
-def pause_point(point: str) -> None:
-    """Test hook: when ``FLYWHEEL_PAUSE_AT`` names ``point`` (``point`` or ``point:n`` for its n-th pass),
-    say so on stderr and sleep until killed, so a test can kill -9 the step exactly there."""
-    wanted = os.environ.get(PAUSE_ENV)
-    if not wanted:
-        return
-    name, _, nth = wanted.partition(":")
-    if name != point:
-        return
-    _PAUSE_HITS[point] = _PAUSE_HITS.get(point, 0) + 1
-    if _PAUSE_HITS[point] != (int(nth) if nth else 1):
-        return
-    print(f"flywheel: paused at {wanted} (pid {os.getpid()})", file=sys.stderr, flush=True)
-    while True:
-        time.sleep(3600)
 
 
 class PartitionWriter:

@@ -1,7 +1,7 @@
 """kill -9 at staged points of each writing step; the re-run gives the bytes of an uninterrupted run and
 leaves nothing behind (staging folders, moved-aside partitions, writer locks).
 
-Points (``ml_tasks.storage.pause_point``), each at the step's SECOND partition write, so one partition is
+Points (``ml_tasks.writers.pause_point``), each at the step's SECOND partition write, so one partition is
 already replaced and the next is in flux: ``staged`` (data written, no manifest), ``moved-aside`` (the old
 partition renamed away, the new one not yet in place), ``committed`` (the new one in place, the old one not
 yet deleted).
