@@ -139,6 +139,15 @@ class RedactingStream(io.TextIOBase):
         return getattr(self.target, name)
 
 
+_active: list[Redactor] = []
+
+
+def redact(text: str) -> str:
+    """``text`` through the installed redactor (unchanged when none is installed): for what a step writes
+    elsewhere than its streams, such as the XCom file of a pod."""
+    return _active[-1](text) if _active else text
+
+
 @contextmanager
 def install(redactor: Redactor) -> Iterator[Redactor]:
     """Redact the root logger's handlers and ``sys.stdout`` / ``sys.stderr`` until the block ends."""
@@ -150,9 +159,11 @@ def install(redactor: Redactor) -> Iterator[Redactor]:
     saved = sys.stdout, sys.stderr
     out, err = RedactingStream(sys.stdout, redactor), RedactingStream(sys.stderr, redactor)
     sys.stdout, sys.stderr = out, err
+    _active.append(redactor)
     try:
         yield redactor
     finally:
+        _active.remove(redactor)
         out.flush()
         err.flush()
         sys.stdout, sys.stderr = saved

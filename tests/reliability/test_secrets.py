@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 from pydantic import SecretStr
 
 from ml_tasks.redaction import MASK, RedactingFilter, Redactor
@@ -141,3 +142,18 @@ def test_no_marker_anywhere(tmp_path: Path, data_root: Path) -> None:
             assert form.encode() not in path.read_bytes(), path
         for request in there.requests:
             assert form not in json.dumps([request.path, request.headers])
+
+
+def test_the_summary_and_the_pod_xcom_file_are_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ml_tasks import redaction
+    from ml_tasks.jsonout import XCOM_ENV, emit
+
+    monkeypatch.setenv(XCOM_ENV, str(tmp_path / "xcom" / "return.json"))
+    with redaction.install(Redactor([MARKER])):
+        uri = "postgresql://etl:pw@db/x"  # pragma: allowlist secret
+        emit({"step": "x", "echo": f"token {MARKER}", "uri": uri})
+    expected = {"step": "x", "echo": f"token {MASK}", "uri": f"postgresql://{MASK}@db/x"}
+    assert json.loads((tmp_path / "xcom" / "return.json").read_text()) == expected
+    assert json.loads(capsys.readouterr().out) == expected
