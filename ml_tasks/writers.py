@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -129,7 +130,8 @@ def _older_than(fs: pafs.FileSystem, entries: list[str], seconds: float) -> bool
 
 def pause_point(point: str) -> None:
     """Test hook: when ``FLYWHEEL_PAUSE_AT`` names ``point`` (``point`` or ``point:n`` for its n-th pass),
-    say so on stderr and sleep until killed, so a test can kill -9 the step exactly there."""
+    say so on stderr and stop the process (SIGSTOP), so a test can kill -9 the step exactly there, or
+    break something (stop a server) and let it go on (SIGCONT)."""
     wanted = os.environ.get(PAUSE_ENV)
     if not wanted:
         return
@@ -140,5 +142,4 @@ def pause_point(point: str) -> None:
     if _PAUSE_HITS[point] != (int(nth) if nth else 1):
         return
     print(f"flywheel: paused at {wanted} (pid {os.getpid()})", file=sys.stderr, flush=True)
-    while True:
-        time.sleep(3600)
+    os.kill(os.getpid(), signal.SIGSTOP)

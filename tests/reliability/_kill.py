@@ -1,4 +1,4 @@
-"""Run ``ml-tasks`` as a process paused at a storage point (``FLYWHEEL_PAUSE_AT``), then kill -9 it."""
+"""Run ``ml-tasks`` paused at a point (``FLYWHEEL_PAUSE_AT``), then kill -9 it or let it go on."""
 
 from __future__ import annotations
 
@@ -7,20 +7,47 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 PAUSED = "flywheel: paused at "
 
 
-def kill_at(point: str, argv: list[str], env: dict[str, str], timeout: float = 120.0) -> str:
-    """Start ``ml-tasks ARGV``, wait until it pauses at ``point``, kill -9 it; returns its stderr so far.
+@dataclass
+class Paused:
+    """A step stopped at a pause point (SIGSTOP) and what it wrote to stderr until then."""
+
+    proc: subprocess.Popen[str]
+    stderr: str
+
+    def kill(self) -> None:
+        """kill -9 it."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.communicate(timeout=30)
+
+    def resume(self, timeout: float = 300.0) -> tuple[int, str, str]:
+        """Let it go on (SIGCONT) and wait for it: (exit code, stdout, the whole stderr)."""
+        self.proc.send_signal(signal.SIGCONT)
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            raise AssertionError(
+                f"the step did not end {timeout:.0f} s after SIGCONT:\n{err[-3000:]}"
+            ) from None
+        return self.proc.returncode, out, self.stderr + err
+
+
+def pause_at(point: str, argv: list[str], env: dict[str, str], timeout: float = 120.0) -> Paused:
+    """Start ``ml-tasks ARGV`` and return it stopped at ``point``.
 
     Raises:
         AssertionError: the process ended (or took ``timeout`` seconds) without reaching ``point``.
     """
     proc = subprocess.Popen(
         [sys.executable, "-m", "ml_tasks.cli", *argv],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **env, "FLYWHEEL_PAUSE_AT": point},
@@ -32,16 +59,25 @@ def kill_at(point: str, argv: list[str], env: dict[str, str], timeout: float = 1
         for line in proc.stderr:
             lines.append(line)
             if line.startswith(PAUSED):
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=30)
-                return "".join(lines)
+                return Paused(proc, "".join(lines))
             if time.monotonic() > deadline:
                 break
     finally:
-        if proc.poll() is None:
+        if not lines or not lines[-1].startswith(PAUSED):
             proc.kill()
             proc.wait(timeout=30)
     raise AssertionError(f"ml-tasks {argv[0]} never paused at {point}:\n{''.join(lines)[-3000:]}")
+
+
+def kill_at(point: str, argv: list[str], env: dict[str, str], timeout: float = 120.0) -> str:
+    """Start ``ml-tasks ARGV``, wait until it pauses at ``point``, kill -9 it; returns its stderr so far.
+
+    Raises:
+        AssertionError: the process ended (or took ``timeout`` seconds) without reaching ``point``.
+    """
+    paused = pause_at(point, argv, env, timeout)
+    paused.kill()
+    return paused.stderr
 
 
 def leftovers(root: Path) -> list[str]:

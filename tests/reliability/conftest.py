@@ -35,3 +35,7 @@ def outcome(*argv: str, env: dict[str, str] | None = None) -> Outcome:
     assert len(errors) == 1, stderr[-3000:]
     assert result["stdout"].strip() == ""
     return Outcome(None, errors[0].removeprefix(ERROR), stderr)
+
+
+# the small real pipeline root of the integration tier (built once per run, shared with it)
+from tests.integration.conftest import pipeline_root as pipeline_root  # noqa: E402
