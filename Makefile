@@ -12,7 +12,7 @@ export UV_FIND_LINKS ?= $(PIP_FIND_LINKS)
 export UV_LINK_MODE ?= copy
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv lock lint typecheck test test-fast demo stop bench clean
+.PHONY: help venv lock lint typecheck test test-fast demo stop bench clean audit
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,9 +40,13 @@ lint: venv  ## ruff + mypy + the import layers (import-linter)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
+	scripts/check_secrets.sh
 
 test: venv lint  ## lint, type-check, then the whole test suite (unit, integration, dags, e2e)
 	scripts/run_tests.sh
+
+audit: venv  ## known vulnerabilities of requirements.lock (pip-audit; policy in scripts/audit_lock.py)
+	$(PY) scripts/audit_lock.py
 
 test-fast: venv  ## unit + dag tests only, on two cores
 	$(VENV)/bin/pytest -q -n 2 --durations=10 tests/unit tests/dags

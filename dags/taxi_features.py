@@ -1,10 +1,13 @@
 """
 ### taxi_features: feature tables and the online store, for exactly the intervals ingest published
 
-`plan_intervals -> build-features -> materialize`, both steps **mapped**: one task instance per interval.
+`features-pending -> plan_intervals -> build-features -> materialize`, the last two **mapped**: one task
+instance per interval.
 
-* **plan_intervals** merges the run's triggering `flywheel-curated-trips` events (or a manual run's params)
-  into sorted intervals of local days, at most `max_days_per_task` days each.
+* **features-pending** lists the curated days whose feature partitions are missing or older than their
+  curated data (an event lost while a run was being created, a republished day).
+* **plan_intervals** merges the run's triggering `flywheel-curated-trips` events and those days (or a manual
+  run's params) into sorted intervals of local days, at most `max_days_per_task` days each.
 * **build-features** writes `features/<view>/dt=D` (trailing 1/7/28-day aggregates per pickup area and per
   company) and rebuilds the later days whose windows include the interval.
 * **materialize** loads the interval into the Feast online store, one instance at a time across runs,
@@ -47,7 +50,11 @@ with DAG(
     tags=["flywheel", "taxi", "features"],
     params=interval_params(settings.features_max_days, "Longest interval one mapped task processes."),
 ) as dag:
-    intervals = plan_intervals_task(CURATED_TRIPS)
+    pending = ml_step(
+        "features-pending",
+        doc_md="Curated days whose feature partitions are missing or older than their curated data.",
+    )
+    intervals = plan_intervals_task(CURATED_TRIPS, pending=pending.output)
     build = ml_step(
         "build-features",
         expand_argv=intervals,

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ml_tasks import redaction
+
 XCOM_ENV = "FLYWHEEL_XCOM_FILE"
 
 
@@ -20,7 +22,7 @@ def emit(summary: dict[str, Any]) -> None:
     if target:
         path = Path(target)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(line + "\n")
+        path.write_text(redaction.redact(line) + "\n")
     print(line, flush=True)
 
 

@@ -179,6 +179,11 @@ class Settings(BaseSettings):
         description="No drift-triggered retrain within this many days (data time) after the previous one.",
     )  # fmt: skip
 
+    def secret_values(self) -> list[str]:
+        """The values of every secret setting (``SecretStr`` fields), for the redaction filter."""
+        values = [getattr(self, name) for name in type(self).model_fields]
+        return [v.get_secret_value() for v in values if isinstance(v, SecretStr) and v.get_secret_value()]
+
     def resolved_data_root(self) -> str:
         """The data root as an absolute local path or an unchanged URI."""
         if "://" in self.data_root:

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import pydantic
 
 import ml_tasks
+from ml_tasks import writers
 from ml_tasks.contract import MANIFEST
 from ml_tasks.errors import FlywheelError
 
@@ -211,7 +212,9 @@ class DataRoot:
         keys = [
             i.base_name.removeprefix("dt=")
             for i in infos
-            if i.type == pafs.FileType.Directory and i.base_name.startswith("dt=")
+            if i.type == pafs.FileType.Directory
+            and i.base_name.startswith("dt=")
+            and writers.OLD_INFIX not in i.base_name  # a partition moved aside by a writer that died
         ]
         return sorted(k for k in keys if self.exists(f"{base}/dt={k}/{MANIFEST}"))
 
@@ -220,33 +223,57 @@ class DataRoot:
     def write_partition(self, path: str) -> Iterator[PartitionWriter]:
         """Stage a partition in a temporary sibling, then move it into place whole.
 
-        On an exception nothing at ``path`` changes and the staging directory is removed.
+        On an exception nothing at ``path`` changes and the staging directory is removed. After a
+        successful write, leftovers of earlier writers of the same partition that died (killed between
+        staging and commit) are swept: :meth:`sweep_leftovers`.
         """
         parent, name = path.rsplit("/", 1)
-        staging = f"{parent}/.staging-{name}-{uuid.uuid4().hex[:12]}"
-        self.fs.create_dir(staging, recursive=True)
-        writer = PartitionWriter(self, staging, path)
-        try:
-            yield writer
-            writer.close()
-            if writer.manifest is None:
-                raise PartitionError(f"partition {self.uri(path)}: no manifest was set before commit")
-            with self.fs.open_output_stream(f"{staging}/{MANIFEST}") as out:
-                out.write(writer.manifest.to_json().encode())
-        except BaseException:
-            writer.abort()
-            self.fs.delete_dir(staging)
-            raise
-        self._replace(staging, path)
+        token = uuid.uuid4().hex[:12]
+        staging = f"{parent}/{writers.STAGING_PREFIX}{name}-{token}"
+        self.fs.create_dir(parent, recursive=True)
+        with writers.writer_lock(self.fs, parent, name, token):
+            self.fs.create_dir(staging, recursive=True)
+            writer = PartitionWriter(self, staging, path)
+            try:
+                yield writer
+                writer.close()
+                if writer.manifest is None:
+                    raise PartitionError(f"partition {self.uri(path)}: no manifest was set before commit")
+                writers.pause_point("staged")
+                with self.fs.open_output_stream(f"{staging}/{MANIFEST}") as out:
+                    out.write(writer.manifest.to_json().encode())
+                writers.pause_point("manifest-staged")
+            except BaseException:
+                writer.abort()
+                self.fs.delete_dir(staging)
+                raise
+            self._replace(staging, path, token)
+        self.sweep_leftovers(path)
 
-    def _replace(self, staging: str, final: str) -> None:
+    def leftovers(self, path: str) -> list[str]:
+        """Staging, moved-aside and lock entries beside the partition ``path`` (any writer's, live or not)."""
+        parent, name = path.rsplit("/", 1)
+        return writers.leftovers(self.fs, parent, name) if self.exists(parent) else []
+
+    def sweep_leftovers(self, path: str) -> list[str]:
+        """Delete the leftovers of dead writers of the partition ``path`` (``ml_tasks.writers.sweep``)."""
+        parent, name = path.rsplit("/", 1)
+        swept = writers.sweep(self.fs, parent, name)
+        if swept:
+            log.info("swept %d leftover(s) of dead writers of %s: %s", len(swept), self.uri(path),
+                     [e.rsplit("/", 1)[1] for e in swept])  # fmt: skip
+        return swept
+
+    def _replace(self, staging: str, final: str, token: str) -> None:
         if isinstance(self.fs, pafs.LocalFileSystem):
             # two renames: the old partition is moved aside, never half-overwritten
             old = None
             if Path(final).exists():
-                old = f"{final}.old-{uuid.uuid4().hex[:12]}"
+                old = f"{final}{writers.OLD_INFIX}{token}"
                 Path(final).rename(old)
+                writers.pause_point("moved-aside")
             Path(staging).rename(final)
+            writers.pause_point("committed")
             if old:
                 self.fs.delete_dir(old)
             return

@@ -29,7 +29,7 @@ CHICAGO_SAMPLES = Path(
     os.environ.get("FLYWHEEL_CHICAGO_SAMPLES", REPO.parent / "shared" / "datasets" / "chicago_taxi")
 )
 #: tiers by folder (markers registered in pyproject.toml)
-TIERS = ("unit", "dags", "integration", "e2e", "deploy")
+TIERS = ("unit", "dags", "integration", "e2e", "deploy", "reliability")
 #: the same format as ``cli.main``'s logging.basicConfig
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -166,24 +166,56 @@ def _airflow_ids(context: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
+#: headers that carry a credential, besides the connection's own ``extra.headers``
+CREDENTIAL_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie")
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
+
+
 @functools.cache
 def _hook_class() -> Any:
     # the http provider imports requests and aiohttp: only when an alert is sent, never at DAG parse time
+    import requests
     from airflow.providers.http.hooks.http import HttpHook
+
+    class SameOriginSession(requests.Session):
+        """Sends the connection's headers and credentials only to the webhook's own origin: requests drops
+        ``Authorization`` on a redirect to another host but keeps custom headers (``extra.headers``)."""
+
+        home: str = ""
+        private: tuple[str, ...] = CREDENTIAL_HEADERS
+
+        def rebuild_auth(self, prepared_request: Any, response: Any) -> None:
+            super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
+            if _origin(str(prepared_request.url)) != _origin(self.home):
+                for name in self.private:
+                    prepared_request.headers.pop(name, None)
 
     class WebhookHook(HttpHook):
         """HttpHook over the connection as this module reads it: the URL is :func:`webhook_url` and the
         headers come from ``extra.headers`` (HttpHook would send every extra key as a header and read the
         path of a URI-form connection, stored in ``schema``, as the URL scheme)."""
 
-        def __init__(self, conn: Any, url: str) -> None:
+        def __init__(self, conn: Any, url: str, private_headers: tuple[str, ...] = ()) -> None:
             super().__init__(method="POST", http_conn_id=conn.conn_id)
+            self._private = (*CREDENTIAL_HEADERS, *private_headers)
             # host as a whole URL: HttpHook takes it as the base URL, as is
             self._conn = Connection(conn_id=conn.conn_id, conn_type="http", host=url, login=conn.login,
                                     password=conn.password)  # fmt: skip
 
         def get_connection(self, conn_id: str) -> Any:  # type: ignore[override]  # this one connection
             return self._conn
+
+        def get_conn(self, headers: dict[Any, Any] | None = None, extra_options: Any = None) -> Any:
+            session: Any = super().get_conn(headers, extra_options)
+            session.__class__ = SameOriginSession  # the same session, with the redirect rule above
+            session.home = self._conn.host
+            session.private = self._private
+            return session
 
     return WebhookHook
 
@@ -205,8 +237,12 @@ def post_json(url: str, payload: Mapping[str, Any], conn: Any, timeout: float) -
 
     extra = conn.extra_dejson or {}
     headers = {"Content-Type": "application/json", "User-Agent": "flywheel-alerts/1"}
-    if isinstance(extra.get("headers"), Mapping):
-        headers.update({str(k): str(v) for k, v in extra["headers"].items()})
+    private = (
+        {str(k): str(v) for k, v in extra["headers"].items()}
+        if isinstance(extra.get("headers"), Mapping)
+        else {}
+    )
+    headers.update(private)
     target = redact(url)
     # Airflow's secrets masker hides the URL's path (whole, with its query) in task logs, the hook's own
     # lines included (a refused connection is logged with the path)
@@ -214,7 +250,7 @@ def post_json(url: str, payload: Mapping[str, Any], conn: Any, timeout: float) -
     for secret in {parts.path, f"{parts.path}?{parts.query}" if parts.query else ""}:
         if secret.strip("/"):
             mask_secret(secret)
-    hook = _hook_class()(conn, url)
+    hook = _hook_class()(conn, url, tuple(private))
     try:
         response = hook.run(
             data=json.dumps(payload, sort_keys=True, default=str),

@@ -184,6 +184,7 @@ def plan_intervals(
     extras: Sequence[Mapping[str, Any] | None],
     params: Mapping[str, Any] | None = None,
     max_days: int | None = None,
+    pending: Mapping[str, Any] | None = None,
 ) -> list[list[str]]:
     """The argv lists a run of an asset-scheduled DAG maps its steps over.
 
@@ -193,12 +194,20 @@ def plan_intervals(
         params: ``interval_start`` / ``interval_end`` (YYYY-MM-DD, end exclusive) win when set: that
             is how a manual run names its interval.
         max_days: longest interval per argv (see :func:`merge_intervals`).
+        pending: the summary of a step that lists days left behind (``ml-tasks features-pending``:
+            ``{"intervals": [{start, end}, ...]}``); planned with the events' intervals, so a day whose
+            event was lost or whose data changed waits no longer than the next run.
 
     Raises:
-        AirflowFailException: no params and no events, bad params, or an event without interval.
+        AirflowFailException: no params, events or pending days; bad params; an event without interval.
     """
     params = params or {}
-    if params.get("interval_start") or params.get("interval_end") or not extras:
+    left_behind = (
+        event_intervals([{"intervals": pending["intervals"]}]) if pending and pending.get("intervals") else []
+    )
+    if not params.get("interval_start") and not params.get("interval_end") and left_behind:
+        intervals = (event_intervals(extras) if extras else []) + left_behind
+    elif params.get("interval_start") or params.get("interval_end") or not extras:
         # the run's own data interval is never used: asset-triggered runs have none, and a manual run
         # of an asset-scheduled DAG gets a zero-length one
         start, end = resolve_interval(params, None, None, no_interval_message=NO_EVENTS_MESSAGE)
@@ -231,16 +240,19 @@ def interval_params(max_days: int, max_days_help: str) -> dict[str, Param]:
     }
 
 
-def plan_intervals_task(asset: Asset) -> Any:
+def plan_intervals_task(asset: Asset, pending: Any = None) -> Any:
     """The ``plan_intervals`` task of a DAG scheduled on ``asset``: one ``["--start", S, "--end", E]`` per
-    merged interval of the run's triggering events of that Asset (or of the params of a manual run), in
-    pieces of at most the param ``max_days_per_task`` days. Call it inside the DAG; map steps over its output.
+    merged interval of the run's triggering events of that Asset and of the days ``pending`` (an upstream
+    step's summary, see :func:`plan_intervals`), or of the params of a manual run, in pieces of at most the
+    param ``max_days_per_task`` days. Call it inside the DAG; map steps over its output.
     """
 
     @task(task_id="plan_intervals")
-    def plan(triggering_asset_events: Any = None, params: Any = None) -> list[list[str]]:
+    def plan(triggering_asset_events: Any = None, params: Any = None, pending: Any = None) -> list[list[str]]:
         events = list(triggering_asset_events.get(asset, [])) if triggering_asset_events else []
-        argv = plan_intervals([e.extra for e in events], params, max_days=int(params["max_days_per_task"]))
+        argv = plan_intervals(
+            [e.extra for e in events], params, max_days=int(params["max_days_per_task"]), pending=pending
+        )
         sources = sorted({str(e.source_run_id) for e in events})
         pieces = [f"[{a[1]}, {a[3]})" for a in argv]
         log.info("%d %s event(s) from %d run(s) %s -> %d interval(s): %s",
@@ -248,4 +260,4 @@ def plan_intervals_task(asset: Asset) -> Any:
         return argv
 
     plan.__doc__ = f"One argv per merged interval of the triggering {asset.name} events (or the params)."
-    return plan()
+    return plan(pending=pending) if pending is not None else plan()

@@ -7,9 +7,13 @@ libraries inside the command, so ``ml-tasks --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
+import traceback
 
+from ml_tasks import redaction
 from ml_tasks.cli import features, ingest, serving, training
 from ml_tasks.cli.app import StepError, app
 from ml_tasks.errors import FlywheelError
@@ -22,18 +26,50 @@ def _one_line(exc: BaseException) -> str:
     return " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
+def configured_secrets(argv: list[str] | None) -> list[str]:
+    """Every secret this process knows of: the secret settings, environment variables named like secrets
+    or holding a URI with a password, and such URIs given on the command line."""
+    from ml_tasks.settings import Settings
+
+    values: list[str] = []
+    # invalid settings are reported by the step itself; the env scan below still runs
+    with contextlib.suppress(Exception):
+        values += Settings().secret_values()
+    for name, value in os.environ.items():
+        if redaction.SECRET_NAME.search(name) or redaction.userinfo_password(value):
+            values.append(value)
+    for arg in argv if argv is not None else sys.argv[1:]:
+        for part in arg.split("=", 1)[-1:]:
+            if redaction.userinfo_password(part):
+                values.append(part)
+    return values
+
+
+def _debug() -> bool:
+    return os.environ.get("FLYWHEEL_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: logs to stderr, one clear line and exit 1 on expected errors."""
+    """Console-script entry point: logs to stderr, one clear line and exit 1 on expected errors.
+
+    Everything the step prints passes the redaction filter (``ml_tasks.redaction``). ``FLYWHEEL_DEBUG=1``
+    adds the traceback of an expected error (redacted too).
+    """
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    try:
-        # standalone: click itself reports usage errors (exit 2) and aborts; a step's exceptions propagate
-        app(args=argv, standalone_mode=True)
-    except Exception as exc:
-        from pydantic import ValidationError
+    with redaction.install(redaction.Redactor(configured_secrets(argv))) as redact:
+        try:
+            # standalone: click itself reports usage errors (exit 2) and aborts; a step's exceptions propagate
+            app(args=argv, standalone_mode=True)
+        except Exception as exc:
+            from pydantic import ValidationError
 
-        if isinstance(exc, FlywheelError | ValidationError):
-            print(f"ml-tasks: error: {_one_line(exc)}", file=sys.stderr)
+            if not isinstance(exc, FlywheelError | ValidationError):
+                # a bug: its traceback, redacted, and exit 1 (as the interpreter would, unredacted)
+                print(redact("".join(traceback.format_exception(exc))), end="", file=sys.stderr)
+                sys.exit(1)
+            if _debug():
+                print(redact("".join(traceback.format_exception(exc))), end="", file=sys.stderr)
+            print(f"ml-tasks: error: {redact(_one_line(exc))}", file=sys.stderr)
             sys.exit(1)
-        raise

@@ -72,6 +72,14 @@ def build_features(
     emit(run(open_root(settings), parse_interval(start, end, settings), settings, dependents))
 
 
+@app.command("features-pending")
+def features_pending(data_root: DataRootOpt = None) -> None:
+    """Curated days whose feature partitions are missing or stale (taxi_features plans them too)."""
+    from ml_tasks.features.pending import pending_features
+
+    emit(pending_features(open_root(make_settings(data_root))))
+
+
 @app.command()
 def materialize(
     start: Start,

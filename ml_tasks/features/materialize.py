@@ -29,6 +29,7 @@ from ml_tasks.features.store import FeatureStoreError, StoreHandle
 from ml_tasks.intervals import Interval
 from ml_tasks.settings import Settings
 from ml_tasks.storage import DataRoot, PartitionError
+from ml_tasks.writers import pause_point
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +266,7 @@ def _materialize_view(
     batches = latest_rows(root, spec, files, batch_rows, writer.key_kind)
     for rows, prepared in prefetched(writer, batches):
         w, s = writer.commit(prepared)
+        pause_point("online-batch")
         read += rows
         written += w
         skipped += s

@@ -124,6 +124,23 @@ class RedisWriter:
         """
         import redis
 
+        try:
+            return self._send(commands)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise OnlineWriteError(
+                f"Redis online store {self._where()} unreachable while writing feature view "
+                f"{self.layout.name}: {exc}; entities already written hold the new values, the others "
+                "the old ones: re-run materialize once the server is back"
+            ) from exc
+
+    def _where(self) -> str:
+        kwargs = getattr(getattr(self.client, "connection_pool", None), "connection_kwargs", {})
+        host, port = kwargs.get("host"), kwargs.get("port")
+        return f"{host}:{port}" if host and port else type(self.client).__name__
+
+    def _send(self, commands: list[tuple[bytes, ...]]) -> list[Any]:
+        import redis
+
         if not isinstance(self.client, redis.Redis):
             with self.client.pipeline(transaction=False) as pipe:
                 for command in commands:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,7 +24,9 @@ from ml_tasks.contract import (
     TAG_DAG_RUN_ID,
     TAG_TASK_ID,
 )
+from ml_tasks.errors import FlywheelError
 from ml_tasks.settings import Settings, get_settings
+from ml_tasks.writers import pause_point
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -32,6 +35,39 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Tags the callers are expected to pass (names shared with the registry's version tags).
+
+
+class TrackingUnreachableError(FlywheelError, RuntimeError):
+    """The MLflow tracking server did not answer (refused, reset, timed out) during a step."""
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def unreachable_reason(exc: BaseException) -> str | None:
+    """Why the tracking server could not be reached, when that is what ``exc`` is (else None).
+
+    MLflow wraps the ``requests`` error in an ``MlflowException`` (as context, not cause): the chain is
+    searched for a connection error or a timeout; the reason is its innermost OS error when there is one.
+    """
+    import requests
+
+    chain = list(_chain(exc))
+    if not any(isinstance(e, requests.ConnectionError | requests.Timeout) for e in chain):
+        return None
+    os_errors = [e for e in chain if isinstance(e, OSError) and e.errno is not None]
+    if os_errors:
+        return f"{os_errors[-1].strerror or os_errors[-1]}"
+    reason = next(e for e in chain if isinstance(e, requests.ConnectionError | requests.Timeout))
+    text = str(reason)
+    found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    return found.group(1).strip() if found else f"{type(reason).__name__}: {text[:300]}"
 
 
 def _mlflow_dir(settings: Settings) -> str:
@@ -178,6 +214,10 @@ def delete_run_tree(client: MlflowClient, exp_id: str, run_id: str) -> int:
     return deleted + 1
 
 
+def _one_line(exc: BaseException) -> str:
+    return " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:500]
+
+
 @contextmanager
 def _activate(client: MlflowClient, run_id: str) -> Iterator[Run]:
     """Make ``run_id`` the fluent active run; FINISHED on success, FAILED on exception."""
@@ -188,7 +228,11 @@ def _activate(client: MlflowClient, run_id: str) -> Iterator[Run]:
     try:
         yield client.get_run(run_id)
     except BaseException:
-        mlflow.end_run(status="FAILED")
+        try:
+            mlflow.end_run(status="FAILED")  # leaves the fluent stack first, then tells the server
+        except Exception as end_exc:
+            # the server is gone: the run stays RUNNING there until the task's retry deletes it
+            log.warning("could not mark run %s FAILED: %s", run_id, _one_line(end_exc))
         raise
     mlflow.end_run(status="FINISHED")
 
@@ -219,22 +263,35 @@ def task_run(
     """
     from ml_tasks.storage import code_version
 
-    mlf = client(settings)
-    exp_id = experiment_id(mlf, experiment, settings)
-    for old in find_runs(mlf, exp_id, key):
-        n = delete_run_tree(mlf, exp_id, old.info.run_id)
-        log.info("replaced run %s of %s/%s/%s (%d run(s) deleted)", old.info.run_id, *key.tags().values(), n)
-    all_tags = {
-        **{k: str(v) for k, v in (tags or {}).items()},
-        **key.tags(),
-        TAG_CODE_VERSION: code_version(),
-    }
-    if parent_run_id:
-        all_tags[PARENT_TAG] = parent_run_id
-    run = mlf.create_run(exp_id, tags=all_tags, run_name=run_name or key.task_id)
-    log.info("mlflow run %s for %s/%s/%s", run.info.run_id, key.dag_id, key.dag_run_id, key.task_id)
-    with _activate(mlf, run.info.run_id) as active:
-        yield active
+    uri = tracking_uri(settings)
+    try:
+        mlf = client(settings)
+        exp_id = experiment_id(mlf, experiment, settings)
+        for old in find_runs(mlf, exp_id, key):
+            n = delete_run_tree(mlf, exp_id, old.info.run_id)
+            log.info(
+                "replaced run %s of %s/%s/%s (%d run(s) deleted)", old.info.run_id, *key.tags().values(), n
+            )
+        all_tags = {
+            **{k: str(v) for k, v in (tags or {}).items()},
+            **key.tags(),
+            TAG_CODE_VERSION: code_version(),
+        }
+        if parent_run_id:
+            all_tags[PARENT_TAG] = parent_run_id
+        run = mlf.create_run(exp_id, tags=all_tags, run_name=run_name or key.task_id)
+        log.info("mlflow run %s for %s/%s/%s", run.info.run_id, key.dag_id, key.dag_run_id, key.task_id)
+        pause_point("run-created")
+        with _activate(mlf, run.info.run_id) as active:
+            yield active
+    except Exception as exc:
+        reason = None if isinstance(exc, TrackingUnreachableError) else unreachable_reason(exc)
+        if reason is None:
+            raise
+        raise TrackingUnreachableError(
+            f"MLflow tracking server {uri} unreachable during {key.task_id}: {reason}; "
+            "the step's results were not recorded: retry the task once the server is back"
+        ) from exc
 
 
 @contextmanager
@@ -259,5 +316,6 @@ def child_run(
     }
     all_tags = {**inherited, **{k: str(v) for k, v in (tags or {}).items()}, PARENT_TAG: parent_run_id}
     run = mlf.create_run(parent.info.experiment_id, tags=all_tags, run_name=name)
+    pause_point("run-created")
     with _activate(mlf, run.info.run_id) as active:
         yield active

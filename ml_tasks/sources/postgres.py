@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import Any, Self
 
@@ -44,13 +45,38 @@ _SORTABLE = (
 )
 
 
+def _escape_userinfo(uri: str) -> str:
+    """``uri`` with its password percent-encoded when it holds an unescaped ``@`` (as users paste them).
+
+    The userinfo ends at the authority's LAST ``@`` (urllib's rule); SQLAlchemy stops the password at the
+    first, and then reports the password's tail as the host.
+    """
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, hostport = authority.rpartition("@")
+    if not at or "@" not in userinfo:
+        return uri
+    user, colon, password = userinfo.partition(":")
+    quoted = urllib.parse.quote(urllib.parse.unquote(password), safe="") if colon else ""
+    return f"{scheme}://{user}{colon}{quoted}@{hostport}{slash}{tail}"
+
+
 def _url(uri: str) -> URL:
-    """Parse a SQLAlchemy / libpq URI; plain ``postgresql://`` uses psycopg 3."""
+    """Parse a SQLAlchemy / libpq URI; plain ``postgresql://`` uses psycopg 3.
+
+    Errors never echo the URI: it holds the password.
+    """
     try:
-        url = sa.engine.make_url(uri)
+        url = sa.engine.make_url(_escape_userinfo(uri))
     except sa.exc.ArgumentError:
-        # the text may hold a password: say what is wrong without echoing it
         raise SourceError("postgres URI is not a valid SQLAlchemy URL (postgresql://user@host/db)") from None
+    except ValueError:  # int() of the port
+        raise SourceError(
+            "postgres URI has a port that is not a number (the form is postgresql://HOST:5432/DB;"
+            " percent-encode special characters of the password)"
+        ) from None
     if url.drivername in ("postgres", "postgresql"):
         url = url.set(drivername="postgresql+psycopg")
     if not url.drivername.startswith("postgresql"):

@@ -25,6 +25,7 @@ from ml_tasks.training.inputs import (
     read_training_set,
     training_tags,
 )
+from ml_tasks.writers import pause_point
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ def train(
         mlflow.log_metrics(flat_metrics("test_", best.metrics.get("test", {})))
         if rows_per_second:
             mlflow.log_metric("train_rows_per_second", rows_per_second)
+        pause_point("bundle-saved")
         mlflow.log_artifacts(str(out), artifact_path="bundle")
     return {
         "step": "train",

@@ -35,6 +35,7 @@ class _Server:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.status = 200
+        self.redirect_to: str | None = None  # answer 307 to this base URL instead
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,6 +44,12 @@ class _Server:
                 outer.requests.append(
                     {"path": self.path, "headers": dict(self.headers), "body": self.rfile.read(length)}
                 )
+                if outer.redirect_to:
+                    self.send_response(307)
+                    self.send_header("Location", outer.redirect_to + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(outer.status)
                 self.end_headers()
                 self.wfile.write(b"{}")
@@ -280,3 +287,50 @@ def test_summary_of_a_flat_decision(alerts: Any) -> None:
     assert alerts.summarize({}) == (
         "drift alert: model ? interval ?: verdict None; 0 drifted column(s); drift share None; retrain no"
     )
+
+
+def test_headers_and_credentials_do_not_follow_a_redirect_to_another_host(
+    server: _Server, alerts: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """requests drops Authorization on a cross-host redirect, not the connection's extra headers."""
+    other = _Server()
+    try:
+        server.redirect_to = f"http://localhost:{other.port}"  # the same machine under another host name
+        extra = json.dumps({"headers": {"X-Webhook-Secret": "hdr-s3cret"}})
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_FLYWHEEL_ALERTS",
+            json.dumps({"conn_type": "http", "host": f"http://127.0.0.1:{server.port}/hooks/T0KEN",
+                        "login": "user", "password": "s3cret-pass", "extra": extra}),
+        )  # fmt: skip
+        result = alerts.send_drift_alert(DECISION)
+    finally:
+        other.close()
+    assert result["webhook"]["status"] == "sent"
+    first, second = server.requests[0]["headers"], other.requests[0]["headers"]
+    assert first["X-Webhook-Secret"] == "hdr-s3cret" and first["Authorization"].startswith("Basic ")
+    assert "X-Webhook-Secret" not in second and "Authorization" not in second
+    assert json.loads(other.requests[0]["body"])["decision"] == DECISION  # 307: the same POST
+
+
+def test_headers_follow_a_redirect_on_the_same_origin(
+    server: _Server, alerts: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.redirect_to = None
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FLYWHEEL_ALERTS",
+        json.dumps({"conn_type": "http", "host": f"http://127.0.0.1:{server.port}/a",
+                    "extra": json.dumps({"headers": {"X-Webhook-Secret": "hdr-s3cret"}})}),
+    )  # fmt: skip
+    calls = {"n": 0}
+    original = server.httpd.RequestHandlerClass.do_POST
+
+    def once_redirected(handler: Any) -> None:
+        calls["n"] += 1
+        server.redirect_to = f"http://127.0.0.1:{server.port}/b" if calls["n"] == 1 else None
+        original(handler)
+
+    monkeypatch.setattr(server.httpd.RequestHandlerClass, "do_POST", once_redirected)
+    result = alerts.send_drift_alert(DECISION)
+    assert result["webhook"]["status"] == "sent"
+    assert [r["path"] for r in server.requests] == ["/a", "/b/a"]
+    assert [r["headers"].get("X-Webhook-Secret") for r in server.requests] == ["hdr-s3cret", "hdr-s3cret"]

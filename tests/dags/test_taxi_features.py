@@ -14,7 +14,7 @@ from tests.conftest import run_cli
 from tests.dags.conftest import DAGS, run_python
 
 DAG_ID = "taxi_features"
-TASKS = ["plan_intervals", "build-features", "materialize"]
+TASKS = ["features-pending", "plan_intervals", "build-features", "materialize"]
 CURATED = ("flywheel-curated-trips", "flywheel://curated/trips")
 # Airflow normalises a URI without path to a trailing slash
 FEATURES = ("flywheel-features", "flywheel://features/")
@@ -45,8 +45,10 @@ def test_structure_plan_then_mapped_build_then_mapped_materialize(dag: Any) -> N
     from airflow.sdk.definitions.mappedoperator import MappedOperator
 
     assert sorted(dag.task_ids) == sorted(TASKS)
-    plan, build, materialize = (dag.get_task(t) for t in TASKS)
-    assert plan.upstream_task_ids == set()
+    pending, plan, build, materialize = (dag.get_task(t) for t in TASKS)
+    assert isinstance(pending, MlStepOperator) and pending.step == "features-pending"
+    assert pending.upstream_task_ids == set()
+    assert plan.upstream_task_ids == {"features-pending"}
     assert build.upstream_task_ids == {"plan_intervals"}
     assert materialize.upstream_task_ids == {"plan_intervals", "build-features"}
     assert build.downstream_task_ids == {"materialize"}
@@ -338,9 +340,13 @@ def test_dag_test_maps_one_instance_per_interval(curated_root: Path, tmp_path: P
     tis = {(ti["task_id"], ti["map_index"]): ti for ti in result["tis"]}
     days = [("2024-01-02", "2024-01-03"), ("2024-01-03", "2024-01-04")]
     assert sorted(tis) == [
-        ("build-features", 0), ("build-features", 1), ("materialize", 0), ("materialize", 1),
-        ("plan_intervals", -1),
+        ("build-features", 0), ("build-features", 1), ("features-pending", -1), ("materialize", 0),
+        ("materialize", 1), ("plan_intervals", -1),
     ]  # fmt: skip
+    # no feature partition yet: both curated days are pending (a manual run's params still win)
+    pending = tis[("features-pending", -1)]["xcom"]
+    assert (pending["missing"], pending["stale"]) == (["2024-01-02", "2024-01-03"], [])
+    assert pending["intervals"] == [{"start": "2024-01-02", "end": "2024-01-04"}]
     assert tis[("plan_intervals", -1)]["xcom"] == argv(*days)
     for index, (start, end) in enumerate(days):
         ti = tis[("build-features", index)]
@@ -367,3 +373,36 @@ def test_dag_test_maps_one_instance_per_interval(curated_root: Path, tmp_path: P
         "dt=2024-01-02",
         "dt=2024-01-03",
     ]
+
+
+# -- days left behind (issue 16, finding 8) -----------------------------------------------------------------
+def test_days_left_behind_are_planned_with_the_events() -> None:
+    """A day whose event was lost (or whose curated data changed) is planned by the next run."""
+    from _lib import plan_intervals
+
+    pending = {"intervals": [{"start": "2024-01-05", "end": "2024-01-06"}]}
+    events = [extra("2024-01-07", "2024-01-08")]
+    assert plan_intervals(events, {}, pending=pending) == argv(
+        ("2024-01-05", "2024-01-06"), ("2024-01-07", "2024-01-08")
+    )
+    # adjacent and overlapping ones merge; a run without events plans the pending days alone
+    assert plan_intervals(
+        events, {}, pending={"intervals": [{"start": "2024-01-06", "end": "2024-01-08"}]}
+    ) == (argv(("2024-01-06", "2024-01-08")))
+    assert plan_intervals([], {}, pending=pending) == argv(("2024-01-05", "2024-01-06"))
+    # a manual run's params name exactly its interval; nothing pending changes nothing
+    assert plan_intervals(events, {"interval_start": "2024-03-01"}, pending=pending) == argv(
+        ("2024-03-01", "2024-03-02")
+    )
+    assert plan_intervals(events, {}, pending={"intervals": []}) == argv(("2024-01-07", "2024-01-08"))
+
+
+def test_plan_task_reads_the_pending_step_summary(dag: Any) -> None:
+    from airflow.sdk.execution_time.context import TriggeringAssetEventsAccessor
+
+    plan = dag.get_task("plan_intervals")
+    assert plan.upstream_task_ids == {"features-pending"}
+    accessor = TriggeringAssetEventsAccessor.build([_event(CURATED, extra("2024-01-04", "2024-01-05"), "r4")])
+    summary = {"step": "features-pending", "intervals": [{"start": "2024-01-02", "end": "2024-01-03"}]}
+    got = plan.python_callable(triggering_asset_events=accessor, params=dag.params.dump(), pending=summary)
+    assert got == argv(("2024-01-02", "2024-01-03"), ("2024-01-04", "2024-01-05"))

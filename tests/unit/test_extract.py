@@ -65,15 +65,20 @@ def test_file_like_source_skips_and_counts_other_intervals(tmp_path: Path) -> No
     root = DataRoot(str(tmp_path))
     source = TableSource(STARTS, server_side_filter=False)
     summary = extract(root, source, make_interval("2024-05-01", "2024-05-04"))
-    assert [p["rows"] for p in summary["partitions"]] == [3, 1, 0]  # empty day still gets a partition
-    assert summary["rows_read"] == 5 and summary["rows_written"] == 4
-    assert summary["rows_other_intervals"] == 1
-    assert _ids(root, "2024-05-01") == ["t0", "t4", "t3"]  # in-day rows, then the unplaceable one
+    assert [p["rows"] for p in summary["partitions"]] == [2, 1, 0]  # empty day still gets a partition
+    assert summary["rows_read"] == 5 and summary["rows_written"] == 3
+    # t3 has no timestamp: it belongs to the day of the row before it (t2, 4 May), outside the interval
+    assert summary["rows_other_intervals"] == 2
+    assert _ids(root, "2024-05-01") == ["t0", "t4"]
     assert _ids(root, "2024-05-02") == ["t1"]
     assert _ids(root, "2024-05-03") == []
     manifest = root.read_manifest(root.partition_path("raw", "trips", "2024-05-01"))
-    assert manifest.row_counts == {"rows": 3, "rows_without_timestamp": 1}
+    assert manifest.row_counts == {"rows": 2, "rows_without_timestamp": 0}
     assert len(source.calls) == 1  # one pass over the file for the whole interval
+    extract(root, source, make_interval("2024-05-04", "2024-05-05"))
+    assert _ids(root, "2024-05-04") == ["t2", "t3"]
+    manifest = root.read_manifest(root.partition_path("raw", "trips", "2024-05-04"))
+    assert manifest.row_counts == {"rows": 2, "rows_without_timestamp": 1}
 
 
 def test_server_side_source_is_asked_per_day_and_keeps_its_strays(tmp_path: Path) -> None:

@@ -40,8 +40,10 @@ class RecordedRequest:
 class SodaServer:
     """Serve ``datasets`` (id -> rows) on 127.0.0.1; see the module docstring for the fault modes.
 
-    ``faults`` are consumed one per request, first in first out: ``"429:<retry_after>"``, ``"202"``,
-    ``"500"`` (any 5xx number), ``"sleep:<seconds>"``, ``"truncate"``, ``"badjson"``, ``"400"``.
+    ``faults`` are consumed one per request, first in first out: ``"429:<retry_after>"``, ``"429bare"``,
+    ``"202"``, ``"500"`` (any 5xx number), ``"sleep:<seconds>"``, ``"truncate"``, ``"badjson"``, ``"400"``,
+    ``"403echo"`` (the request headers echoed in the body), ``"html"`` (200 with an HTML page),
+    ``"redirect:<base url>"`` (302 there), ``"trickle:<seconds>"`` (the body in slow pieces).
     ``sticky_fault`` applies to every request. ``count_deltas`` are added to successive count(*) answers.
     """
 
@@ -127,6 +129,41 @@ class SodaServer:
         if kind == "400":
             self._send(h, 400, {"code": "query.soql.no-such-column", "error": True,
                                 "message": "No such column: tip_amount"})  # fmt: skip
+            return True
+        if kind == "403echo":  # an API gateway that echoes the request headers in its error body
+            headers = json.dumps(dict(h.headers.items()))
+            self._send(h, 403, {"code": "forbidden", "error": True,
+                                "message": f"Invalid app token; request headers were {headers}"})  # fmt: skip
+            return True
+        if kind == "429bare":  # throttled without a Retry-After header
+            self._send(h, 429, {"code": "too_many_requests", "error": True, "message": "Throttled"})
+            return True
+        if kind == "html":  # a proxy's or maintenance page, with status 200
+            data = b"<html><body><h1>Down for maintenance</h1></body></html>"
+            h.send_response(200)
+            h.send_header("Content-Type", "text/html")
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data)
+            return True
+        if kind == "redirect":  # 302 to ``arg`` (another server), same path and query
+            h.send_response(302)
+            h.send_header("Location", arg.rstrip("/") + h.path)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return True
+        if kind == "trickle":  # the right body, a few bytes at a time over ``arg`` seconds
+            status, body = self._answer(urlsplit(h.path).path, dict(parse_qsl(urlsplit(h.path).query)))
+            data = json.dumps(body).encode()
+            h.send_response(status)
+            h.send_header("Content-Type", "application/json;charset=utf-8")
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            pieces = [data[i : i + 64] for i in range(0, len(data), 64)]
+            for piece in pieces:
+                h.wfile.write(piece)
+                h.wfile.flush()
+                time.sleep(float(arg) / len(pieces))
             return True
         if kind == "sleep":
             time.sleep(float(arg))

@@ -141,13 +141,23 @@ def test_invalid_utf8_is_kept_and_flagged(tmp_path: Path) -> None:
     assert table["_parse_errors"].null_count == 2
 
 
-# pyarrow cannot hand such a line to the handler (it decodes it first) and reports that as unraisable
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_malformed_line_that_is_also_invalid_utf8_is_an_error_naming_file_and_row(tmp_path: Path) -> None:
-    path = write(tmp_path / "mu.csv", [good_line(0), good_line(1), "caf\xe9,x"])
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_malformed_line_is_quarantined_whatever_its_bytes(tmp_path: Path, encoding: str) -> None:
+    # a ragged line holding a byte UTF-8 cannot decode: the same policy as any ragged line (it failed
+    # the whole file when read as UTF-8: pyarrow cannot hand an undecodable line to the handler)
+    path = write(tmp_path / "mu.csv", [good_line(0), good_line(1), "caf\xe9,x", good_line(3)])
     path.write_bytes(path.read_bytes().replace("caf\xe9".encode(), b"caf\xe9"))
-    with pytest.raises(SourceError, match=rf"{path}.*Row #4"):
-        read_all(FileSource([str(path)]))
+    table, _ = read_all(FileSource([str(path)], encoding=encoding))
+
+    shown = "caf\ufffd" if encoding == "utf-8" else "caf\xe9"
+    assert table["_source_row"].to_pylist() == [0, 1, 2, 3]
+    assert table["trip_id"].to_pylist() == ["t0000", "t0001", None, "t0003"]
+    assert table["_parse_errors"].to_pylist() == [
+        None,
+        None,
+        f"malformed_csv_line: expected 9 fields, got 2 at row 4 (header = row 1): {shown},x",
+        None,
+    ]
 
 
 def test_latin1_file_with_encoding_option(tmp_path: Path) -> None:
@@ -402,8 +412,13 @@ def test_extract_accounts_for_every_line(tmp_path: Path) -> None:
     out = extract(root, FileSource([str(path)]), Interval(dt.date(2014, 1, 2), dt.date(2014, 1, 3)))
 
     # 96 trips on 2 January; 96 + 8 valid trips on other days are skipped; the broken line (no
-    # timestamp) is kept in the interval's first day for validation to quarantine
+    # timestamp) belongs to the day of the row before it (1 January): skipped here, extracted (and
+    # quarantined) by the run of 1 January only
     assert out["rows_read"] == 200
-    assert out["rows_other_intervals"] == 103 and out["rows_written"] == 97
+    assert out["rows_other_intervals"] == 104 and out["rows_written"] == 96
     day = root.read_partition(root.partition_path("raw", "trips", "2014-01-02"))
+    assert day.filter(pc.is_valid(day["_parse_errors"])).num_rows == 0
+    first = extract(root, FileSource([str(path)]), Interval(dt.date(2014, 1, 1), dt.date(2014, 1, 2)))
+    assert first["rows_written"] == 95 + 1  # 95 valid trips and the broken line
+    day = root.read_partition(root.partition_path("raw", "trips", "2014-01-01"))
     assert day.filter(pc.is_valid(day["_parse_errors"]))["_source_row"].to_pylist() == [10]
