@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +18,7 @@ from ml_tasks.contract import (
 from ml_tasks.models import tracking
 from ml_tasks.models.tracking import RunKey, child_run, task_run
 from ml_tasks.settings import Settings
+from tests.integration._servers.mlflow import mlflow_server as start_mlflow_server
 
 
 @pytest.fixture
@@ -157,52 +152,11 @@ def test_children_nest_and_other_tasks_are_untouched(settings: Settings) -> None
     assert mlf.get_run(ev.info.run_id).info.lifecycle_stage == "deleted"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Iterator[str]:
     """A real ``mlflow server`` on 127.0.0.1 (SQLite backend and artifacts in tmp)."""
-    port = _free_port()
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-            "--artifacts-destination", str(tmp_path / "server-artifacts"),
-        ],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": ""},
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                server_log = (tmp_path / "server.log").read_text()[-800:]
-                pytest.skip(f"mlflow server exited with {proc.returncode}: {server_log}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                server_log = (tmp_path / "server.log").read_text()[-800:]
-                pytest.skip(f"mlflow server did not answer within 90 s: {server_log}")
-            time.sleep(0.5)
+    with start_mlflow_server(tmp_path) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_tracking_server_via_env(
