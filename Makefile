@@ -47,10 +47,10 @@ test: venv lint  ## lint, type-check, then the whole test suite (unit, integrati
 test-fast: venv  ## unit + dag tests only, on two cores
 	$(VENV)/bin/pytest -q -n 2 --durations=10 tests/unit tests/dags
 
-demo: venv  ## start local Airflow, backfill the demo window, print a summary
+demo: venv  ## start the local platform (Airflow, PostgreSQL, MLflow server, Redis), run the demo stages
 	$(PY) -m scripts.demo
 
-stop:  ## stop the local Airflow started by `make demo`
+stop:  ## stop the local platform started by `make demo` (Airflow, MLflow, Redis, PostgreSQL)
 	$(PY) -m scripts.airflow_local stop
 
 bench: venv  ## benchmarks (ratios against floors measured in the same run)
@@ -61,5 +61,5 @@ bench: venv  ## benchmarks (ratios against floors measured in the same run)
 	$(PY) bench/predict_throughput.py
 	$(PY) bench/monitor_scale.py
 
-clean: stop  ## remove local state (.flywheel) but keep the venv
+clean: stop  ## stop, then remove local state (.flywheel: metadata DBs, runs, data) but keep the venv
 	rm -rf .flywheel

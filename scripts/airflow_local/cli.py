@@ -31,6 +31,12 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--data-root", type=Path, help="FLYWHEEL_DATA_ROOT for the steps (default .flywheel/data)"
     )
+    out.add_argument(
+        "--db",
+        choices=["postgres", "sqlite"],
+        help="metadata DB (default postgres, or FLYWHEEL_AIRFLOW_DB): postgres runs PostgreSQL, the MLflow"
+        " server and Redis; sqlite is the lightest (no server besides Airflow's)",
+    )
     out.add_argument("--timeout", type=float, default=180, help="seconds to wait for readiness")
     out.add_argument("--conf", default="{}", help="backfill: run conf (params) as JSON")
     return out
@@ -43,11 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         cli.error(f"unrecognized arguments: {' '.join(rest)}")
     if ns.command == "backfill" and len(rest) != 3:
         cli.error("backfill takes DAG_ID FROM_DAY TO_DAY (YYYY-MM-DD, local days, both included)")
-    platform = Platform.from_env(home=ns.home, port=ns.port, data_root=ns.data_root)
     try:
+        platform = Platform.from_env(home=ns.home, port=ns.port, data_root=ns.data_root, db=ns.db)
         if ns.command == "start":
             platform.start(ns.timeout)
             print(f"Airflow UI: {platform.url}  login: {platform.username} / {platform.password}")
+            if platform.mlflow_url:
+                print(f"MLflow UI:  {platform.mlflow_url}")
             print("stop with: make stop  (or python -m scripts.airflow_local stop)")
         elif ns.command == "stop":
             platform.stop()

@@ -19,8 +19,16 @@ DEFAULT_HOME = REPO / ".flywheel" / "airflow"
 DEFAULT_DATA_ROOT = REPO / ".flywheel" / "data"
 SETTINGS_FILE = REPO / "config" / "airflow.local.yaml"
 BIN = Path(sys.executable).parent
-#: start order; stop goes in reverse (the scheduler stops before the API it reports to)
+#: Airflow's processes in start order; stop goes in reverse (the scheduler stops before the API it reports to)
 COMPONENTS = ("api-server", "dag-processor", "scheduler")
+#: the servers the PostgreSQL platform runs beside PostgreSQL itself, started before Airflow
+SERVERS = ("redis", "mlflow")
+#: every process a home may have a pid file for, in start order
+ALL_COMPONENTS = (*SERVERS, *COMPONENTS)
+#: metadata databases: ``postgres`` (default: PostgreSQL, MLflow server, Redis) or ``sqlite`` (the lightest)
+DATABASES = ("postgres", "sqlite")
+#: ports from the API port P: P API, P+1 / P+2 worker / trigger log servers, P+3 MLflow, P+4 Redis
+PORT_NAMES = ("Airflow API", "worker log server", "trigger log server", "MLflow server", "Redis")
 STATE_FILE = "platform.json"
 SETTINGS_KEYS = {"airflow", "env", "connections", "variables"}
 
@@ -33,8 +41,8 @@ def log(message: str) -> None:
     print(f"[airflow-local] {message}", file=sys.stderr, flush=True)
 
 
-def free_port(count: int = 3) -> int:
-    """A port P such that P .. P+count-1 are free on 127.0.0.1 (API, worker and trigger log servers)."""
+def free_port(count: int = len(PORT_NAMES)) -> int:
+    """A port P such that P .. P+count-1 are free on 127.0.0.1 (see :data:`PORT_NAMES`)."""
     for _ in range(200):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -107,8 +115,12 @@ class PlatformConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     username: str = "admin"
     password: str = "admin"
+    #: the metadata database (:data:`DATABASES`); ``sqlite`` runs no server besides Airflow's three
+    db: str = "postgres"
 
     def __post_init__(self) -> None:
+        if self.db not in DATABASES:
+            raise PlatformError(f"FLYWHEEL_AIRFLOW_DB={self.db!r}: expected one of {', '.join(DATABASES)}")
         self.home = Path(self.home).expanduser().resolve()
         self.data_root = Path(self.data_root).expanduser().resolve()
         self.dags_folder = Path(self.dags_folder).resolve()
@@ -117,20 +129,64 @@ class PlatformConfig:
     @classmethod
     def from_env(cls, **overrides: Any) -> Self:
         """A platform configured by, in order of precedence: ``overrides`` (CLI flags), the environment
-        (FLYWHEEL_AIRFLOW_HOME / FLYWHEEL_AIRFLOW_PORT / FLYWHEEL_DATA_ROOT), the port and data root a
-        platform was last started with in that home (so ``stop`` / ``status`` find it), the defaults."""
+        (FLYWHEEL_AIRFLOW_HOME / FLYWHEEL_AIRFLOW_PORT / FLYWHEEL_DATA_ROOT / FLYWHEEL_AIRFLOW_DB), the
+        port, data root and database a platform was last started with in that home (so ``stop`` /
+        ``status`` find it), the defaults."""
         values: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
         values.setdefault("home", Path(os.environ.get("FLYWHEEL_AIRFLOW_HOME", DEFAULT_HOME)))
         state = cls(home=values["home"]).read_state() or {}
         env_port, env_root = os.environ.get("FLYWHEEL_AIRFLOW_PORT"), os.environ.get("FLYWHEEL_DATA_ROOT")
         values.setdefault("port", int(env_port or state.get("port") or 8080))
         values.setdefault("data_root", Path(env_root or state.get("data_root") or DEFAULT_DATA_ROOT))
+        values.setdefault("db", os.environ.get("FLYWHEEL_AIRFLOW_DB") or state.get("db") or DATABASES[0])
         return cls(**values)
 
     # -- layout ------------------------------------------------------------------------------------
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def mlflow_port(self) -> int:
+        return self.port + 3
+
+    @property
+    def redis_port(self) -> int:
+        return self.port + 4
+
+    @property
+    def mlflow_url(self) -> str | None:
+        """The MLflow tracking server's address (its UI too); None on SQLite (an MLflow SQLite file)."""
+        return f"http://127.0.0.1:{self.mlflow_port}" if self.db == "postgres" else None
+
+    def tracking_uri(self) -> str:
+        """Where the steps track runs: the server, or the MLflow SQLite file of the data root (the CLI's
+        default, ``ml_tasks.models.tracking``)."""
+        return self.mlflow_url or f"sqlite:///{self.data_root / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def ports(self) -> dict[int, str]:
+        """The TCP ports this platform listens on, and what on each."""
+        count = len(PORT_NAMES) if self.db == "postgres" else 3
+        return {self.port + i: PORT_NAMES[i] for i in range(count)}
+
+    @property
+    def pgdata(self) -> Path:
+        """PostgreSQL's data directory (its unix socket lives there too)."""
+        return self.home / "postgres"
+
+    @property
+    def redis_dir(self) -> Path:
+        """Where Redis saves the online store (beside the SQLite online store of the other option)."""
+        return self.data_root / "feast" / "redis"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.data_root / "mlflow" / "artifacts"
+
+    def components(self) -> tuple[str, ...]:
+        """The processes this platform spawns (pid files), in start order."""
+        return ALL_COMPONENTS if self.db == "postgres" else COMPONENTS
 
     @property
     def log_dir(self) -> Path:
@@ -148,8 +204,8 @@ class PlatformConfig:
 
     def write_state(self) -> None:
         """Remember the port and data root in the home (read back by :meth:`from_env`)."""
-        state = {"port": self.port, "data_root": str(self.data_root), "url": self.url}
-        state["dags"] = str(self.dags_folder)
+        state: dict[str, Any] = {"port": self.port, "data_root": str(self.data_root), "url": self.url}
+        state.update(db=self.db, mlflow_url=self.mlflow_url, dags=str(self.dags_folder))
         (self.home / STATE_FILE).write_text(json.dumps(state, indent=2))
 
     def expected_dag_ids(self) -> set[str]:
@@ -203,13 +259,34 @@ class PlatformConfig:
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.log_dir),
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.port + 1),
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.port + 2),
-                # sqlite3 busy timeout: writers wait for the lock instead of failing at once
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}?timeout=30",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata_uri(),
                 "FLYWHEEL_DATA_ROOT": str(self.data_root),
                 "NO_PROXY": no_proxy(env.get("NO_PROXY")),
                 "no_proxy": no_proxy(env.get("no_proxy")),
                 "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
             }
         )
+        env.update(self.server_env())
         env.update(self.extra_env)
         return env
+
+    def metadata_uri(self) -> str:
+        """Airflow's metadata DB: PostgreSQL over its unix socket, or the SQLite file with a 30 s busy timeout
+        (writers wait for the lock instead of failing at once)."""
+        if self.db == "postgres":
+            from scripts.airflow_local.servers import database_uri
+
+            return database_uri(self.pgdata, "airflow")
+        return f"sqlite:///{self.home / 'airflow.db'}?timeout=30"
+
+    def server_env(self) -> dict[str, str]:
+        """What tells the steps where the servers are (the standard and the FLYWHEEL_* names the Helm chart
+        sets too): MLFLOW_TRACKING_URI, FLYWHEEL_FEAST_ENV=redis, FLYWHEEL_REDIS_CONNECTION. On SQLite the
+        steps keep their defaults (an MLflow SQLite file and the SQLite online store in the data root)."""
+        if self.db != "postgres":
+            return {}
+        return {
+            "MLFLOW_TRACKING_URI": str(self.mlflow_url),
+            "FLYWHEEL_FEAST_ENV": "redis",
+            "FLYWHEEL_REDIS_CONNECTION": f"127.0.0.1:{self.redis_port}",
+        }

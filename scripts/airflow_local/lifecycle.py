@@ -11,8 +11,17 @@ from typing import Any
 import requests
 import urllib3
 
-from scripts.airflow_local import deploy, processes
-from scripts.airflow_local.config import BIN, COMPONENTS, REPO, PlatformConfig, PlatformError, log, port_free
+from scripts.airflow_local import deploy, processes, servers
+from scripts.airflow_local.config import (
+    ALL_COMPONENTS,
+    BIN,
+    COMPONENTS,
+    REPO,
+    PlatformConfig,
+    PlatformError,
+    log,
+    port_free,
+)
 from scripts.airflow_local.waits import AirflowApi, poll_until
 
 
@@ -20,15 +29,21 @@ class Platform(PlatformConfig):
     """One local Airflow installation (see :class:`PlatformConfig`) and its three processes."""
 
     # -- processes -------------------------------------------------------------------------------------
+    def pid_records(self, every: bool = False) -> dict[str, tuple[int, float] | None]:
+        """Pid and start time from the pid files of this platform's processes (``every``: of any kind)."""
+        names = ALL_COMPONENTS if every else self.components()
+        return {c: processes.read_pid_file(self.pid_file(c)) for c in names}
+
     def pids(self) -> dict[str, int | None]:
-        out: dict[str, int | None] = {}
-        for component in COMPONENTS:
-            path = self.pid_file(component)
-            out[component] = int(path.read_text()) if path.is_file() else None
-        return out
+        return {c: r[0] if r else None for c, r in self.pid_records().items()}
 
     def alive(self) -> dict[str, bool]:
-        return {c: pid is not None and processes.pid_alive(pid) for c, pid in self.pids().items()}
+        """Each process of the platform: running, and ours (a stale pid file of a killed platform may name
+        a pid now used by another process). PostgreSQL is alive when its ``postmaster.pid`` says so."""
+        out = {c: processes.owned(record) for c, record in self.pid_records().items()}
+        if self.db == "postgres":
+            out = {"postgres": servers.postmaster_pid(self.pgdata) is not None, **out}
+        return out
 
     def running(self) -> bool:
         return all(self.alive().values())
@@ -38,7 +53,7 @@ class Platform(PlatformConfig):
         return processes.orphans(self.home)
 
     def api(self) -> AirflowApi:
-        return AirflowApi(self.url, self.username, self.password)
+        return AirflowApi(self.url, self.username, self.password, sqlite=self.db == "sqlite")
 
     def airflow(
         self, *args: str, timeout: float = 300, check: bool = True
@@ -96,55 +111,43 @@ class Platform(PlatformConfig):
 
     # -- start ------------------------------------------------------------------------------------------
     def start(self, timeout: float = 180) -> float:
-        """Start the three components (idempotent) and wait until the API answers and DAGs are registered;
-        run the deploy steps (``ml-tasks feature-apply``) meanwhile. On a running platform they run again
+        """Start the platform (idempotent) and wait until the API answers and DAGs are registered: on
+        PostgreSQL first the database server, Redis and the MLflow server, then Airflow's three processes;
+        the deploy steps (``ml-tasks feature-apply``) run meanwhile. On a running platform they run again
         only when their inputs changed since the last deploy.
 
         Returns:
             seconds until ready.
 
         Raises:
-            PlatformError: a component exited, DAG import errors, a deploy step failed, or timeout.
+            PlatformError: a port is in use (naming it and its process), a platform of the other database
+                runs in this home, a process exited, DAG import errors, a deploy step failed, or timeout.
         """
         started = time.monotonic()
+        self._refuse_other_kind()
         if self.running() and self._healthy():
-            log(f"already running at {self.url} (home {self.home})")
-            self.wait_ready(timeout)
-            env = self.env()
-            fingerprint = self._deploy_fingerprint(env)
-            if self._deployed_fingerprint() == fingerprint:
-                log("deploy: feature_repo unchanged since the last feature-apply of this data root")
-            else:
-                for step in deploy.DEPLOY_STEPS:
-                    self._finish_deploy_step(self._start_deploy_step(step, env), timeout)
-                self._record_deploy(fingerprint)
-            return time.monotonic() - started
-        self.stop(quiet=True)  # a partial platform (crashed component, stale pids) restarts whole
-        busy = [p for p in (self.port, self.port + 1, self.port + 2) if not port_free(p)]
-        if busy:
-            raise PlatformError(f"ports {busy} are in use: choose another --port (API uses P, logs P+1, P+2)")
+            return self._already_running(started, timeout)
+        self.stop(quiet=True)  # a partial platform (a crashed or killed process, stale pids) restarts whole
+        self._check_ports()
         for folder in (self.home, self.log_dir, self.home / "pids", self.data_root):
             folder.mkdir(parents=True, exist_ok=True)
-        env = self.env()
-        # deploy steps need no Airflow: they run while the DB migrates and the components start
-        fingerprint = self._deploy_fingerprint(env)
-        deploys = [self._start_deploy_step(step, env) for step in deploy.DEPLOY_STEPS]
-        log(f"migrating the metadata DB {self.home / 'airflow.db'}")
-        migrate_started = time.monotonic()
-        migrate = subprocess.run(
-            [str(BIN / "airflow"), "db", "migrate"], env=env, cwd=self.home, capture_output=True, text=True
-        )
-        (self.log_dir / "db-migrate.log").write_text(migrate.stdout + migrate.stderr)
-        if migrate.returncode != 0:
-            deploy.terminate(deploys)
-            raise PlatformError(f"airflow db migrate failed:\n{migrate.stderr[-3000:]}")
-        self._use_wal()
-        log(f"DB ready in {time.monotonic() - migrate_started:.1f} s; starting {', '.join(COMPONENTS)}")
-        for component in COMPONENTS:
-            pid = processes.spawn(component, env, self.home, self.component_log(component))
-            self.pid_file(component).write_text(str(pid))
-        self.write_state()
+        deploys: list[deploy.DeployStep] = []
         try:
+            if self.db == "postgres":
+                pid, seconds = servers.start_postgres(self.pgdata)
+                log(
+                    f"postgres (pid {pid}) ready in {seconds:.1f} s: databases {', '.join(servers.DATABASES)}"
+                )
+            env = self.env()
+            if self.db == "postgres":
+                self._spawn_servers(env)
+            # deploy steps need no Airflow: they run while the DB migrates and the components start
+            fingerprint = self._deploy_fingerprint(env)
+            deploys = [self._start_deploy_step(step, env) for step in deploy.DEPLOY_STEPS]
+            self._migrate(env)
+            for component in COMPONENTS:
+                self._spawn(component, env)
+            self.write_state()
             self.wait_ready(timeout - (time.monotonic() - started))
             for running in deploys:
                 self._finish_deploy_step(running, timeout - (time.monotonic() - started))
@@ -157,6 +160,73 @@ class Platform(PlatformConfig):
         seconds = time.monotonic() - started
         log(f"ready at {self.url} in {seconds:.1f} s (login {self.username}/{self.password})")
         return seconds
+
+    def _refuse_other_kind(self) -> None:
+        """A home runs one platform: starting the other database's while a process of it lives is refused."""
+        recorded = (self.read_state() or {}).get("db", "sqlite")  # homes of before the option ran SQLite
+        if recorded != self.db and any(map(processes.owned, self.pid_records(every=True).values())):
+            raise PlatformError(
+                f"a platform on {recorded} runs in {self.home}: stop it first (make stop) to start one on"
+                f" {self.db}"
+            )
+
+    def _already_running(self, started: float, timeout: float) -> float:
+        log(f"already running at {self.url} (home {self.home}, {self.db})")
+        self.wait_ready(timeout)
+        env = self.env()
+        fingerprint = self._deploy_fingerprint(env)
+        if self._deployed_fingerprint() == fingerprint:
+            log("deploy: feature_repo unchanged since the last feature-apply of this data root")
+        else:
+            for step in deploy.DEPLOY_STEPS:
+                self._finish_deploy_step(self._start_deploy_step(step, env), timeout)
+            self._record_deploy(fingerprint)
+        return time.monotonic() - started
+
+    def _check_ports(self) -> None:
+        """Refuse to start when a port of the platform is taken, naming the port and who holds it (a second
+        platform never starts beside the first, silently or not)."""
+        busy = [
+            f"port {port} ({name}) is in use by {processes.port_user(port)}"
+            for port, name in self.ports.items()
+            if not port_free(port)
+        ]
+        if busy:
+            span = f"{self.port}..{max(self.ports)}"
+            raise PlatformError(
+                f"{'; '.join(busy)}: stop that process or choose another --port (this platform uses {span})"
+            )
+
+    def _spawn(self, component: str, env: dict[str, str], argv: list[str] | None = None) -> None:
+        pid = processes.spawn(component, env, self.home, self.component_log(component), argv)
+        processes.write_pid_file(self.pid_file(component), pid)
+
+    def _spawn_servers(self, env: dict[str, str]) -> None:
+        """Redis (waited for: the deploy steps may use the online store) and the MLflow server (waited for
+        by :meth:`wait_ready`; it creates its tables in the ``mlflow`` database on first start)."""
+        self._spawn("redis", env, servers.redis_argv(self.redis_port, self.redis_dir))
+        mlflow_db = servers.database_uri(self.pgdata, "mlflow")
+        self._spawn("mlflow", env, servers.mlflow_argv(self.mlflow_port, mlflow_db, self.mlflow_artifacts))
+        poll_until(
+            lambda: True if servers.redis_ready(self.redis_port) else self._dead_check(("redis",)),
+            timeout=30,
+            interval=0.1,
+            failure=lambda: f"Redis not answering on 127.0.0.1:{self.redis_port} after 30 s",
+        )
+
+    def _migrate(self, env: dict[str, str]) -> None:
+        target = "database airflow (PostgreSQL)" if self.db == "postgres" else self.home / "airflow.db"
+        log(f"migrating the metadata DB {target}")
+        migrate_started = time.monotonic()
+        migrate = subprocess.run(
+            [str(BIN / "airflow"), "db", "migrate"], env=env, cwd=self.home, capture_output=True, text=True
+        )
+        (self.log_dir / "db-migrate.log").write_text(migrate.stdout + migrate.stderr)
+        if migrate.returncode != 0:
+            raise PlatformError(f"airflow db migrate failed:\n{migrate.stderr[-3000:]}")
+        if self.db == "sqlite":
+            self._use_wal()
+        log(f"DB ready in {time.monotonic() - migrate_started:.1f} s; starting {', '.join(COMPONENTS)}")
 
     def _use_wal(self) -> None:
         """Switch the metadata DB to WAL (persistent in the file): in the rollback journal a reader blocks
@@ -181,11 +251,11 @@ class Platform(PlatformConfig):
 
         def ready() -> bool | None:
             nonlocal last
-            dead = [c for c, ok in self.alive().items() if not ok]
-            if dead:
-                tails = "\n".join(f"--- {c}:\n{processes.tail(self.component_log(c))}" for c in dead)
-                raise PlatformError(f"{', '.join(dead)} exited during start:\n{tails}")
+            self._dead_check(tuple(self.alive()))
             try:
+                if self.mlflow_url and not servers.mlflow_ready(self.mlflow_url):
+                    last = f"MLflow server not answering at {self.mlflow_url}"
+                    return None
                 if not self._healthy():
                     last = "API not healthy yet"
                     return None
@@ -209,30 +279,45 @@ class Platform(PlatformConfig):
             failure=lambda: f"platform not ready after {timeout:.0f} s: {last} (logs in {self.log_dir})",
         )
 
+    def _dead_check(self, names: tuple[str, ...]) -> None:
+        """Raise PlatformError with the log tails of the processes among ``names`` that are not running."""
+        alive = self.alive()
+        dead = [c for c in names if not alive.get(c, False)]
+        if dead:
+            logs = {c: self.pgdata / "log" if c == "postgres" else self.component_log(c) for c in dead}
+            tails = "\n".join(f"--- {c} ({path}):\n{processes.tail(path)}" for c, path in logs.items())
+            raise PlatformError(f"{', '.join(dead)} exited during start:\n{tails}")
+
     # -- stop / status -------------------------------------------------------------------------------------
     def stop(self, timeout: float = 30, quiet: bool = False) -> None:
-        """SIGTERM each component (scheduler first), wait, then kill what is left of our processes."""
-        pids = self.pids()
-        for component in reversed(COMPONENTS):
-            pid = pids[component]
-            if pid is not None:
-                processes.stop_component(component, pid, timeout, quiet)
-        for component in COMPONENTS:
+        """SIGTERM each process (scheduler first, the servers after Airflow), wait, kill what is left of
+        our processes, then shut PostgreSQL down. A pid file naming a process that is not ours (a stale
+        file of a killed platform) is only removed."""
+        records = self.pid_records(every=True)
+        for component in reversed(ALL_COMPONENTS):
+            record = records[component]
+            if record is not None and processes.owned(record):
+                processes.stop_component(component, record[0], timeout, quiet)
             self.pid_file(component).unlink(missing_ok=True)
         left = self.orphans()
         if left:
             log(f"terminating {len(left)} leftover process(es) of {self.home}: {left}")
             processes.terminate_all(left)
+        if servers.stop_postgres(self.pgdata, timeout) and not quiet:
+            log(f"stopped postgres ({self.pgdata})")
         if not quiet:
             log("stopped")
 
     def status(self) -> dict[str, Any]:
-        pids = self.pids()
+        pids: dict[str, int | None] = {**self.pids(), "postgres": servers.postmaster_pid(self.pgdata)}
         info: dict[str, Any] = {
             "home": str(self.home),
             "url": self.url,
             "data_root": str(self.data_root),
-            "processes": {c: {"pid": pids[c], "alive": ok} for c, ok in self.alive().items()},
+            "db": self.db,
+            "mlflow_url": self.mlflow_url,
+            "redis": f"127.0.0.1:{self.redis_port}" if self.db == "postgres" else None,
+            "processes": {c: {"pid": pids.get(c), "alive": ok} for c, ok in self.alive().items()},
         }
         try:
             info["health"] = self.api().health()

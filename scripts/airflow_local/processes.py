@@ -54,14 +54,60 @@ def wait_gone(pids: Iterable[int], timeout: float) -> bool:
     return True
 
 
-def spawn(component: str, env: Mapping[str, str], cwd: Path, log_path: Path) -> int:
-    """Start ``airflow COMPONENT`` in its own session (so :func:`stop_component` reaches its children too),
-    appending to ``log_path``; returns its pid."""
+def started_at(pid: int) -> float | None:
+    """When ``pid`` started (seconds since the epoch), None when no such process lives."""
+    try:
+        return float(psutil.Process(pid).create_time()) if pid_alive(pid) else None
+    except psutil.Error:
+        return None
+
+
+def write_pid_file(path: Path, pid: int) -> None:
+    """``pid`` and its start time: a pid file left by a killed platform is recognised as stale even when
+    the pid is reused by another process (Redis rewrites its environment, so that cannot tell)."""
+    path.write_text(f"{pid} {started_at(pid) or 0}\n")
+
+
+def read_pid_file(path: Path) -> tuple[int, float] | None:
+    try:
+        pid, created = path.read_text().split()
+        return int(pid), float(created)
+    except (OSError, ValueError):
+        return None
+
+
+def owned(record: tuple[int, float] | None) -> bool:
+    """Whether the process of a pid file record still runs: that pid, started at that time."""
+    if record is None:
+        return False
+    created = started_at(record[0])
+    return created is not None and abs(created - record[1]) < 0.5
+
+
+def port_user(port: int) -> str:
+    """Who listens on 127.0.0.1:``port`` (pid and command line), as far as this user may see."""
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+            if conn.pid is None:
+                return "a process of another user"
+            try:
+                cmdline = " ".join(psutil.Process(conn.pid).cmdline())[:160]
+            except psutil.Error:
+                cmdline = "?"
+            return f"pid {conn.pid} ({cmdline})"
+    return "a process that is not listening yet, or of another user"
+
+
+def spawn(
+    component: str, env: Mapping[str, str], cwd: Path, log_path: Path, argv: list[str] | None = None
+) -> int:
+    """Start ``argv`` (default ``airflow COMPONENT``) in its own session (so :func:`stop_component` reaches
+    its children too), appending to ``log_path``; returns its pid."""
     with log_path.open("a") as out:
         out.write(f"\n==== {dt.datetime.now().isoformat(timespec='seconds')} starting {component}\n")
         out.flush()
         proc = subprocess.Popen(
-            [str(BIN / "airflow"), component],
+            argv or [str(BIN / "airflow"), component],
             env=dict(env),
             cwd=cwd,
             stdout=out,

@@ -63,7 +63,12 @@ def _by_run_after(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class AirflowApi(AirflowClient):
-    """The REST client plus the waits the tests and the demo need."""
+    """The REST client plus the waits the tests and the demo need (``sqlite``: the platform's metadata DB
+    is SQLite, and backfills take the recipe that holds there)."""
+
+    def __init__(self, base_url: str, username: str, password: str, *, sqlite: bool = False) -> None:
+        super().__init__(base_url, username, password)
+        self.sqlite = sqlite
 
     def wait_runs(
         self, dag_id: str, run_ids: Iterable[str], timeout: float = 600, poll: float = 1.0
@@ -213,8 +218,10 @@ class AirflowApi(AirflowClient):
         ``from_date=D1, to_date=D2`` gives one run per day D1..D2 (both included). Strings are ISO
         datetimes.
 
-        The recipe that holds on SQLite: pause, create (retried on 503 and 409), unpause, poll the runs.
-        The backfill is cancelled only when waiting fails (docs/local-platform.md: cancelling pauses it).
+        On PostgreSQL a backfill is created by one call, as from the UI or ``airflow backfill create``
+        (after waiting for a previous backfill of the DAG to be marked complete). On SQLite, the recipe that
+        holds there: pause, create (retried on 503 and 409), unpause. Then the runs are polled. The
+        backfill is cancelled only when waiting fails (docs/local-platform.md: cancelling pauses it).
 
         Returns:
             the backfill's runs (finished), ordered by logical date.
@@ -231,8 +238,14 @@ class AirflowApi(AirflowClient):
         expected = {_instant(b.logical_date) for b in dry.backfills if b.logical_date is not None}
         if not expected:
             raise PlatformError(f"backfill {dag_id} [{from_date}, {to_date}] would create no runs")
-        self.set_paused(dag_id, True)
-        backfill = self._create_backfill(body)
+        if self.sqlite:
+            self.set_paused(dag_id, True)
+            backfill = self._create_backfill_sqlite(body)
+        else:
+            # as a user does: the DAG unpaused (runs of a paused DAG stay queued), one create call; a
+            # backfill of the DAG Airflow has not marked complete yet (a 30 s timer) is waited for first
+            self._wait_no_active_backfill(dag_id, timeout)
+            backfill = self.call(self.backfills.create_backfill, body, idempotent=False)
         self.set_paused(dag_id, False)
         ok = False
         runs: list[dict[str, Any]] = []
@@ -266,7 +279,29 @@ class AirflowApi(AirflowClient):
             if not leave_unpaused:
                 self.set_paused(dag_id, True)
 
-    def _create_backfill(self, body: client.BackfillPostBody) -> client.BackfillResponse:
+    def active_backfills(self, dag_id: str) -> list[dict[str, Any]]:
+        """The backfills of ``dag_id`` that Airflow has not marked complete."""
+        method = self.backfills.list_backfills_without_preload_content
+        return [b for b in self.read(method, dag_id, limit=1000)["backfills"] if not b.get("completed_at")]
+
+    def _wait_no_active_backfill(self, dag_id: str, timeout: float) -> None:
+        active: list[dict[str, Any]] = []
+
+        def none_active() -> bool | None:
+            nonlocal active
+            active = self.active_backfills(dag_id)
+            return None if active else True
+
+        if self.active_backfills(dag_id):
+            log(f"{dag_id}: waiting for the previous backfill to be marked complete (a 30 s timer)")
+        poll_until(
+            none_active,
+            timeout=min(timeout, 120),
+            interval=1,
+            failure=lambda: f"{dag_id}: backfill(s) {[b['id'] for b in active]} still not complete",
+        )
+
+    def _create_backfill_sqlite(self, body: client.BackfillPostBody) -> client.BackfillResponse:
         def retried(state: tenacity.RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
             log(f"backfill create: {error} (retry {state.attempt_number})")

@@ -1,4 +1,4 @@
-"""``make demo``: start local Airflow, run the pipeline stages over a demo window, print what happened.
+"""``make demo``: start the local platform, run the pipeline stages over a demo window, print what happened.
 
 Stages: ingest (backfill), features (from the curated-trips Asset), training (one manual run) and the loop
 (features -> prediction -> monitoring -> drift -> retraining through the Assets). Airflow is left running;
@@ -13,6 +13,7 @@ import sys
 import time
 
 from scripts.airflow_local import Platform, PlatformError
+from scripts.airflow_local.servers import mlflow_ready
 from scripts.demo.stages import (
     LOOP_DAYS,
     Demo,
@@ -68,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=7, help="days in the demo window (default 7)")
     parser.add_argument("--trips-per-day", type=int, default=20_000, help="synthetic trips per day")
     parser.add_argument("--port", type=int, help="API port of a new platform (default 8080)")
+    parser.add_argument(
+        "--db",
+        choices=["postgres", "sqlite"],
+        help="metadata DB of a new platform (default postgres, or FLYWHEEL_AIRFLOW_DB): postgres also runs"
+        " the MLflow server and Redis; sqlite is the lightest (SQLite files only)",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for each stage")
     ns = parser.parse_args(argv)
     if ns.days < 1:
@@ -75,12 +82,21 @@ def main(argv: list[str] | None = None) -> int:
     config = DemoConfig(ns.first_day, ns.days, ns.trips_per_day, ns.timeout)
 
     # no weekly taxi_training run for the current week (the demo's data lies in the past)
-    platform = Platform.from_env(
-        port=ns.port, extra_env={"FLYWHEEL_TRAINING_END_DATE": ns.first_day.isoformat(), **loop_env(config)}
-    )
     try:
+        platform = Platform.from_env(
+            port=ns.port,
+            db=ns.db,
+            extra_env={"FLYWHEEL_TRAINING_END_DATE": ns.first_day.isoformat(), **loop_env(config)},
+        )
         seconds = platform.start()
         print(f"\nAirflow UI: {platform.url}   login: {platform.username} / {platform.password}")
+        if platform.mlflow_url:
+            answers = "answers" if mlflow_ready(platform.mlflow_url) else "NOT answering"
+            print(f"MLflow UI:  {platform.mlflow_url}   ({answers}; tracking server of the tasks)")
+            print(f"metadata:   PostgreSQL (databases airflow, mlflow) in {platform.pgdata}")
+            print(f"online:     Redis 127.0.0.1:{platform.redis_port} (saved in {platform.redis_dir})")
+        else:
+            print(f"metadata:   SQLite {platform.home / 'airflow.db'} (FLYWHEEL_AIRFLOW_DB=sqlite)")
         print(f"data root:  {platform.data_root}")
         print(f"(platform ready in {seconds:.1f} s)\n")
         demo = Demo(platform, platform.api(), config, began=dt.datetime.now(dt.UTC))
@@ -114,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1
     print(f"Airflow keeps running at {platform.url} (login {platform.username} / {platform.password}).")
+    if platform.mlflow_url:
+        print(f"MLflow keeps running at {platform.mlflow_url}.")
     print("Stop it with: make stop")
     return 0
 

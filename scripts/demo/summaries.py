@@ -153,8 +153,12 @@ def summarize_features(demo: Demo, runs: list[dict[str, Any]]) -> str:
     )
     answer = demo.platform.ml_tasks("online-features", *lookup)
     [row] = answer["rows"]
+    where = (
+        demo.platform.env().get("FLYWHEEL_REDIS_CONNECTION") if answer["online_store"] == "redis" else None
+    )
     lines.append(
-        f"online lookup ({answer['online_store']} store): ml-tasks online-features {shlex.join(lookup)}"
+        f"online lookup ({answer['online_store']} store{f' at {where}' if where else ''}):"
+        f" ml-tasks online-features {shlex.join(lookup)}"
     )
     area = _newest_row(data_root, "pickup_area_stats", "pickup_community_area", LOOKUP_AREA)
     lines.append(f"  pickup area {LOOKUP_AREA:<28} {_online_line(row, 'pickup_area_stats')}")
@@ -227,8 +231,11 @@ def summarize_training(demo: Demo, runs: list[dict[str, Any]]) -> str:
     gate = "; ".join(decision["reasons"]) or "promote: it beat every baseline and passed the ONNX checks"
     lines.append(f"the gate alone: {gate}")
     lines.append(f"model card: {Path(trained['bundle']) / 'model_card.md'}")
-    store = demo.data_root / "mlflow" / "mlflow.db"
-    lines.append(f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///{store} --port 5000")
+    if demo.platform.mlflow_url:
+        lines.append(f"MLflow UI:  {demo.platform.mlflow_url}/#/models/{decision['model']} (tracking server)")
+    else:
+        store = demo.data_root / "mlflow" / "mlflow.db"
+        lines.append(f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///{store} --port 5000")
     return "\n".join(lines)
 
 

@@ -1,8 +1,10 @@
-"""A real local Airflow (api-server + scheduler + dag-processor, LocalExecutor, SQLite) for e2e tests.
+"""A real local platform for e2e tests: Airflow (api-server + scheduler + dag-processor, LocalExecutor)
+on PostgreSQL with the MLflow tracking server and Redis, as ``make demo`` runs it; a module that sets
+``PLATFORM_DB = "sqlite"`` gets the SQLite option instead (those modules run last).
 
-One platform per session, on free ports, with a temporary AIRFLOW_HOME and data root; stopped at the
-end, and checked to leave no process behind. Nothing restarts a crashed scheduler, so every test checks
-that all components are still alive before and after it runs.
+One platform at a time, on free ports, with a temporary AIRFLOW_HOME and data root; stopped when the
+session ends or another kind is needed, and checked to leave no process behind. Nothing restarts a
+crashed scheduler, so every test checks that all processes are still alive before and after it runs.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -68,46 +71,99 @@ def alert_sink() -> Iterator[AlertSink]:
         sink.close()
 
 
-@pytest.fixture(scope="session")
-def airflow_platform(tmp_path_factory: pytest.TempPathFactory, alert_sink: AlertSink) -> Iterator[Platform]:
-    """The running platform. Tasks retry once after 1 s (tests see retries without waiting minutes);
-    the DAGs' end date keeps the scheduler from creating runs of its own: tests create every run."""
-    base = tmp_path_factory.mktemp("airflow-e2e")
-    platform = Platform(
-        home=base / "airflow",
-        port=free_port(),
-        data_root=base / "data",
-        extra_env={
-            "FLYWHEEL_TASK_RETRIES": "1",
-            "FLYWHEEL_RETRY_DELAY_SECONDS": "1",
-            "FLYWHEEL_INGEST_END_DATE": "2024-02-01",
-            "FLYWHEEL_TRAINING_END_DATE": "2024-02-01",
-            # the training e2e corrupts an ONNX export on purpose (export-onnx --inject-fault)
-            "FLYWHEEL_ALLOW_FAULT_INJECTION": "true",
-            # the retraining loop: one drifted day is enough, a drift-triggered run trains on 6 days and
-            # evaluates on 1, and alerts go to a real HTTP server of the test session
-            "FLYWHEEL_DRIFT_HYSTERESIS": "1",
-            "FLYWHEEL_TRAIN_DAYS": "6",
-            "FLYWHEEL_EVAL_DAYS": "1",
-            "AIRFLOW_CONN_FLYWHEEL_ALERTS": alert_sink.connection_uri,
-        },
-    )
-    TIMINGS["platform start"] = platform.start(timeout=300)
-    try:
-        yield platform
-    finally:
+#: environment of the e2e platforms: tasks retry once after 1 s (tests see retries without waiting minutes);
+#: the DAGs' end dates keep the scheduler from creating runs of its own: tests create every run
+E2E_ENV = {
+    "FLYWHEEL_TASK_RETRIES": "1",
+    "FLYWHEEL_RETRY_DELAY_SECONDS": "1",
+    "FLYWHEEL_INGEST_END_DATE": "2024-02-01",
+    "FLYWHEEL_TRAINING_END_DATE": "2024-02-01",
+    # the training e2e corrupts an ONNX export on purpose (export-onnx --inject-fault)
+    "FLYWHEEL_ALLOW_FAULT_INJECTION": "true",
+    # the retraining loop: one drifted day is enough, a drift-triggered run trains on 6 days and
+    # evaluates on 1
+    "FLYWHEEL_DRIFT_HYSTERESIS": "1",
+    "FLYWHEEL_TRAIN_DAYS": "6",
+    "FLYWHEEL_EVAL_DAYS": "1",
+}
+
+
+class Platforms:
+    """At most one running platform per session (two cores carry one): the kind a module asks for,
+    started on first use, stopped when another kind is needed and at the end."""
+
+    def __init__(self, base: Path, alert_sink: AlertSink) -> None:
+        self.base = base
+        self.alert_sink = alert_sink
+        self.current: Platform | None = None
+
+    def get(self, db: str) -> Platform:
+        if self.current is not None and self.current.db == db:
+            return self.current
+        self.stop()
+        platform = Platform(
+            home=self.base / db / "airflow",
+            port=free_port(),
+            data_root=self.base / db / "data",
+            db=db,
+            # alerts go to a real HTTP server of the test session
+            extra_env={**E2E_ENV, "AIRFLOW_CONN_FLYWHEEL_ALERTS": self.alert_sink.connection_uri},
+        )
+        self.current = platform
+        TIMINGS[f"platform start ({db})"] = platform.start(timeout=300)
+        return platform
+
+    def stop(self) -> None:
+        platform, self.current = self.current, None
+        if platform is None:
+            return
         started = time.monotonic()
         platform.stop()
-        TIMINGS["platform stop"] = time.monotonic() - started
+        TIMINGS[f"platform stop ({platform.db})"] = time.monotonic() - started
         _keep_logs(platform)
-    assert not any(platform.alive().values()), "a component survived stop()"
-    assert platform.orphans() == [], f"processes left behind: {platform.orphans()}"
+        assert not any(platform.alive().values()), f"a process survived stop(): {platform.alive()}"
+        assert platform.orphans() == [], f"processes left behind: {platform.orphans()}"
 
 
 @pytest.fixture(scope="session")
+def platforms(alert_sink: AlertSink) -> Iterator[Platforms]:
+    # Not under pytest's temporary root: every pytest session (of any user on the machine) makes that
+    # 0700 again, and as root PostgreSQL runs as another user that must traverse the path to its data.
+    base = Path(tempfile.mkdtemp(prefix="flywheel-e2e-"))
+    pool = Platforms(base, alert_sink)
+    try:
+        yield pool
+    finally:
+        pool.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def airflow_platform(request: pytest.FixtureRequest, platforms: Platforms) -> Platform:
+    """The running platform of the module's kind (``PLATFORM_DB``, default ``postgres``)."""
+    return platforms.get(getattr(request.module, "PLATFORM_DB", "postgres"))
+
+
+@pytest.fixture(scope="module")
 def api(airflow_platform: Platform) -> AirflowApi:
     """REST client of the platform (admin token, renewed when it expires)."""
     return airflow_platform.api()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules on the SQLite option run after the others: one switch of platform per session."""
+    e2e = [i for i in items if "tests/e2e/" in i.nodeid]
+    last = [i for i in e2e if getattr(i.module, "PLATFORM_DB", "postgres") != "postgres"]
+    if last:
+        first = [i for i in items if i not in last]
+        items[:] = first + last
+
+
+def registry(platform: Platform) -> Any:
+    """An MlflowClient of the platform's tracking store (its server, or the SQLite file of the option)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=platform.tracking_uri())
 
 
 @pytest.fixture(autouse=True)
@@ -122,7 +178,7 @@ def components_alive(request: pytest.FixtureRequest) -> Iterator[None]:
     _assert_alive(platform, "after the test")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def data_root_e2e(airflow_platform: Platform) -> Path:
     return airflow_platform.data_root
 

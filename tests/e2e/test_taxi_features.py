@@ -216,6 +216,13 @@ def test_online_store_serves_the_last_day(
     )
     TIMINGS["features: online lookup (ml-tasks)"] = time.monotonic() - started
     assert answer["found"] == {"pickup_area_stats": 1, "company_stats": 1}
+    # on the PostgreSQL platform the online store is its Redis server: the lookup read the values there
+    assert answer["online_store"] == "redis" == airflow_platform.env()["FLYWHEEL_FEAST_ENV"]
+    import redis
+
+    host, port = airflow_platform.env()["FLYWHEEL_REDIS_CONNECTION"].split(":")
+    entities = redis.Redis(host=host, port=int(port)).dbsize()
+    assert entities >= areas.num_rows + companies.num_rows, "every materialized entity is a Redis hash"
     [row] = answer["rows"]
     assert (row["pickup_community_area"], row["company"]) == (area, company)
     for view, table, key, value in (

@@ -1,7 +1,8 @@
 """taxi_ingest under the real scheduler: backfill, byte-identical re-run, a planted bad interval.
 
 All runs use the synthetic source at 2,000 trips a day. Order matters (module-scoped state): the
-backfill's partitions are what the re-run is compared against.
+backfill's partitions are what the re-run is compared against. This module runs on the SQLite option of
+the platform (``PLATFORM_DB``), so that option and its backfill recipe stay working.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ DAYS = [dt.date(2024, 1, 2), dt.date(2024, 1, 3), dt.date(2024, 1, 4)]
 RERUN_DAY = DAYS[1]
 BAD_DAY = dt.date(2024, 1, 10)
 ASSET = "flywheel-curated-trips"
+#: the platform of this module: the SQLite option (tests/e2e/conftest.py runs it after the others)
+PLATFORM_DB = "sqlite"
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -66,6 +69,9 @@ def test_backfill_runs_every_day(
     assert [r["data_interval_start"][:10] for r in backfill] == [d.isoformat() for d in DAYS]
     assert [r["state"] for r in backfill] == ["success"] * len(DAYS), [r["dag_run_id"] for r in backfill]
     assert all(r["run_type"] == "backfill" for r in backfill)
+    # on the SQLite option: Airflow's metadata in the home's SQLite file, no server besides Airflow's
+    assert airflow_platform.db == "sqlite" and (airflow_platform.home / "airflow.db").is_file()
+    assert set(airflow_platform.alive()) == {"api-server", "dag-processor", "scheduler"}
     for run in backfill:
         tis = api.task_instances(DAG_ID, run["dag_run_id"])
         assert {t: ti["state"] for t, ti in tis.items()} == dict.fromkeys(

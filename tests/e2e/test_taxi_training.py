@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from scripts.airflow_local import AirflowApi, Platform
-from tests.e2e.conftest import TIMINGS, seed_curated_and_features
+from tests.e2e.conftest import TIMINGS, registry, seed_curated_and_features
 
 DAG_ID = "taxi_training"
 CHAMPION_ASSET = "flywheel-champion-model"
@@ -66,12 +66,6 @@ def run_training(api: AirflowApi, conf: dict[str, Any], label: str) -> dict[str,
     return {"run_id": run_id, "run": run, "states": states}
 
 
-def registry(data_root: Path) -> Any:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=f"sqlite:///{data_root}/mlflow/mlflow.db")
-
-
 def alias_version(client: Any, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
@@ -82,7 +76,7 @@ def alias_version(client: Any, alias: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def runs(features_ready: None, api: AirflowApi, data_root_e2e: Path) -> Iterator[dict[str, Any]]:
+def runs(features_ready: None, api: AirflowApi, airflow_platform: Platform) -> Iterator[dict[str, Any]]:
     api.set_paused(DAG_ID, False)
     try:
         out: dict[str, Any] = {}
@@ -91,7 +85,7 @@ def runs(features_ready: None, api: AirflowApi, data_root_e2e: Path) -> Iterator
             {"force_promote": True, "force_reason": "e2e: bootstrap the first champion"},
             "first (forced)",
         )
-        client = registry(data_root_e2e)
+        client = registry(airflow_platform)
         out["champion_after_first"] = alias_version(client, "champion")
         out["worse"] = run_training(
             api, {"trials": 1, "max_epochs": 1, "learning_rate": 1e-6}, "worse config"
@@ -111,7 +105,7 @@ def promote_summary(api: AirflowApi, run_id: str) -> dict[str, Any]:
 
 
 def test_first_run_trains_and_promotes_a_champion(
-    runs: dict[str, Any], api: AirflowApi, data_root_e2e: Path
+    runs: dict[str, Any], api: AirflowApi, airflow_platform: Platform
 ) -> None:
     first = runs["first"]
     assert first["run"]["state"] == "success", first["states"]
@@ -141,9 +135,13 @@ def test_first_run_trains_and_promotes_a_champion(
     check = api.xcom(DAG_ID, first["run_id"], "check-onnx")
     assert check["passed"] is True and check["parity_max_abs_diff"] <= 1e-5
     # one MLflow run per task, children of the train run, tagged with the DAG run
-    client = registry(data_root_e2e)
+    client = registry(airflow_platform)
     version = client.get_model_version(MODEL, decision["version"])
     train_run = client.get_run(decision["run_id"])
+    if airflow_platform.mlflow_url:  # the server stores the artifacts it is sent under the data root
+        assert train_run.info.artifact_uri.startswith("mlflow-artifacts:/"), train_run.info.artifact_uri
+        stored = airflow_platform.mlflow_artifacts / train_run.info.experiment_id / train_run.info.run_id
+        assert (stored / "artifacts").is_dir(), f"no artifacts of the train run under {stored}"
     assert train_run.data.tags["flywheel.dag_run_id"] == first["run_id"]
     assert train_run.data.tags["flywheel.training_set.sha256"]
     children = client.search_runs(
@@ -178,7 +176,9 @@ def test_worse_config_stays_challenger_and_says_why(runs: dict[str, Any], api: A
     assert evaluation["champion"]["rows"] == evaluation["candidate"]["rows"] == evaluation["rows"]
 
 
-def test_corrupted_onnx_blocks_promotion(runs: dict[str, Any], api: AirflowApi, data_root_e2e: Path) -> None:
+def test_corrupted_onnx_blocks_promotion(
+    runs: dict[str, Any], api: AirflowApi, airflow_platform: Platform
+) -> None:
     corrupt = runs["corrupt"]
     assert corrupt["run"]["state"] == "success", corrupt["states"]
     export = api.xcom(DAG_ID, corrupt["run_id"], "export-onnx")
@@ -190,7 +190,7 @@ def test_corrupted_onnx_blocks_promotion(runs: dict[str, Any], api: AirflowApi, 
     assert decision["promoted"] is False
     assert any("onnx" in r.lower() for r in decision["reasons"]), decision["reasons"]
     assert runs["champion_after_corrupt"] == runs["champion_after_first"]
-    version = registry(data_root_e2e).get_model_version(MODEL, decision["version"])
+    version = registry(airflow_platform).get_model_version(MODEL, decision["version"])
     assert version.tags["flywheel.promotion.decision"] == "challenger"
     assert "onnx" in version.tags["flywheel.promotion.reasons"].lower()
     assert json.loads((Path(api.xcom(DAG_ID, corrupt["run_id"], "train")["bundle"]) / "decision.json")

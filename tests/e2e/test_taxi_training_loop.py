@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from scripts.airflow_local import AirflowApi, Platform
-from tests.e2e.conftest import TIMINGS, AlertSink, seed_curated_and_features
+from tests.e2e.conftest import TIMINGS, AlertSink, registry, seed_curated_and_features
 
 pytestmark = pytest.mark.timeout(3600)
 INGEST, FEATURES, PREDICT, MONITOR, TRAINING = (
@@ -42,17 +42,11 @@ FIRST, DAYS, DRIFT_FROM = dt.date(2024, 1, 28), 4, dt.date(2024, 1, 29)
 CHAMPION_DAYS = (dt.date(2024, 1, 20), 8)
 
 
-def registry(data_root: Path) -> Any:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=f"sqlite:///{data_root}/mlflow/mlflow.db")
-
-
-def champion_version(data_root: Path) -> str | None:
+def champion_version(platform: Platform) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(registry(data_root).get_model_version_by_alias(MODEL, "champion").version)
+        return str(registry(platform).get_model_version_by_alias(MODEL, "champion").version)
     except MlflowException:
         return None
 
@@ -74,10 +68,10 @@ def ingest_and_features(api: AirflowApi, first: dt.date, days: int, conf: dict[s
 
 
 @pytest.fixture(scope="module")
-def champion(api: AirflowApi, airflow_platform: Platform, data_root_e2e: Path) -> str:
+def champion(api: AirflowApi, airflow_platform: Platform) -> str:
     """The champion of test_taxi_training.py, or one trained here (one taxi_training run on seeded curated
     trips and features) when this module runs alone."""
-    version = champion_version(data_root_e2e)
+    version = champion_version(airflow_platform)
     if version is not None:
         return version
     first, days = CHAMPION_DAYS
@@ -90,7 +84,7 @@ def champion(api: AirflowApi, airflow_platform: Platform, data_root_e2e: Path) -
         assert api.wait_runs(TRAINING, [run_id], timeout=1500)[run_id]["state"] == "success"
     finally:
         api.set_paused(TRAINING, True)
-    version = champion_version(data_root_e2e)
+    version = champion_version(airflow_platform)
     assert version is not None
     return version
 
