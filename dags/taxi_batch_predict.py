@@ -86,10 +86,16 @@ with DAG(
             "taxi_tips@champion",
             type="string",
             pattern=r"^(models:/)?[A-Za-z0-9_.-]+([@/][A-Za-z0-9_.-]+)$",
+            title="Model",
             description="NAME@ALIAS (resolved once per run) or NAME/VERSION.",
         ),
         "shards": Param(
-            settings.predict_shards, type="integer", minimum=1, maximum=256, description="Shards per interval"
+            settings.predict_shards,
+            type="integer",
+            minimum=1,
+            maximum=256,
+            title="Shards",
+            description="Parallel scoring tasks per interval.",
         ),
     },
 ) as dag:

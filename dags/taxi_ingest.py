@@ -54,29 +54,55 @@ with DAG(
     tags=["flywheel", "taxi", "ingest"],
     user_defined_macros=STEP_MACROS,
     params={
-        "source": Param(settings.ingest_source, enum=SOURCES, description="Where the trips come from."),
+        "source": Param(
+            settings.ingest_source, enum=SOURCES, title="Source", description="Where the trips come from."
+        ),
         "interval_start": optional(
-            "string", "First local day (YYYY-MM-DD); overrides the run's data interval.", format="date"
+            "string",
+            "First day",
+            "First local day (YYYY-MM-DD); overrides the run's data interval.",
+            format="date",
         ),
         "interval_end": optional(
-            "string", "Day after the last local day (exclusive; default interval_start + 1).", format="date"
+            "string",
+            "End day (exclusive)",
+            "Day after the last local day (exclusive; default interval_start + 1).",
+            format="date",
         ),
-        "trips_per_day": optional("integer", "synthetic: trips per day (default from settings).", minimum=0),
-        "drift_from": optional("string", "synthetic: drift scenario from this day on.", format="date"),
+        "trips_per_day": optional(
+            "integer", "Trips per day", "synthetic: trips per day (default from settings).", minimum=0
+        ),
+        "drift_from": optional(
+            "string", "Drift from", "synthetic: drift scenario from this day on.", format="date"
+        ),
         "dirty_rate": optional(
-            "number", "synthetic: share of dirty rows to plant (default 0.005).", minimum=0, maximum=1
+            "number",
+            "Dirty-row share",
+            "synthetic: share of dirty rows to plant (default 0.005).",
+            minimum=0,
+            maximum=1,
         ),
-        "seed": optional("integer", "synthetic: random seed (default fixed: same days, same rows)."),
-        "file_uri": optional("string", "file: path, URI or glob of CSV / Parquet / JSON trips."),
+        "seed": optional("integer", "Seed", "synthetic: random seed (default fixed: same days, same rows)."),
+        "file_uri": optional("string", "File URI", "file: path, URI or glob of CSV / Parquet / JSON trips."),
         "file_mapping": Param(
-            None, type=["null", "string"], enum=[None, "portal", "tfx"], description="file: column layout."
+            None,
+            type=["null", "string"],
+            enum=[None, "portal", "tfx"],
+            title="File layout",
+            description="file: column layout.",
         ),
-        "dataset_id": optional("string", "chicago: portal dataset id (default chosen by year)."),
-        "pg_table": optional("string", "postgres: table to read (schema.table)."),
+        "dataset_id": optional("string", "Portal dataset", "chicago: portal dataset id (default by year)."),
+        "pg_table": optional("string", "PostgreSQL table", "postgres: table to read (schema.table)."),
         "max_reject_rate": optional(
-            "number", "validate: fail the batch above this rejected share.", minimum=0, maximum=1
+            "number",
+            "Max reject rate",
+            "validate: fail the batch above this rejected share.",
+            minimum=0,
+            maximum=1,
         ),
-        "allow_empty": Param(False, type="boolean", description="validate: accept days without trips."),
+        "allow_empty": Param(
+            False, type="boolean", title="Allow empty days", description="validate: accept trip-less days."
+        ),
     },
 ) as dag:
     extract = ml_step(

@@ -51,6 +51,17 @@ log = logging.getLogger(__name__)
 
 #: every tracked step names its MLflow run by (dag, run, task): a retry replaces the previous run
 TRACKING = ["--dag-id", "{{ dag.dag_id }}", "--dag-run-id", "{{ run_id }}", "--task-id", "{{ task.task_id }}"]
+#: a test hook (FLYWHEEL_ALLOW_FAULT_INJECTION=true): export-onnx corrupts its output, the checks catch it
+FAULT_PARAMS = {
+    "inject_fault": Param(
+        None,
+        type=["null", "string"],
+        enum=[None, "corrupt-onnx"],
+        title="Inject fault (tests)",
+        description="Fault injection: this platform allows it (FLYWHEEL_ALLOW_FAULT_INJECTION=true).",
+    )
+}
+FAULT_ARGV = [opt("--inject-fault", "params.inject_fault")] if settings.allow_fault_injection else []
 
 
 @task(multiple_outputs=True)
@@ -94,37 +105,57 @@ with DAG(
     params={
         "window_end": optional(
             "string",
+            "Eval window end",
             "Exclusive end of the eval window (YYYY-MM-DD); default: drift event or schedule.",
             format="date",
         ),
         "train_days": Param(
-            settings.train_days, type="integer", minimum=1, maximum=3660, description="Training days."
+            settings.train_days,
+            type="integer",
+            minimum=1,
+            maximum=3660,
+            title="Training days",
+            description="Days of trips before the evaluation window to train on.",
         ),
         "eval_days": Param(
-            settings.eval_days, type="integer", minimum=1, maximum=366, description="Evaluation window, days."
+            settings.eval_days,
+            type="integer",
+            minimum=1,
+            maximum=366,
+            title="Evaluation days",
+            description="Evaluation window, days (the gate judges the candidate on them).",
         ),
-        "feature_service": Param("taxi_tips_v1", type="string", description="Feast feature service."),
+        "feature_service": Param(
+            "taxi_tips_v1", type="string", title="Feature service", description="Feast feature service."
+        ),
         "trials": Param(
-            settings.train_trials, type="integer", minimum=1, maximum=50, description="Hyperparameter trials."
+            settings.train_trials,
+            type="integer",
+            minimum=1,
+            maximum=50,
+            title="Trials",
+            description="Hyperparameter trials (each an MLflow child run).",
         ),
-        "max_epochs": optional("integer", "Cap on epochs per trial.", minimum=1),
-        "learning_rate": optional("number", "Learning rate, all trials.", exclusiveMinimum=0),
+        "max_epochs": optional("integer", "Max epochs", "Cap on epochs per trial.", minimum=1),
+        "learning_rate": optional("number", "Learning rate", "Same for all trials.", exclusiveMinimum=0),
         "promotion_margin": optional(
             "number",
+            "Promotion margin",
             "Tolerated loss vs the champion on the gate metric (default: settings, 0.005).",
             minimum=0,
             maximum=1,
         ),
         "force_promote": Param(
-            False, type="boolean", description="Promote even if the gate says no (recorded on the version)."
+            False,
+            type="boolean",
+            title="Force promotion",
+            description="Promote even if the gate says no (recorded on the version).",
         ),
-        "force_reason": optional("string", "Why the promotion is forced (required with force)."),
-        "inject_fault": Param(
-            None,
-            type=["null", "string"],
-            enum=[None, "corrupt-onnx"],
-            description="Fault injection (honoured only where FLYWHEEL_ALLOW_FAULT_INJECTION=true).",
+        "force_reason": optional(
+            "string", "Force reason", "Why the promotion is forced (required with force)."
         ),
+        # a test hook: only in the forms of platforms that allow fault injection (tests), never in production
+        **(FAULT_PARAMS if settings.allow_fault_injection else {}),
     },
 ) as dag:
     windows = plan_windows()
@@ -160,7 +191,7 @@ with DAG(
     )
     export = ml_step(
         "export-onnx",
-        [*bundle, "--eval-set", eval_uri, opt("--inject-fault", "params.inject_fault"), *TRACKING],
+        [*bundle, "--eval-set", eval_uri, *FAULT_ARGV, *TRACKING],
         doc_md="ONNX export (dynamic batch, pinned opset); its hash is recorded.",
     )
     check = ml_step(

@@ -46,6 +46,9 @@ class DagSettings(BaseSettings):
     predict_max_days: int = Field(7, ge=1, description="taxi_batch_predict: default of max_days_per_task.")
     monitor_max_days: int = Field(1, ge=1, description="taxi_monitoring: default of max_days_per_task.")
     alert_conn_id: str = Field("flywheel_alerts", description="taxi_monitoring: the webhook connection.")
+    allow_fault_injection: bool = Field(
+        False, description="Tests only: offer fault-injection params (the steps check the same setting)."
+    )
 
     @field_validator("runner", mode="before")
     @classmethod
@@ -61,9 +64,9 @@ def local_datetime(value: dt.datetime | None) -> pendulum.DateTime | None:
     return None if value is None else pendulum.instance(value, tz=LOCAL_TZ)
 
 
-def optional(type_: str, description: str, **schema: Any) -> Param:
-    """A typed param that may stay unset (``None``): ``optional("integer", "...", minimum=0)``."""
-    return Param(None, type=["null", type_], description=description, **schema)
+def optional(type_: str, title: str, description: str, **schema: Any) -> Param:
+    """A typed param that may stay unset (``None``): ``optional("integer", "Title", "...", minimum=0)``."""
+    return Param(None, type=["null", type_], title=title, description=description, **schema)
 
 
 _defaults = DagSettings()

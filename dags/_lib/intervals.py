@@ -228,15 +228,19 @@ def interval_params(max_days: int, max_days_help: str) -> dict[str, Param]:
             None,
             type=["null", "string"],
             format="date",
+            title="First day",
             description="Manual runs: first local day (YYYY-MM-DD); overrides the asset events.",
         ),
         "interval_end": Param(
             None,
             type=["null", "string"],
             format="date",
+            title="End day (exclusive)",
             description="Manual runs: day after the last local day (exclusive; default interval_start + 1).",
         ),
-        "max_days_per_task": Param(max_days, type="integer", minimum=1, description=max_days_help),
+        "max_days_per_task": Param(
+            max_days, type="integer", minimum=1, title="Days per task", description=max_days_help
+        ),
     }
 
 

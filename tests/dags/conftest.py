@@ -22,6 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
+PLUGINS = REPO / "plugins"
 DAG_FILES = sorted(p for p in DAGS.glob("*.py") if not p.name.startswith("_"))
 
 _HOME = tempfile.mkdtemp(prefix="flywheel-dagtests-")
@@ -36,6 +37,9 @@ os.environ.update(AIRFLOW_ENV)
 # the helper package (dags/_lib) is importable the way the dag-processor makes it: dags/ on sys.path
 if str(DAGS) not in sys.path:
     sys.path.append(str(DAGS))
+# and the plugin's package (flywheel_ui) the way Airflow makes it: the plugins folder on sys.path
+if str(PLUGINS) not in sys.path:
+    sys.path.append(str(PLUGINS))
 
 #: what each parse test records (``record_property("dag_parse", ...)``) for the terminal summary
 PARSE_FIELDS = ("parse_seconds", "sdk_import_seconds", "new_modules")

@@ -90,6 +90,13 @@ def test_dag_conventions(dagbag: Any, path: Path) -> None:
     for task in dag.tasks:
         assert task.retries > 0, f"{dag.dag_id}.{task.task_id}: retries must be > 0"
         assert task.retry_delay.total_seconds() > 0, f"{dag.dag_id}.{task.task_id}: retry_delay must be > 0"
+    # the trigger form: every param titled and explained; no test hook in a production form
+    for name in dag.params:
+        param = dag.params.get_param(name)
+        title = param.schema.get("title")
+        assert title and len(title) <= 30, f"{dag.dag_id}: param {name} has no (short) title"
+        assert len(param.description or "") > 10, f"{dag.dag_id}: param {name} has no description"
+        assert "fault" not in name, f"{dag.dag_id}: test hook {name} in the production trigger form"
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)

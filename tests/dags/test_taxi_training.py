@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from tests.dags.conftest import DAGS
+
 DAG_ID = "taxi_training"
 STEPS = {
     "training_set_train": "training-set",
@@ -26,6 +28,17 @@ CHAMPION = ("flywheel-champion-model", "flywheel://models/champion")
 @pytest.fixture(scope="module")
 def dag(dagbag: Any) -> Any:
     return dagbag.dags[DAG_ID]
+
+
+@pytest.fixture
+def fault_dag(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """taxi_training parsed on a platform that allows fault injection (the e2e platform does)."""
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    monkeypatch.setenv("FLYWHEEL_ALLOW_FAULT_INJECTION", "true")
+    bag = BundleDagBag(dag_folder=str(DAGS / f"{DAG_ID}.py"), bundle_path=DAGS)
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags[DAG_ID]
 
 
 def reduced_upstream(dag: Any, task_id: str) -> set[str]:
@@ -77,11 +90,20 @@ def test_params_are_typed(dag: Any) -> None:
 
     params = dag.params
     assert params["train_days"] == 28 and params["eval_days"] == 7 and params["force_promote"] is False
-    bad = {"window_end": "2024-02-30", "train_days": 0, "trials": 0, "inject_fault": "delete-data",
-           "promotion_margin": 2, "learning_rate": 0}  # fmt: skip
+    bad = {"window_end": "2024-02-30", "train_days": 0, "trials": 0, "promotion_margin": 2,
+           "learning_rate": 0}  # fmt: skip
     for key, value in bad.items():
         with pytest.raises(ParamValidationError):
             copy.deepcopy(params.get_param(key)).resolve(value)
+    assert "inject_fault" not in params  # a test hook: not in a production trigger form
+
+
+def test_the_fault_param_exists_only_where_fault_injection_is_allowed(fault_dag: Any) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = fault_dag.params
+    with pytest.raises(ParamValidationError):
+        copy.deepcopy(params.get_param("inject_fault")).resolve("delete-data")
     assert copy.deepcopy(params.get_param("inject_fault")).resolve("corrupt-onnx") == "corrupt-onnx"
 
 
@@ -142,14 +164,18 @@ def _render(dag: Any, task_id: str, params: dict[str, Any], xcoms: dict[str, dic
     return list(task.argv)
 
 
-def test_argv_rendering(dag: Any) -> None:
-    xcoms = {
+def _xcoms() -> dict[str, dict[str, Any]]:
+    return {
         "plan_windows": {"train_start": "2024-01-20", "train_end": "2024-01-26", "eval_start": "2024-01-26",
                          "eval_end": "2024-01-28"},
         "training_set_train": {"uri": "/d/training_sets/s/2024-01-20_2024-01-26"},
         "training_set_eval": {"uri": "/d/training_sets/s/2024-01-26_2024-01-28"},
         "train": {"bundle": "/d/models/taxi_tips/candidates/taxi_training/manual__1"},
     }  # fmt: skip
+
+
+def test_argv_rendering(dag: Any) -> None:
+    xcoms = _xcoms()
     key = ["--dag-id", DAG_ID, "--dag-run-id", "manual__1"]
     assert _render(dag, "training_set_eval", {}, xcoms) == [
         "training-set", "--start", "2024-01-26", "--end", "2024-01-28", "--feature-service", "taxi_tips_v1",
@@ -166,10 +192,18 @@ def test_argv_rendering(dag: Any) -> None:
     assert _render(dag, "promote", {}, xcoms) == ["promote", *bundle, *key, "--task-id", "promote"]
     forced = _render(dag, "promote", {"force_promote": True, "force_reason": "hotfix"}, xcoms)
     assert forced == ["promote", *bundle, "--force", "--force-reason=hotfix", *key, "--task-id", "promote"]
-    assert "--inject-fault=corrupt-onnx" in _render(
-        dag, "export-onnx", {"inject_fault": "corrupt-onnx"}, xcoms
-    )
     assert not any("inject" in a for a in _render(dag, "export-onnx", {}, xcoms))
+    # a production parse has no fault flag even if a run's conf carries the key
+    conf_only = _render(dag, "export-onnx", {"inject_fault": "corrupt-onnx"}, xcoms)
+    assert not any("inject" in a for a in conf_only)
+
+
+def test_the_fault_flag_renders_where_fault_injection_is_allowed(fault_dag: Any) -> None:
+    xcoms = _xcoms()
+    assert "--inject-fault=corrupt-onnx" in _render(
+        fault_dag, "export-onnx", {"inject_fault": "corrupt-onnx"}, xcoms
+    )
+    assert not any("inject" in a for a in _render(fault_dag, "export-onnx", {}, xcoms))
 
 
 def test_announce_emits_only_a_new_champion(dag: Any) -> None:
