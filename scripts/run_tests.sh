@@ -18,6 +18,10 @@ if [ "${FLYWHEEL_SKIP_IMAGES:-0}" != 1 ] && command -v buildah >/dev/null && [ "
   export FLYWHEEL_REQUIRE_IMAGES=1
   echo "deploy stage: images built in $(( $(date +%s) - images_start )) s"
 fi
+# the browser test must not skip where chromium is installed (.ci/run installs it)
+if command -v chromium >/dev/null; then
+  export FLYWHEEL_REQUIRE_BROWSER=1
+fi
 .venv/bin/pytest tests -n "${FLYWHEEL_TEST_WORKERS:-2}" --dist loadgroup --durations=15 "$@"
 status=$?
 echo "pytest finished with exit ${status} in $(( $(date +%s) - start )) s"
