@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -129,7 +130,8 @@ def test_a_new_user_in_the_ui(airflow_platform: Platform, api: AirflowApi) -> No
         page.get_by_role("button", name="Trigger").first.click()
         dialog = page.get_by_role("dialog")
         for title in ("Trials", "Training days", "Promotion margin", "Force promotion"):
-            dialog.get_by_text(title, exact=True).first.wait_for()
+            # the form's label: the param's title, and a "*" when the param is required
+            dialog.get_by_text(re.compile(rf"^\s*{re.escape(title)}\s*\*?\s*$")).first.wait_for()
         assert dialog.get_by_text("Inject fault (tests)").count() == 1  # this platform allows fault injection
         for name, value in FORM.items():
             dialog.locator(f"input[name={name}]").fill(value)
