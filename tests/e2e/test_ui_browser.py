@@ -15,6 +15,7 @@ Without chromium (``apt-get install chromium``) the test skips, unless FLYWHEEL_
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import re
 import shutil
@@ -36,7 +37,8 @@ TRAINING, MONITORING = "taxi_training", "taxi_monitoring"
 #: the only errors tolerated, each a third party's own: the MLflow UI asks its optional auth plugin who the
 #: user is (404 on a server started without ``--app-name basic-auth``), and says so in the console
 TOLERATED = [(404, "/ajax-api/2.0/mlflow/users/current")]
-#: the form's changes: one trial of at most two epochs, on the training module's days
+#: the form's changes: one trial of at most two epochs, on the training module's days, on its last day
+LOGICAL_DAY = dt.date(2024, 1, 28)
 FORM = {"element_trials": "1", "element_max_epochs": "2", "element_window_end": "2024-01-28"}
 
 
@@ -143,6 +145,14 @@ def test_a_new_user_in_the_ui(airflow_platform: Platform, api: AirflowApi) -> No
             # the form's label: the param's title, and a "*" when the param is required
             dialog.get_by_text(re.compile(rf"^\s*{re.escape(title)}\s*\*?\s*$")).first.wait_for()
         assert dialog.get_by_text("Inject fault (tests)").count() == 1  # this platform allows fault injection
+        # the logical date: a day of the data, before the e2e platform's end date (a run triggered past a
+        # DAG's end_date "succeeds" at once with no task instances: Airflow schedules no task after it)
+        dialog.get_by_test_id("datetime-input").click()
+        today = dt.datetime.now(dt.UTC).strftime("%Y/%m/%d")  # the picker's date field, preset to now (UTC)
+        page.locator(f'input[value="{today}"]').first.fill(LOGICAL_DAY.strftime("%Y/%m/%d"))
+        page.keyboard.press("Enter")
+        shown = dialog.get_by_test_id("datetime-input").inner_text()
+        assert shown.startswith(LOGICAL_DAY.strftime("%b %d, %Y")), shown
         for name, value in FORM.items():
             dialog.locator(f"input[name={name}]").fill(value)
         shots.append(ui.shot(page, "02-trigger-form"))
@@ -154,6 +164,7 @@ def test_a_new_user_in_the_ui(airflow_platform: Platform, api: AirflowApi) -> No
         assert run["state"] == "success", api.task_instances(TRAINING, new)
         assert run["conf"]["trials"] == 1 and run["conf"]["max_epochs"] == 2, run["conf"]
         assert run["conf"]["window_end"] == "2024-01-28", run["conf"]
+        assert run["logical_date"].startswith(LOGICAL_DAY.isoformat()), run["logical_date"]
         train = api.xcom(TRAINING, new, "train")
         assert len(train["trials"]) == 1, train["trials"]  # the form's change reached the step
 
