@@ -2,7 +2,7 @@
 
 The CLI installs it once per process (:func:`install`) on its log handlers and on ``sys.stdout`` /
 ``sys.stderr``, so a secret is masked whatever message carries it: a log line of ours or of a library,
-an echoed HTTP error body, a traceback, the ``ml-tasks: error:`` line. Rationale: ``docs/security.md``.
+an echoed HTTP error body, a traceback, the ``ml-tasks: error:`` line. Rationale: ``docs/reliability.md``.
 """
 
 from __future__ import annotations
