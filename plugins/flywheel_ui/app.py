@@ -20,7 +20,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from flywheel_ui.cockpit import cockpit
 from flywheel_ui.links import file_url, mlflow_ui_url, read_summary
 from flywheel_ui.outputs import step_outputs
-from flywheel_ui.paths import PathRefused, data_root, resolve_under
+from flywheel_ui.paths import PathMissing, PathRefused, data_root, resolve_under
 
 #: served reports run their scripts in an opaque origin: they cannot read Airflow's cookie or call its API
 REPORT_HEADERS = {
@@ -52,8 +52,10 @@ def serve_file(relative: str) -> Response:
     root = _root()
     try:
         target = resolve_under(root, relative)
+    except PathMissing as exc:
+        raise HTTPException(404, str(exc)) from None
     except PathRefused as exc:
-        raise HTTPException(404 if "no such" in str(exc) else 400, str(exc)) from None
+        raise HTTPException(400, str(exc)) from None
     if target.is_dir():
         entries = sorted(target.iterdir(), key=lambda p: (not p.is_dir(), p.name))
         listing = [(p.relative_to(root).as_posix(), p.name + ("/" if p.is_dir() else "")) for p in entries]

@@ -8,7 +8,11 @@ from urllib.parse import unquote, urlparse
 
 
 class PathRefused(ValueError):
-    """A requested path that is absolute, climbs out of the data root, or does not exist."""
+    """A requested path that is absolute or climbs out of the data root."""
+
+
+class PathMissing(PathRefused):
+    """A well-formed path inside the data root that names nothing."""
 
 
 def data_root() -> Path | None:
@@ -30,7 +34,7 @@ def resolve_under(root: Path, relative: str) -> Path:
     if target != root and not target.is_relative_to(root):
         raise PathRefused(f"{relative!r}: resolves outside the data root")
     if not target.exists():
-        raise PathRefused(f"{relative!r}: no such file or folder under the data root")
+        raise PathMissing(f"{relative!r}: no such file or folder under the data root")
     return target
 
 
