@@ -7,6 +7,7 @@ non-zero exit fails the task with the CLI's error line.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from typing import Any, ClassVar
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from _lib import stepclient
 from _lib.argv import Arg
 from _lib.config import Profile
 from _lib.events import attach_event_extra, step_event_extra
@@ -59,7 +61,7 @@ class MlStepOperator(BaseOperator):
         self.step = step
         self.argv = [step, *argv]
         self.profile = profile
-        self._proc: subprocess.Popen[str] | None = None
+        self._proc: subprocess.Popen[str] | stepclient.ServedStep | None = None
 
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
         super().render_template_fields(context, jinja_env)
@@ -87,9 +89,15 @@ class MlStepOperator(BaseOperator):
         started = time.monotonic()
         stdout: list[str] = []
         tail: deque[str] = deque(maxlen=200)
-        with subprocess.Popen(
+        served, why_not = stepclient.start(cmd[1:])
+        if served is not None:
+            self.log.info("served by the local step server (%s), pid %d", stepclient.SOCKET_ENV, served.pid)
+        elif os.environ.get(stepclient.SOCKET_ENV):
+            self.log.info("running as a subprocess: %s", why_not)
+        proc_cm = served or subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
-        ) as proc:
+        )
+        with proc_cm as proc:
             self._proc = proc
             assert proc.stdout is not None and proc.stderr is not None
             # stdout is drained in a thread so a chatty child never blocks on a full pipe

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
 import socket
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +25,10 @@ BIN = Path(sys.executable).parent
 COMPONENTS = ("api-server", "dag-processor", "scheduler")
 #: the servers the PostgreSQL platform runs beside PostgreSQL itself, started before Airflow
 SERVERS = ("redis", "mlflow")
+#: the local step server (stepserver.py): heavy imports paid once, a forked child per ``ml-tasks`` run
+STEP_SERVER = "step-server"
 #: every process a home may have a pid file for, in start order
-ALL_COMPONENTS = (*SERVERS, *COMPONENTS)
+ALL_COMPONENTS = (*SERVERS, STEP_SERVER, *COMPONENTS)
 #: metadata databases: ``postgres`` (default: PostgreSQL, MLflow server, Redis) or ``sqlite`` (the lightest)
 DATABASES = ("postgres", "sqlite")
 #: ports from the API port P: P API, P+1 / P+2 worker / trigger log servers, P+3 MLflow, P+4 Redis
@@ -117,6 +121,8 @@ class PlatformConfig:
     password: str = "admin"
     #: the metadata database (:data:`DATABASES`); ``sqlite`` runs no server besides Airflow's three
     db: str = "postgres"
+    #: run the local step server (FLYWHEEL_LOCAL_STEP_SERVER=0 turns it off: every step a fresh process)
+    step_server: bool = True
 
     def __post_init__(self) -> None:
         if self.db not in DATABASES:
@@ -139,6 +145,7 @@ class PlatformConfig:
         values.setdefault("port", int(env_port or state.get("port") or 8080))
         values.setdefault("data_root", Path(env_root or state.get("data_root") or DEFAULT_DATA_ROOT))
         values.setdefault("db", os.environ.get("FLYWHEEL_AIRFLOW_DB") or state.get("db") or DATABASES[0])
+        values.setdefault("step_server", os.environ.get("FLYWHEEL_LOCAL_STEP_SERVER", "1") != "0")
         return cls(**values)
 
     # -- layout ------------------------------------------------------------------------------------
@@ -186,7 +193,18 @@ class PlatformConfig:
 
     def components(self) -> tuple[str, ...]:
         """The processes this platform spawns (pid files), in start order."""
-        return ALL_COMPONENTS if self.db == "postgres" else COMPONENTS
+        servers = SERVERS if self.db == "postgres" else ()
+        return (*servers, *((STEP_SERVER,) if self.step_server else ()), *COMPONENTS)
+
+    @property
+    def step_server_socket(self) -> Path:
+        """The step server's unix socket: in the home, or in the temp folder when that path is too long
+        for a socket address (108 bytes)."""
+        path = self.home / "step-server.sock"
+        if len(str(path)) < 100:
+            return path
+        digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"flywheel-step-server-{digest}.sock"
 
     @property
     def log_dir(self) -> Path:
@@ -267,6 +285,8 @@ class PlatformConfig:
             }
         )
         env.update(self.server_env())
+        if self.step_server:
+            env["FLYWHEEL_STEP_SERVER"] = str(self.step_server_socket)
         env.update(self.extra_env)
         return env
 

@@ -17,11 +17,13 @@ from scripts.airflow_local.config import (
     BIN,
     COMPONENTS,
     REPO,
+    STEP_SERVER,
     PlatformConfig,
     PlatformError,
     log,
     port_free,
 )
+from scripts.airflow_local.stepserver import stepserver_argv
 from scripts.airflow_local.waits import AirflowApi, poll_until
 
 
@@ -145,6 +147,9 @@ class Platform(PlatformConfig):
             fingerprint = self._deploy_fingerprint(env)
             deploys = [self._start_deploy_step(step, env) for step in deploy.DEPLOY_STEPS]
             self._migrate(env)
+            if self.step_server:
+                # ready some seconds later (imports); until then the tasks start their steps themselves
+                self._spawn(STEP_SERVER, env, stepserver_argv(self.step_server_socket))
             for component in COMPONENTS:
                 self._spawn(component, env)
             self.write_state()
