@@ -147,13 +147,14 @@ class Platform(PlatformConfig):
             fingerprint = self._deploy_fingerprint(env)
             deploys = [self._start_deploy_step(step, env) for step in deploy.DEPLOY_STEPS]
             self._migrate(env)
-            if self.step_server:
-                # ready some seconds later (imports); until then the tasks start their steps themselves
-                self._spawn(STEP_SERVER, env, stepserver_argv(self.step_server_socket))
             for component in COMPONENTS:
                 self._spawn(component, env)
             self.write_state()
             self.wait_ready(timeout - (time.monotonic() - started))
+            if self.step_server:
+                # after Airflow is up (its imports compete for the CPU): answers ~25 s later, and until
+                # then the tasks start their steps themselves
+                self._spawn(STEP_SERVER, env, stepserver_argv(self.step_server_socket))
             for running in deploys:
                 self._finish_deploy_step(running, timeout - (time.monotonic() - started))
             self._record_deploy(fingerprint)
@@ -265,7 +266,7 @@ class Platform(PlatformConfig):
 
         def ready() -> bool | None:
             nonlocal last
-            self._dead_check(tuple(self.alive()))
+            self._dead_check(tuple(c for c in self.alive() if c != STEP_SERVER))  # spawned after
             try:
                 if self.mlflow_url and not servers.mlflow_ready(self.mlflow_url):
                     last = f"MLflow server not answering at {self.mlflow_url}"
@@ -308,12 +309,13 @@ class Platform(PlatformConfig):
         our processes, then shut PostgreSQL down. A pid file naming a process that is not ours (a stale
         file of a killed platform) is only removed."""
         records = self.pid_records(every=True)
+        sessions = {r[0] for r in records.values() if r is not None and processes.owned(r)}
         for component in reversed(ALL_COMPONENTS):
             record = records[component]
             if record is not None and processes.owned(record):
                 processes.stop_component(component, record[0], timeout, quiet)
             self.pid_file(component).unlink(missing_ok=True)
-        left = self.orphans()
+        left = sorted({*self.orphans(), *processes.session_members(sessions)})
         if left:
             log(f"terminating {len(left)} leftover process(es) of {self.home}: {left}")
             processes.terminate_all(left)

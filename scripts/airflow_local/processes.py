@@ -149,6 +149,20 @@ def orphans(home: Path) -> list[int]:
     return found
 
 
+def session_members(sessions: set[int]) -> list[int]:
+    """Our processes in one of ``sessions`` (session ids: the components' pids, each spawned as a session
+    leader). Catches what left its leader's process group (executor workers, the steps they run), whose
+    environment a process title may have overwritten (so :func:`orphans` cannot see them)."""
+    found, me = [], os.getpid()
+    for pid in psutil.pids():
+        try:
+            if pid != me and os.getsid(pid) in sessions and pid_alive(pid):
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
 def terminate_all(pids: list[int]) -> None:
     """SIGTERM, up to 10 s, then SIGKILL what is left."""
     for pid in pids:

@@ -53,6 +53,7 @@ STAGES: list[Stage] = [
         summarize_loop,
         how=f"{LOOP_DAYS} more days (drift from the 2nd) by one manual ingest run; features, predictions,"
         " monitoring and the retraining follow through Assets",
+        asset_triggered=True,
     ),
 ]
 

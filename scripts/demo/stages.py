@@ -144,8 +144,8 @@ def run_loop(demo: Demo) -> list[dict[str, Any]]:
     """One manual taxi_ingest run over the loop's days (drift from the second); then Airflow does the rest:
     features -> batch prediction -> monitoring -> (drift) -> retraining, each run created from an Asset.
 
-    taxi_batch_predict was paused until now, so Airflow also kept the features events of the window's
-    days: its first run scores those days too (with the champion), and monitoring judges them as well.
+    taxi_batch_predict runs from the start (an Asset consumer): its runs for the window's days found no
+    champion and skipped, so prediction and monitoring here judge the loop's days only.
     """
     api, config = demo.api, demo.config
     first, drift_from, end = loop_days(config)
