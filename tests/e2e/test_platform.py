@@ -127,7 +127,10 @@ def test_the_sqlite_option_runs_no_server(tmp_path: Path, monkeypatch: pytest.Mo
     assert platform.mlflow_url is None
     assert platform.tracking_uri() == f"sqlite:///{tmp_path / 'data' / 'mlflow' / 'mlflow.db'}"
     assert sorted(platform.ports) == [18555, 18556, 18557]
-    assert platform.components() == ("api-server", "dag-processor", "scheduler")
+    # no database, tracking or online-store server: Airflow's three and the local step server
+    assert platform.components() == ("step-server", "api-server", "dag-processor", "scheduler")
+    lightest = Platform(home=tmp_path / "home", data_root=tmp_path / "data", db="sqlite", step_server=False)
+    assert lightest.components() == ("api-server", "dag-processor", "scheduler")
     with pytest.raises(PlatformError, match=r"FLYWHEEL_AIRFLOW_DB='mysql': expected one of postgres, sqlite"):
         Platform(home=tmp_path / "home", db="mysql")
 
@@ -281,7 +284,15 @@ def test_the_servers_answer_and_hold_the_metadata(airflow_platform: Platform) ->
 
     assert airflow_platform.db == "postgres"
     alive = airflow_platform.alive()
-    assert set(alive) == {"postgres", "redis", "mlflow", "api-server", "dag-processor", "scheduler"}
+    assert set(alive) == {
+        "postgres",
+        "redis",
+        "mlflow",
+        "step-server",
+        "api-server",
+        "dag-processor",
+        "scheduler",
+    }
     assert all(alive.values()), alive
     # Airflow's metadata is in PostgreSQL: the DAG files are rows of its airflow database
     uri = airflow_platform.env()["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
@@ -380,7 +391,7 @@ def test_a_platform_killed_with_sigkill_starts_again(airflow_platform: Platform,
         stranger.kill()
         stranger.wait()
     alive = airflow_platform.alive()
-    assert all(alive.values()) and len(alive) == 6, alive
+    assert all(alive.values()) and len(alive) == 7, alive
     assert set(airflow_platform.pids().values()).isdisjoint(r[0] for r in records.values() if r)
     # the metadata of before the kill is there: PostgreSQL recovered it
     after = {r["dag_run_id"]: r["state"] for r in api.dag_runs("taxi_ingest", run_type="backfill")}

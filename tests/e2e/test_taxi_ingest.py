@@ -71,7 +71,7 @@ def test_backfill_runs_every_day(
     assert all(r["run_type"] == "backfill" for r in backfill)
     # on the SQLite option: Airflow's metadata in the home's SQLite file, no server besides Airflow's
     assert airflow_platform.db == "sqlite" and (airflow_platform.home / "airflow.db").is_file()
-    assert set(airflow_platform.alive()) == {"api-server", "dag-processor", "scheduler"}
+    assert set(airflow_platform.alive()) == {"step-server", "api-server", "dag-processor", "scheduler"}
     for run in backfill:
         tis = api.task_instances(DAG_ID, run["dag_run_id"])
         assert {t: ti["state"] for t, ti in tis.items()} == dict.fromkeys(
