@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
 import time
 
@@ -28,6 +29,8 @@ from scripts.demo.stages import (
 from scripts.demo.summaries import summarize_features, summarize_ingest, summarize_loop, summarize_training
 
 DEFAULT_FIRST_DAY = dt.date(2024, 1, 1)
+#: the last demo's seconds per stage, in the platform's home
+TIMINGS_FILE = "demo-timings.json"
 
 STAGES: list[Stage] = [
     Stage("ingest", "taxi_ingest", run_ingest, summarize_ingest, how="backfill, one run per day"),
@@ -56,6 +59,18 @@ STAGES: list[Stage] = [
         asset_triggered=True,
     ),
 ]
+
+
+def write_timings(platform: Platform, config: DemoConfig, timings: dict[str, float]) -> None:
+    """Print the stages' seconds; keep them in ``<home>/demo-timings.json`` (bench/demo_stages.py)."""
+    total = round(sum(timings.values()), 1)
+    print(
+        "stages: "
+        + ", ".join(f"{name} {sec:.0f} s" for name, sec in timings.items())
+        + f"; total {total:.0f} s"
+    )
+    record = {"days": config.days, "trips_per_day": config.trips_per_day, "stages": timings, "total": total}
+    (platform.home / TIMINGS_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data root:  {platform.data_root}")
         print(f"(platform ready in {seconds:.1f} s)\n")
         demo = Demo(platform, platform.api(), config, began=dt.datetime.now(dt.UTC))
+        timings: dict[str, float] = {"platform": round(seconds, 1)}
         for stage in STAGES:
             if stage.asset_triggered:  # before any producer runs: a paused consumer gets no runs
                 demo.api.set_paused(stage.dag_id, False)
@@ -114,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             runs = stage.run(demo)
             demo.runs[stage.name] = runs
             elapsed = time.monotonic() - started
+            timings[stage.name] = round(elapsed, 1)
             failed = [r["dag_run_id"] for r in runs if r["state"] != "success"]
             per_run = elapsed / max(len(runs), 1)
             print(f"   {len(runs)} runs finished in {elapsed:.1f} s ({per_run:.1f} s per run)\n")
@@ -130,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     except PlatformError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1
+    write_timings(platform, config, timings)
     print(f"Airflow keeps running at {platform.url} (login {platform.username} / {platform.password}).")
     if platform.mlflow_url:
         print(f"MLflow keeps running at {platform.mlflow_url}.")
