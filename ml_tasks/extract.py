@@ -36,6 +36,10 @@ def _route(
     end = pa.scalar(interval.end, pa.date32())
     inside = pc.fill_null(pc.and_(pc.greater_equal(days, start), pc.less(days, end)), False)
     out: dict[dt.date, pa.Table] = {}
+    if len(days) and pc.all(inside).as_py():
+        span = pc.min_max(days).as_py()
+        if span["min"] == span["max"]:  # one day, all inside: the common case of a per-day source
+            return {span["min"]: table}, 0  # no copy
     if pc.any(inside).as_py():
         for day in pc.unique(pc.filter(days, inside)).to_pylist():
             out[day] = table.filter(pc.and_(inside, pc.equal(days, pa.scalar(day, pa.date32()))))
@@ -106,6 +110,27 @@ def extract(root: DataRoot, source: Source, interval: Interval) -> dict[str, Any
     rows_other_intervals = 0
     windows = [interval.single(d) for d in interval.days()] if source.server_side_filter else [interval]
     file_days = None if source.server_side_filter else _FileDays()
+    partitions: list[dict[str, Any]] = []
+
+    def write_day(day: dt.date, tables: list[pa.Table]) -> dict[str, Any]:
+        table = pa.concat_tables(tables) if tables else RAW_SCHEMA.empty_table()
+        path = root.partition_path(*RAW, day)
+        described = interval.single(day) if source.server_side_filter else interval
+        root.write_table(
+            path,
+            table,
+            RAW_SCHEMA,
+            Manifest(
+                dataset=f"{RAW[0]}/{RAW[1]}",
+                partition=day.isoformat(),
+                step="extract",
+                inputs=[source.describe(described)],
+                row_counts={"rows": table.num_rows, **counts.get(day, {"rows_without_timestamp": 0})},
+                params={"source": source.name, **notes.get(day, {})},
+            ),
+        )
+        return {"dt": day.isoformat(), "uri": root.uri(path), "rows": table.num_rows}
+
     for window in windows:
         for batch in source.read(window):
             rows_read += batch.table.num_rows
@@ -126,30 +151,13 @@ def extract(root: DataRoot, source: Source, interval: Interval) -> dict[str, Any
                     note["extra_columns_ignored"] = sorted(batch.extra_columns)
                     note.update(batch.notes)
         log.info("extract %s %s: %d rows read so far", source.name, window, rows_read)
+        if file_days is None:  # a one-day window is complete: write it now, hold one day at a time
+            (day,) = window.days()
+            partitions.append(write_day(day, buffers.pop(day, [])))
     if file_days is not None:
         file_days.check_placed()
-
-    partitions = []
-    rows_written = 0
-    for day in interval.days():
-        table = pa.concat_tables(buffers.pop(day)) if day in buffers else RAW_SCHEMA.empty_table()
-        path = root.partition_path(*RAW, day)
-        day_window = interval.single(day)
-        root.write_table(
-            path,
-            table,
-            RAW_SCHEMA,
-            Manifest(
-                dataset=f"{RAW[0]}/{RAW[1]}",
-                partition=day.isoformat(),
-                step="extract",
-                inputs=[source.describe(day_window if source.server_side_filter else interval)],
-                row_counts={"rows": table.num_rows, **counts.get(day, {"rows_without_timestamp": 0})},
-                params={"source": source.name, **notes.get(day, {})},
-            ),
-        )
-        rows_written += table.num_rows
-        partitions.append({"dt": day.isoformat(), "uri": root.uri(path), "rows": table.num_rows})
+        partitions = [write_day(day, buffers.pop(day, [])) for day in interval.days()]
+    rows_written = sum(int(p["rows"]) for p in partitions)
     seconds = time.perf_counter() - started
     log.info(
         "extract %s %s: read %d rows, wrote %d rows in %d partitions, skipped %d of other intervals, %.2f s",

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -31,6 +32,7 @@ HASH_KEY_HEX = 40
 # Columns hashed into trip_key when a row has no trip_id: every canonical value plus the parse errors
 # (two rows that differ only in an unparseable value are different rows), never lineage (_source*).
 HASHED_COLUMNS: tuple[str, ...] = (*RAW_COLUMNS, "_parse_errors")
+ROW_INDEX = "__row_index"  # position in the raw table, carried through the sort
 
 
 def _ident(name: str) -> str:
@@ -58,6 +60,14 @@ def _order_by(columns: list[str]) -> str:
     return ", ".join(f"{_ident(c)} ASC NULLS LAST" for c in columns)
 
 
+def _source_positions_unique(db: duckdb.DuckDBPyConnection) -> bool:
+    """Whether (``_source``, ``_source_row``) tells every row of ``raw`` apart (nulls count as equal)."""
+    found = db.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM raw GROUP BY _source, _source_row HAVING count(*) > 1)"
+    ).fetchone()
+    return bool(found and found[0] == 0)
+
+
 def _keys_and_order(raw: pa.Table, con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
     """Add ``trip_key`` and ``_is_duplicate``; return rows in the deterministic staging order.
 
@@ -66,37 +76,48 @@ def _keys_and_order(raw: pa.Table, con: duckdb.DuckDBPyConnection | None = None)
     The copy of a trip_key that is kept is the first one the source returned (``_source``,
     ``_source_row``): later copies get ``_is_duplicate = true``. Only rows without a trip_id are
     hashed (hashing every row would triple the cost of this step).
+
+    DuckDB sorts only the keys and a row index; Arrow gathers the rows (sorting the whole rows in
+    DuckDB cost 3x more, ``docs/ingest.md``).
     """
     types = {f.name: f.type for f in RAW_SCHEMA}
     # one concat() call: a chain of || operators builds every intermediate string and is 4x slower
     content = "concat(" + ", '|', ".join(_hash_term(c, types[c]) for c in HASHED_COLUMNS) + ")"
-    # Every other column breaks ties, so the order is total and the bytes never depend on DuckDB's
-    # parallel sort; rows equal in every column are interchangeable. Measured: no extra cost.
-    rest = [
-        c for c in RAW_SCHEMA.names if c not in ("trip_start_timestamp", "trip_id", "_source", "_source_row")
-    ]
-    first_copy = _order_by(["_source", "_source_row", "trip_start_timestamp", "trip_id", *rest])
-    staging_order = _order_by(["trip_start_timestamp", "trip_key", "_source_row", "_source", *rest])
-    sql = f"""
-        WITH k AS (
-            SELECT *, COALESCE(trip_id, '{HASH_KEY_PREFIX}' || left(sha256({content}), {HASH_KEY_HEX}))
-                AS trip_key
-            FROM raw
-        )
-        SELECT *, row_number() OVER (PARTITION BY trip_key ORDER BY {first_copy}) > 1 AS _is_duplicate
-        FROM k
-        ORDER BY {staging_order}
-    """
     own = con is None
     db = duckdb.connect() if con is None else con
+    indexed = raw.append_column(ROW_INDEX, pa.array(np.arange(raw.num_rows, dtype=np.int64)))
     try:
-        db.register("raw", raw)
-        return db.execute(sql).to_arrow_table()
+        db.register("raw", indexed)
+        # Every other column breaks ties, so the order is total and the bytes never depend on DuckDB's
+        # parallel sort; rows equal in every column are interchangeable. When (_source, _source_row)
+        # is unique, as every source makes it, those ties never happen: the short keys give the same
+        # order and sort several times faster than all 24 columns.
+        rest = [] if _source_positions_unique(db) else [
+            c for c in RAW_SCHEMA.names
+            if c not in ("trip_start_timestamp", "trip_id", "_source", "_source_row")
+        ]  # fmt: skip
+        first_copy = _order_by(["_source", "_source_row", "trip_start_timestamp", "trip_id", *rest])
+        staging_order = _order_by(["trip_start_timestamp", "trip_key", "_source_row", "_source", *rest])
+        sql = f"""
+            WITH k AS (
+                SELECT *, COALESCE(trip_id, '{HASH_KEY_PREFIX}' || left(sha256({content}), {HASH_KEY_HEX}))
+                    AS trip_key
+                FROM raw
+            )
+            SELECT {ROW_INDEX}, trip_key,
+                row_number() OVER (PARTITION BY trip_key ORDER BY {first_copy}) > 1 AS _is_duplicate
+            FROM k
+            ORDER BY {staging_order}
+        """
+        keys = db.execute(sql).to_arrow_table()
     finally:
+        db.unregister("raw")
         if own:
             db.close()
-        else:
-            db.unregister("raw")
+    ordered = raw.take(keys[ROW_INDEX])
+    return ordered.append_column(TRIP_KEY, keys[TRIP_KEY]).append_column(
+        "_is_duplicate", keys["_is_duplicate"]
+    )
 
 
 def _localise(floating: pa.ChunkedArray, timezone: str) -> pa.ChunkedArray:

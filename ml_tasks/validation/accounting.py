@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -148,6 +150,77 @@ def _write_report(
     return uris
 
 
+@dataclass(frozen=True)
+class _Split:
+    """How one day's rows divide: the rejected-row mask, their reasons (in row order) and the counts."""
+
+    rejected: npt.NDArray[np.bool_]
+    reasons: pa.Array
+    rows_in: int
+    accepted: int
+    quarantined: int
+
+
+def _write_split(
+    root: DataRoot,
+    staged: StagedDay,
+    split: _Split,
+    config: RuleConfig,
+    by_reason: dict[str, int],
+    passing: bool,
+) -> dict[str, Any]:
+    """Stream the staged rows once, batch by batch, into quarantine and (when ``passing``) accepted.
+
+    Memory is one batch, not the day (``docs/ingest.md``). Quarantine is written whatever the
+    verdict; accepted only for a passing day. Returns the ``outputs`` entry of the accounting.
+    """
+    day, record, n, a, q = staged.day, staged.record, split.rows_in, split.accepted, split.quarantined
+    params = {"max_reject_rate": config.max_reject_rate}
+    q_path, a_path = partition(root, QUARANTINE, day), partition(root, ACCEPTED, day)
+    with ExitStack() as stack:
+        quarantine = stack.enter_context(root.write_partition(q_path))
+        accepted = stack.enter_context(root.write_partition(a_path)) if passing else None
+        offset = taken = 0
+        for batch in root.iter_batches(staged.path):
+            rows = pa.Table.from_batches([batch])
+            mask = split.rejected[offset : offset + rows.num_rows]
+            k = int(mask.sum())
+            if k:
+                picked = rows.filter(pa.array(mask))
+                reasons = split.reasons.slice(taken, k)
+                quarantine.write(picked.append_column("reject_reason", reasons), schema=QUARANTINE_SCHEMA)
+            if accepted is not None and k < rows.num_rows:
+                accepted.write(rows.filter(pa.array(~mask)) if k else rows, schema=CURATED_SCHEMA)
+            offset += rows.num_rows
+            taken += k
+        quarantine.write_empty(QUARANTINE_SCHEMA)
+        if offset != n or quarantine.rows != q:  # pragma: no cover - an invariant, not an input
+            raise AssertionError(
+                f"dt={day}: split {offset} rows into {quarantine.rows} quarantined, expected {q}"
+            )
+        quarantine.manifest = Manifest(
+            dataset=f"{QUARANTINE[0]}/{QUARANTINE[1]}", partition=day.isoformat(), step="validate",
+            inputs=[record], outputs=quarantine.outputs(),
+            row_counts={"rows": q, "rows_in": n, "accepted": a,
+                        **{f"reason.{code}": count for code, count in by_reason.items()}},
+            params=params,
+        )  # fmt: skip
+        outputs: dict[str, Any] = {
+            "quarantine": {"uri": root.uri(q_path), "files": quarantine.manifest.outputs}
+        }
+        if accepted is not None:
+            accepted.write_empty(CURATED_SCHEMA)
+            if accepted.rows != a:  # pragma: no cover - an invariant, not an input
+                raise AssertionError(f"dt={day}: wrote {accepted.rows} accepted rows, expected {a}")
+            accepted.manifest = Manifest(
+                dataset=f"{ACCEPTED[0]}/{ACCEPTED[1]}", partition=day.isoformat(), step="validate",
+                inputs=[record], outputs=accepted.outputs(),
+                row_counts={"rows": a, "rows_in": n, "quarantined": q}, params=params,
+            )  # fmt: skip
+            outputs["accepted"] = {"uri": root.uri(a_path), "files": accepted.manifest.outputs}
+    return outputs
+
+
 def write_day(
     root: DataRoot, staged: StagedDay, config: RuleConfig, judged: DayJudgement | None
 ) -> dict[str, Any]:
@@ -156,7 +229,7 @@ def write_day(
     ``judged`` is None only for a day with a schema mismatch (no row was judged).
     """
     day, staging_record, table = staged.day, staged.record, staged.table
-    n = table.num_rows
+    n = staged.rows
     where = f"staging/trips/dt={day.isoformat()}"
     report_names = [INDEX_FILE, ACCOUNTING_FILE]
     accounting: dict[str, Any] = {
@@ -193,10 +266,9 @@ def write_day(
 
     outcome = judged
     rejected, reasons = reject_reasons(table, outcome.row_ids)
-    accepted_rows = table.filter(pa.array(~rejected))
-    quarantined_rows = table.filter(pa.array(rejected)).append_column("reject_reason", reasons)
-    a, q = accepted_rows.num_rows, quarantined_rows.num_rows
-    if n != a + q:  # pragma: no cover - an invariant, not an input
+    q = int(rejected.sum())
+    a = n - q
+    if n != table.num_rows or len(reasons) != q:  # pragma: no cover - an invariant, not an input
         raise AssertionError(f"{where}: row accounting broken: {n} rows in != {a} accepted + {q} quarantined")
     by_reason = {code: len(outcome.row_ids.get(code, ())) for code in ROW_CODES}
     rate = q / n if n else 0.0
@@ -239,45 +311,10 @@ def write_day(
                         + ", ".join(f"{c}={k}" for c, k in top)}
         )  # fmt: skip
 
-    quarantine_path = partition(root, QUARANTINE, day)
-    quarantine_outputs = root.write_table(
-        quarantine_path,
-        quarantined_rows,
-        QUARANTINE_SCHEMA,
-        Manifest(
-            dataset=f"{QUARANTINE[0]}/{QUARANTINE[1]}",
-            partition=day.isoformat(),
-            step="validate",
-            inputs=[staging_record],
-            row_counts={
-                "rows": q,
-                "rows_in": n,
-                "accepted": a,
-                **{f"reason.{c}": k for c, k in by_reason.items()},
-            },
-            params={"max_reject_rate": config.max_reject_rate},
-        ),
-    ).outputs
-    outputs: dict[str, Any] = {"quarantine": {"uri": root.uri(quarantine_path), "files": quarantine_outputs}}
-
-    accepted_path = partition(root, ACCEPTED, day)
+    split = _Split(rejected, reasons, n, a, q)
+    outputs = _write_split(root, staged, split, config, by_reason, passing=not failures)
     if failures:
-        _remove_partition(root, accepted_path)
-    else:
-        accepted = root.write_table(
-            accepted_path,
-            accepted_rows,
-            CURATED_SCHEMA,
-            Manifest(
-                dataset=f"{ACCEPTED[0]}/{ACCEPTED[1]}",
-                partition=day.isoformat(),
-                step="validate",
-                inputs=[staging_record],
-                row_counts={"rows": a, "rows_in": n, "quarantined": q},
-                params={"max_reject_rate": config.max_reject_rate},
-            ),
-        )
-        outputs["accepted"] = {"uri": root.uri(accepted_path), "files": accepted.outputs}
+        _remove_partition(root, partition(root, ACCEPTED, day))
     accounting["outputs"] = outputs
     accounting["row_rules"] = [
         {

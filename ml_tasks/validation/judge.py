@@ -46,8 +46,10 @@ class StagedDay:
 
     day: dt.date
     record: dict[str, Any]  # manifest input record of staging/trips/dt=day
-    table: pa.Table
+    table: pa.Table  # only the columns the rules read (rows are streamed from ``path`` for the split)
     problems: list[str]  # schema_mismatch findings (empty: the day can be judged row by row)
+    path: str = ""  # the staging partition
+    rows: int = 0  # its row count (also when the schema is wrong and no row was read)
 
 
 def _chunk_report(

@@ -228,6 +228,21 @@ def test_rows_are_sorted_deterministically_with_null_timestamps_last() -> None:
     assert derive(list(reversed(rows))) == out
 
 
+def test_rows_sharing_a_source_position_are_ordered_by_every_column() -> None:
+    # (_source, _source_row) is not unique here: every other column breaks the ties (the slow path)
+    rows = [
+        trip(0, trip_id="x", fare=12.0),
+        trip(0, trip_id="x", fare=11.0),
+        trip(0, trip_id="y", fare=13.0),
+        trip(1, trip_id="y", fare=10.0),
+    ]
+    out = derive(rows)
+    assert derive(list(reversed(rows))) == out
+    assert [(r["trip_key"], r["fare"], r["_is_duplicate"]) for r in out] == [
+        ("x", 11.0, False), ("x", 12.0, True), ("y", 13.0, False), ("y", 10.0, True)
+    ]  # fmt: skip
+
+
 def test_transform_step_writes_staging_with_manifest_and_summary(tmp_path: Path) -> None:
     root = DataRoot(str(tmp_path))
     rows = [
