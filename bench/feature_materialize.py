@@ -344,8 +344,10 @@ def figures(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> lis
         for path, label, bound in paths:
             entry = res.get(path)
             if entry is None or "seconds" not in entry:
-                if entry is not None:
-                    out.append(Figure(f"materialize {store}: {label}", 0.0, "rows/s", note=entry["status"]))
+                if entry is not None:  # did not finish: named in the table, no value
+                    status = str(entry["status"]).split(" (", 1)[0].split(" after ", 1)[0]
+                    name = f"materialize {store}: {label}, {status}"
+                    out.append(Figure(name, 0.0, "rows/s", peak_rss_mib=entry["peak_rss_mib"], note=status))
                 continue
             ratio = entry["seconds"] / floor["seconds"] if "seconds" in floor else None
             out.append(

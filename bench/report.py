@@ -106,11 +106,16 @@ def table(parts: dict[str, dict[str, Any]], missing: list[str]) -> str:
     return "\n".join([head, "", *lines, *(["", *tail] if tail else [])]) + "\n"
 
 
+def newest_machine(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The machine record of the newest part (this machine, now, when there is none)."""
+    machines: list[dict[str, Any]] = [r["machine"] for r in parts.values()] or [machine()]
+    return max(machines, key=lambda m: str(m.get("date", "")))
+
+
 def header(parts: dict[str, dict[str, Any]]) -> str:
     """Date and machine of the run (the newest part's date; each part records its own)."""
-    machines = [r["machine"] for r in parts.values()] or [machine()]
-    newest = max(machines, key=lambda m: str(m.get("date", "")))
-    oldest = min(str(m.get("date", "")) for m in machines)
+    newest = newest_machine(parts)
+    oldest = min(str(r["machine"].get("date", "")) for r in parts.values()) if parts else newest["date"]
     dates = newest["date"] if oldest == newest["date"] else f"{oldest} .. {newest['date']}"
     return (
         f"Measured {dates} on {newest.get('cores')} cores, {newest.get('cpu_model')},"
@@ -122,7 +127,7 @@ def merge(parts: dict[str, dict[str, Any]], missing: list[str]) -> dict[str, Any
     """``latest.json``: the machine, every figure with its bench, the missing benches."""
     figures = [{"bench": b, **f} for b, r in parts.items() for f in r["figures"]]
     return {
-        "machine": [r["machine"] for r in parts.values()][-1] if parts else machine(),
+        "machine": newest_machine(parts),
         "benches": {b: r["machine"] for b, r in parts.items()},
         "missing": missing,
         "figures": figures,
