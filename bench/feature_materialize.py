@@ -57,6 +57,7 @@ from bench._features import (
     run_child_mode,
     server_rss_mib,
 )
+from bench._results import Figure, emit
 from ml_tasks.contract import EVENT_TIMESTAMP
 from ml_tasks.features.spec import VIEWS_BY_NAME, ViewSpec
 from tests.integration._servers.redis import redis_server
@@ -330,7 +331,40 @@ def main() -> int:
     print(json.dumps(report))
     for failure in failures:
         print(f"FAIL: {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    code = emit("feature_materialize", figures(results, args))
+    return 1 if failures else code
+
+
+def figures(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[Figure]:
+    """Per store: Flywheel and Feast's default path, each against the same floor (rows/s)."""
+    out: list[Figure] = []
+    for store, res in results.items():
+        floor = res.get("floor", {})
+        paths = (("flywheel", "Flywheel", args.max_ratio), ("feast", "Feast default", None))
+        for path, label, bound in paths:
+            entry = res.get(path)
+            if entry is None or "seconds" not in entry:
+                if entry is not None:  # did not finish: named in the table, no value
+                    status = str(entry["status"]).split(" (", 1)[0].split(" after ", 1)[0]
+                    name = f"materialize {store}: {label}, {status}"
+                    out.append(Figure(name, 0.0, "rows/s", peak_rss_mib=entry["peak_rss_mib"], note=status))
+                continue
+            ratio = entry["seconds"] / floor["seconds"] if "seconds" in floor else None
+            out.append(
+                Figure(
+                    name=f"materialize {store}: {label}",
+                    value=entry["rows_per_s"],
+                    unit="rows/s",
+                    floor=floor.get("rows_per_s"),
+                    ratio=None if ratio is None else round(ratio, 2),
+                    bound=bound,
+                    rows=entry["rows"],
+                    peak_rss_mib=entry["peak_rss_mib"],
+                    note=f"floor: one executemany/pipelined HSET; {entry.get('sample_mismatches', 0)} sample"
+                    " mismatches",
+                )
+            )
+    return out
 
 
 def summarize(

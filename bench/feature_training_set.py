@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/x.
 import duckdb
 
 from bench._features import ChildRun, add_child_arguments, child_argv, run_child, run_child_mode
+from bench._results import Figure, emit
 from ml_tasks.contract import EVENT_TIMESTAMP, FEATURES_LAYER
 from ml_tasks.features.spec import FEATURE_SERVICES, VIEWS_BY_NAME
 
@@ -313,7 +314,31 @@ def main() -> int:
     print(json.dumps(report))
     for failure in failures:
         print(f"FAIL: {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    code = emit("feature_training_set", figures(results, checks, args))
+    return 1 if failures else code
+
+
+def figures(results: dict[str, Any], checks: dict[str, Any], args: argparse.Namespace) -> list[Figure]:
+    """Flywheel's point-in-time training set against the plain DuckDB ASOF join (rows/s)."""
+    fw, ref = results["flywheel"], results["duckdb"]
+    if "seconds" not in fw:
+        return [Figure("training set: Flywheel PIT", 0.0, "rows/s", note=str(fw["status"]))]
+    ratio = fw["seconds"] / ref["seconds"] if "seconds" in ref else None
+    compared = f"{checks.get('compared_rows', 0):,} rows x {checks.get('columns_compared', 0)} columns"
+    return [
+        Figure(
+            name="training set: Flywheel PIT vs DuckDB ASOF",
+            value=fw["rows_per_s"],
+            unit="rows/s",
+            floor=ref.get("rows_per_s"),
+            ratio=None if ratio is None else round(ratio, 2),
+            bound=args.max_ratio,
+            rows=fw["rows"],
+            peak_rss_mib=fw["peak_rss_mib"],
+            note=f"{args.days} days; {compared} compared, mismatches {checks.get('mismatches')};"
+            f" DuckDB peak RSS {ref.get('peak_rss_mib')} MiB",
+        )
+    ]
 
 
 if __name__ == "__main__":

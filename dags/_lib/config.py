@@ -1,18 +1,20 @@
 """What every DAG file shares: the local time zone, defaults, typed optional params, and the settings.
 
 Settings come from ``FLYWHEEL_*`` environment variables of the dag-processor and workers, read when a
-DAG file is parsed (never Variables at parse time). The table is in ``docs/dags.md``.
+DAG file is parsed (never Variables at parse time). The table is in ``docs/dags.md``. A plain pydantic
+model reads them (as pydantic-settings would: any case, empty values ignored): pydantic-settings cost
+~25 ms to import and ~20 ms per instance, most of a DAG file's parse time (bench/dag_parse.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any, Literal
 
 import pendulum
 from airflow.sdk import Param
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: the pipeline's local day: data intervals, partitions and windows are Chicago days
 LOCAL_TZ = "America/Chicago"
@@ -25,10 +27,17 @@ Profile = Literal["cpu", "gpu"]
 PROFILES: tuple[Profile, ...] = ("cpu", "gpu")
 
 
-class DagSettings(BaseSettings):
-    """The ``FLYWHEEL_*`` settings DAG files read at parse time (the steps read their own)."""
+ENV_PREFIX = "FLYWHEEL_"
 
-    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", env_ignore_empty=True, extra="ignore")
+
+class DagSettings(BaseModel):
+    """The ``FLYWHEEL_*`` settings DAG files read at parse time (the steps read their own).
+
+    ``DagSettings()`` reads ``FLYWHEEL_<FIELD>`` (any case; an empty value is unset); keyword arguments
+    win over the environment.
+    """
+
+    model_config = ConfigDict(extra="ignore")
 
     runner: str = Field("local", description="Where steps run: local (subprocess) or kubernetes (pods).")
     task_retries: int = Field(2, ge=0, description="Retries of every task.")
@@ -49,6 +58,17 @@ class DagSettings(BaseSettings):
     allow_fault_injection: bool = Field(
         False, description="Tests only: offer fault-injection params (the steps check the same setting)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _environment(cls, data: Any) -> Any:
+        given = data if isinstance(data, dict) else {}
+        env = {
+            name[len(ENV_PREFIX) :].lower(): value
+            for name, value in os.environ.items()
+            if name.upper().startswith(ENV_PREFIX) and value != ""
+        }
+        return {**{name: env[name] for name in cls.model_fields if name in env}, **given}
 
     @field_validator("runner", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import Asset, Param, task
+from airflow.sdk import Asset, Param
 from airflow.sdk.exceptions import AirflowFailException
 from jinja2 import pass_context
 from jinja2.runtime import Context as JinjaContext
@@ -250,6 +250,9 @@ def plan_intervals_task(asset: Asset, pending: Any = None) -> Any:
     step's summary, see :func:`plan_intervals`), or of the params of a manual run, in pieces of at most the
     param ``max_days_per_task`` days. Call it inside the DAG; map steps over its output.
     """
+    # here, not at module level: the decorator's import chain (~75 ms: packaging's regexes) is paid only
+    # by the DAG files that plan intervals (bench/dag_parse.py)
+    from airflow.sdk import task
 
     @task(task_id="plan_intervals")
     def plan(triggering_asset_events: Any = None, params: Any = None, pending: Any = None) -> list[list[str]]:

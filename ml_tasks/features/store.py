@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import ml_tasks
 from ml_tasks.errors import FlywheelError
+from ml_tasks.features.feast_import import import_feast
 from ml_tasks.settings import Settings
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ def open_store(settings: Settings) -> StoreHandle:
             missing = sorted({part.split("}", 1)[0] for part in text.split("${")[1:]})
             raise FeatureStoreError(f"{yaml_path.name} needs the environment variables {missing}: set them")
         started = time.monotonic()
+        import_feast()
         from feast import FeatureStore
 
         # the file registry logs every cache refresh at INFO: keep the step's log about the step
