@@ -69,6 +69,7 @@ bench: venv  ## benchmarks (ratios against floors measured in the same run), one
 	-$(PY) bench/train_throughput.py
 	-$(PY) bench/predict_throughput.py
 	-$(PY) bench/monitor_scale.py
+	-$(PY) bench/demo_stages.py
 	$(PY) bench/report.py --readme README.md
 
 clean: stop  ## stop, then remove local state (.flywheel: metadata DBs, runs, data) but keep the venv

@@ -30,6 +30,7 @@ EXPECTED = (
     "train",
     "predict",
     "monitor",
+    "demo",
 )
 README_START = "<!-- bench-table:start -->"
 README_END = "<!-- bench-table:end -->"
