@@ -12,49 +12,66 @@ and prediction asks Feast). Design notes and the equality test: ``docs/predictio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from ml_tasks.contract import EVENT_TIMESTAMP
+from ml_tasks.prediction.checked_registry import RegisteredView
 
 if TYPE_CHECKING:
     from feast import FeatureView
 
     from ml_tasks.features.store import StoreHandle
 
+    View = FeatureView | RegisteredView
+
 #: the entity frame's row position column (``ml_tasks.features.retrieval.ROW``)
 _ENTITIES = "entities"
 
 
-def _source(fv: FeatureView) -> tuple[str, str] | None:
+def _source(fv: View) -> tuple[str, str] | None:
     """(local parquet glob, timestamp field) of a view DuckDB can read as Feast does, else None."""
-    from feast.infra.offline_stores.file_source import FileSource
+    if isinstance(fv, RegisteredView):
+        path, timestamp, created, mapping = (
+            fv.path, fv.timestamp_field, fv.created_timestamp_column, fv.field_mapping,
+        )  # fmt: skip
+    else:
+        from feast.infra.offline_stores.file_source import FileSource
 
-    source = fv.batch_source
-    if not isinstance(source, FileSource) or source.field_mapping or source.created_timestamp_column:
+        source = fv.batch_source
+        if not isinstance(source, FileSource):
+            return None
+        path, timestamp = source.path, source.timestamp_field
+        created, mapping = source.created_timestamp_column, source.field_mapping
+    if mapping or created or "://" in path or not path.endswith(".parquet"):
         return None
-    path = source.path
-    if "://" in path or not path.endswith(".parquet"):
-        return None
-    return path, source.timestamp_field
+    return path, timestamp
 
 
-def supported(handle: StoreHandle, views: list[FeatureView]) -> bool:
-    """Whether :func:`join` computes what Feast would for ``views``: a DuckDB offline store over local
-    parquet files, no field mapping, no created-timestamp tie-break, no projection renaming keys."""
+def _join_key_map(fv: View) -> dict[str, str]:
+    return fv.join_key_map if isinstance(fv, RegisteredView) else dict(fv.projection.join_key_map)
+
+
+def views_supported(views: Sequence[View]) -> bool:
+    """Whether :func:`join` computes what Feast's DuckDB offline store would for ``views``: local parquet
+    files, no field mapping, no created-timestamp tie-break, no projection renaming keys, a ttl."""
+    return all(_source(fv) is not None and not _join_key_map(fv) and fv.ttl is not None for fv in views)
+
+
+def supported(handle: StoreHandle, views: Sequence[View]) -> bool:
+    """:func:`views_supported`, with the store's offline store DuckDB."""
     if getattr(handle.store.config.offline_store, "type", None) != "duckdb":
         return False
-    return all(
-        _source(fv) is not None and not fv.projection.join_key_map and fv.ttl is not None for fv in views
-    )
+    return views_supported(views)
 
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def join(views: list[FeatureView], entities: pa.Table, *, row: str) -> pa.Table:
+def join(views: Sequence[View], entities: pa.Table, *, row: str) -> pa.Table:
     """``row`` and every view's features ``<view>__<feature>`` for each entity row, in ``entities``' order.
 
     ``entities`` holds ``row`` (the row position, ascending), the event timestamp and the views' join keys.

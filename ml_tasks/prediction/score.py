@@ -8,7 +8,7 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +39,7 @@ from ml_tasks.features.retrieval import (
 )
 from ml_tasks.features.store import FeatureStoreError
 from ml_tasks.intervals import Interval
-from ml_tasks.prediction import pit
+from ml_tasks.prediction import checked_registry, pit
 from ml_tasks.prediction.resolve import ResolvedModel, as_model, load_scorer
 from ml_tasks.prediction.schema import MISSING_VIEWS, POSITION, FeatureServiceMismatch, output_schema
 from ml_tasks.prediction.shards import (
@@ -71,9 +71,10 @@ class ScoringContext:
     root: DataRoot
     model: ResolvedModel
     scorer: OnnxScorer
-    handle: StoreHandle
-    service: FeatureService
-    views: list[FeatureView]
+    #: the open store and the service; None when the views came from the checked registry without Feast
+    handle: StoreHandle | None
+    service: FeatureService | None
+    views: Sequence[pit.View]
     view_columns: dict[str, list[str]]
     schema: pa.Schema  # the partition's schema
     staged: pa.Schema  # + the position column
@@ -132,6 +133,7 @@ def open_checked_store(settings: Settings) -> StoreHandle:
     with feast_without_torch():
         handle = open_store(settings)
     check_registry(handle)
+    checked_registry.record(settings)
     return handle
 
 
@@ -155,8 +157,19 @@ def scoring_context(
     """Load the model (unless given), open the store (unless given) and check the service serves the
     model's inputs."""
     scorer = scorer or load_scorer(settings, model)
-    handle = handle or open_checked_store(settings)
-    service, views = _service(handle, model)
+    service: FeatureService | None = None
+    views: Sequence[pit.View] | None = None
+    if handle is None:
+        views = checked_registry.checked_views(settings, model.feature_service)
+    if views is not None and pit.views_supported(views):
+        fast_join = True
+        log.info(
+            "feature views of %s read from the checked registry (Feast not opened)", model.feature_service
+        )
+    else:
+        handle = handle or open_checked_store(settings)
+        service, views = _service(handle, model)
+        fast_join = pit.supported(handle, views)
     inputs = scorer.preprocessor.inputs
     check_service_columns(model, inputs, feature_columns(views))
     schema = output_schema(inputs, {f.name: f.type for f in feature_schema(views)})
@@ -173,7 +186,7 @@ def scoring_context(
         interval=interval,
         batch_rows=settings.predict_batch_rows,
         chunk_rows=settings.training_set_chunk_rows,
-        fast_join=pit.supported(handle, views),
+        fast_join=fast_join,
     )
 
 

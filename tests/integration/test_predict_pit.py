@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -111,3 +112,91 @@ def test_duckdb_join_equals_feasts(settings: Settings, pipeline_root: PipelineRo
         assert found[dt.timedelta(0)] and found[ttl], (company, found)
     unknown = np.array([c == "No Such Company" or c is None for c in companies])
     assert not filled[unknown].any()
+
+
+#: a prediction step in a fresh process that reports whether it imported Feast
+_STEP = """
+import datetime as dt, json, sys
+from ml_tasks.intervals import Interval
+from ml_tasks.prediction.commit import predict_interval
+from ml_tasks.settings import Settings
+day = dt.date.fromisoformat(sys.argv[2])
+s = predict_interval(Settings(data_root=sys.argv[1]), Interval(day, day + dt.timedelta(days=1)), sys.argv[3])
+print(json.dumps({"sha256": s["partitions"][0]["sha256"], "rows": s["rows"], "feast": "feast" in sys.modules,
+                  "torch": "torch" in sys.modules}))
+"""
+
+
+def _step(root: PipelineRoot, when: dt.date) -> dict[str, Any]:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.integration._pipeline import MODEL
+
+    env = {**os.environ, **root.env}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", _STEP, str(root.data_root), when.isoformat(), f"{MODEL}@champion"],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def test_a_checked_registry_is_read_without_feast_and_scores_the_same_bytes(
+    pipeline_root: PipelineRoot, tmp_path: Path
+) -> None:
+    from ml_tasks.prediction.checked_registry import RECORD
+
+    root = pipeline_root.copy_to(tmp_path / "data")  # feature-apply on the copy
+    record = root.data_root / "feast" / RECORD
+    record.unlink(missing_ok=True)  # another test may have predicted on the shared root
+    when = day(DAYS - 1)
+    full = _step(root, when)  # opens Feast, checks the registry in full, records it
+    assert full["feast"] and not full["torch"] and full["rows"] > 500
+    assert record.is_file()
+    fast = _step(root, when)
+    assert not fast["feast"] and not fast["torch"]
+    assert fast["sha256"] == full["sha256"] and fast["rows"] == full["rows"]
+
+
+def test_a_changed_registry_or_declaration_is_checked_in_full(
+    pipeline_root: PipelineRoot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from ml_tasks.features.store import RegistryOutOfDate, feature_repo_path
+    from ml_tasks.prediction import checked_registry
+    from ml_tasks.prediction.score import open_checked_store
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = pipeline_root.copy_to(tmp_path / "data")
+    (root.data_root / "feast" / checked_registry.RECORD).unlink(missing_ok=True)
+    repo = tmp_path / "feature_repo"
+    shutil.copytree(feature_repo_path(Settings()), repo)
+    settings = Settings(data_root=str(root.data_root), feature_repo=str(repo))
+    assert checked_registry.checked_views(settings, FEATURE_SERVICE) is None  # never recorded
+    open_checked_store(settings)  # the full check passes and records
+    views = checked_registry.checked_views(settings, FEATURE_SERVICE)
+    assert views is not None
+    assert [v.name for v in views] == ["pickup_area_stats", "company_stats"]
+    assert all(v.ttl == dt.timedelta(days=3) and len(v.features) == 19 for v in views)
+    assert views[1].path.startswith(str(root.data_root)) and views[1].entity_columns[0].name == "company"
+    # a declaration source changes (even a comment): the record no longer vouches for the registry
+    declarations = repo / "flywheel_declarations.py"
+    original = declarations.read_text()
+    declarations.write_text(original + "\n# changed\n")
+    assert checked_registry.checked_views(settings, FEATURE_SERVICE) is None
+    declarations.write_text(original)
+    assert checked_registry.checked_views(settings, FEATURE_SERVICE) is not None
+    # a view's spec changes in the registry (its ttl): not trusted, and the full check refuses it
+    registry_file = root.data_root / "feast" / "registry.db"
+    registry = checked_registry._registry_message().FromString(registry_file.read_bytes())
+    registry.feature_views[0].spec.ttl.FromTimedelta(dt.timedelta(days=9))
+    registry_file.write_bytes(registry.SerializeToString())
+    assert checked_registry.checked_views(settings, FEATURE_SERVICE) is None
+    with pytest.raises(RegistryOutOfDate, match="ttl"):
+        open_checked_store(settings)
