@@ -169,7 +169,8 @@ def one_day_figure(root: str, day: dt.date, max_seconds: float) -> Figure:
         note=(
             f"fresh `ml-tasks predict` process on {day} (median of 3:"
             f" {[round(r['wall'], 2) for r in runs]} s):"
-            f" step {step:.2f} s (resolve, registry, join, score, commit), start-up {median['wall'] - step:.2f} s"
+            f" step {step:.2f} s (resolve, registry, join, score, commit),"
+            f" start-up {median['wall'] - step:.2f} s"
             " (interpreter, imports, settings)"
         ),
     )
