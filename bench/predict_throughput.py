@@ -50,7 +50,7 @@ from ml_tasks.jsonout import read_summary
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `python bench/x.py`: import bench._results
 
-from bench._results import Figure, emit  # noqa: E402
+from bench._results import PEAK_AT_EXIT, Figure, child_peak_mib, emit  # noqa: E402
 
 FIRST = dt.date(2024, 5, 6)
 #: the issue's goals: end to end <= 1.3x onnxruntime at 1M rows; a one-day step of a few thousand trips < 5 s
@@ -137,19 +137,21 @@ class Timers:
 def step_run(root: str, day: dt.date) -> dict[str, Any]:
     """``ml-tasks predict`` of ``day`` in a fresh process: wall seconds, peak RSS (MiB), its summary."""
     env = {**os.environ, "FLYWHEEL_DATA_ROOT": root, "MLFLOW_TRACKING_URI": ""}
-    argv = [sys.executable, "-m", "ml_tasks.cli", "predict", "--start", day.isoformat(),
+    code = PEAK_AT_EXIT + "from ml_tasks.cli import main\nmain()\n"  # = python -m ml_tasks.cli
+    argv = [sys.executable, "-c", code, "predict", "--start", day.isoformat(),
             "--end", (day + dt.timedelta(days=1)).isoformat()]  # fmt: skip
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=REPO)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
+        proc.wait()
         seconds = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"ml-tasks predict {day} failed:\n{err.read()[-3000:]}")
+        errors = err.read()
+        if proc.returncode != 0:
+            raise SystemExit(f"ml-tasks predict {day} failed:\n{errors[-3000:]}")
         summary = read_summary(out.read())
-    return {"wall": seconds, "rss": usage.ru_maxrss / 1024, "summary": summary}
+    return {"wall": seconds, "rss": child_peak_mib(errors) or 0.0, "summary": summary}
 
 
 def one_day_figure(root: str, day: dt.date, max_seconds: float) -> Figure:
