@@ -13,8 +13,8 @@ Each measurement runs in a FRESH subprocess (imports included, as the CLI step p
 that child's own ``VmHWM`` (``bench._results.PEAK_AT_EXIT``: ``ru_maxrss`` would include this parent's).
 The floor, measured the same way on the same partition, is a process that imports pyarrow, reads the same 20
 columns and computes count / nulls / min / max / mean of each: the least any monitoring must do. The ratio
-monitoring / floor is reported; the run FAILS when the 1M run exceeds ``--max-seconds`` (30) or ``--max-rss-
-gb`` (4), the issue's limits, or a ratio its bound.
+monitoring / floor is reported; the run FAILS when the 1M run exceeds ``--max-seconds`` (30) or
+``--max-rss-gb`` (4), the issue's limits, or a ratio its bound.
 
 The fixed cost: the same fresh-process monitoring of a day of ``--small-rows`` (48) rows, against a fresh
 process that only imports what the drift test needs from Evidently (the step's one heavy library; goal: the
