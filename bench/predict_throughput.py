@@ -193,7 +193,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     parser.add_argument("--max-ratio", type=float, default=4.0, help="fail above this e2e/floor time ratio")
     parser.add_argument(
-        "--max-step-seconds", type=float, default=30.0, help="fail above this one-day step wall time"
+        "--max-step-seconds", type=float, default=6.0, help="fail above this one-day step wall time"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary data root")
     args = parser.parse_args()
