@@ -221,7 +221,7 @@ def main() -> int:
     parser.add_argument("--small-rows", type=int, default=48, help="rows of the fixed-cost day (0: skip)")
     parser.add_argument("--max-seconds", type=float, default=30.0)
     parser.add_argument("--max-rss-gb", type=float, default=4.0)
-    parser.add_argument("--max-ratio", type=float, default=60.0, help="fail above this monitor/floor ratio")
+    parser.add_argument("--max-ratio", type=float, default=45.0, help="fail above this monitor/floor ratio")
     parser.add_argument(
         "--max-fixed-ratio", type=float, default=3.0, help="fail above this small-day/Evidently-import ratio"
     )
