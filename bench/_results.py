@@ -84,3 +84,25 @@ def emit(bench: str, figures: list[Figure], parts_dir: Path | None = None) -> in
     for f in failed:
         print(f"FAIL: {bench} {f.name} = {f.checked:g} above its bound {f.bound:g}", file=sys.stderr)
     return 1 if failed else 0
+
+
+#: prepended to a measured child's ``python -c`` code: at exit it writes its own peak RSS (``VmHWM``, per
+#: address space) to stderr. ``ru_maxrss`` from ``os.wait4`` would not do: Linux carries the forking
+#: parent's high-water mark across ``execve``, so a child of a 2 GB bench reports at least 2 GB.
+PEAK_AT_EXIT = """
+import atexit as _atexit, sys as _sys
+def _peak():
+    with open("/proc/self/status") as _status:
+        for _line in _status:
+            if _line.startswith("VmHWM:"):
+                _sys.stderr.write("FLYWHEEL_PEAK_KIB " + _line.split()[1] + "\\n")
+_atexit.register(_peak)
+"""
+
+
+def child_peak_mib(stderr: str) -> float | None:
+    """The peak RSS (MiB) a child started with :data:`PEAK_AT_EXIT` reported, if it did."""
+    for line in reversed(stderr.splitlines()):
+        if line.startswith("FLYWHEEL_PEAK_KIB "):
+            return int(line.split()[1]) / 1024
+    return None

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +23,26 @@ from ml_tasks.storage import DataRoot, PartitionError, input_record
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureView
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class View(Protocol):
+    """What the join reads of a feature view: Feast's ``FeatureView``, or one read from the registry
+    without Feast (``ml_tasks.prediction.checked_registry.RegisteredView``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def features(self) -> Sequence[_Named]: ...
+    @property
+    def entity_columns(self) -> Sequence[_Named]: ...
+    @property
+    def ttl(self) -> dt.timedelta | None: ...
+
 
 #: columns of the entity frame besides the request-time features (the model's raw inputs and the label)
 ENTITY_COLUMNS: dict[str, pa.DataType] = {
@@ -65,17 +85,17 @@ def resolve_service(handle: StoreHandle, name: str) -> tuple[FeatureService, lis
     return service, views
 
 
-def view_columns(views: list[FeatureView]) -> dict[str, list[str]]:
+def view_columns(views: Sequence[View]) -> dict[str, list[str]]:
     """Per view, its output columns ``<view>__<feature>``, in service order."""
     return {fv.name: [f"{fv.name}__{f.name}" for f in fv.features] for fv in views}
 
 
-def feature_columns(views: list[FeatureView]) -> list[str]:
+def feature_columns(views: Sequence[View]) -> list[str]:
     """Output names of the service's features, ``<view>__<feature>``, in service order."""
     return [c for columns in view_columns(views).values() for c in columns]
 
 
-def feature_schema(views: list[FeatureView]) -> pa.Schema:
+def feature_schema(views: Sequence[View]) -> pa.Schema:
     """The columns of a training set (or prediction input) of ``views``: entity columns, request-time
     features, then each view's features as ``<view>__<feature>``, typed as in the view's spec."""
     fields = [pa.field(n, t) for n, t in ENTITY_COLUMNS.items()]
@@ -137,13 +157,14 @@ def historical_join(
 
 
 def join_features(
-    handle: StoreHandle,
-    service: FeatureService,
-    views: list[FeatureView],
+    handle: StoreHandle | None,
+    service: FeatureService | None,
+    views: Sequence[View],
     entities: pa.Table,
     *,
     chunk_rows: int,
     refusing: str,
+    join: Callable[[pa.Table], pa.Table] | None = None,
 ) -> pa.Table:
     """``entities`` in their order plus the service's feature columns, typed as in :func:`feature_schema`.
 
@@ -151,11 +172,14 @@ def join_features(
     row sent exactly once. A row without a feature row of a view gets nulls in that view's columns.
 
     Args:
-        handle: The open feature store.
-        service: The feature service; ``views`` its feature views (:func:`resolve_service`).
+        handle: The open feature store (None only with ``join``).
+        service: The feature service; ``views`` its feature views (:func:`resolve_service`; None only with
+            ``join``).
         entities: Entity rows (event timestamp and the views' entity keys at least).
         chunk_rows: Entity rows per Feast call (>= 1).
         refusing: What a failed row check refuses, for the message (e.g. ``"predictions"``).
+        join: Joins one chunk instead of Feast's :func:`historical_join` (same contract: the chunk's
+            :data:`ROW`, event timestamp and join keys in; :data:`ROW` and the feature columns out).
 
     Raises:
         FeatureStoreError: Feast lost, duplicated or invented entity rows.
@@ -169,7 +193,13 @@ def join_features(
     parts: list[pa.Table] = []
     for start in range(0, n, chunk_rows):
         part = indexed.slice(start, chunk_rows)
-        joined = historical_join(handle, service, views, part)
+        if join is None:
+            if handle is None or service is None:
+                raise ValueError("join_features needs the store and the service, or a join")
+            joined = historical_join(handle, service, cast("list[FeatureView]", views), part)
+        else:
+            keys = sorted({e.name for fv in views for e in fv.entity_columns})
+            joined = join(part.select([ROW, EVENT_TIMESTAMP, *keys]))
         if joined.num_rows != part.num_rows:
             raise FeatureStoreError(
                 f"get_historical_features returned {joined.num_rows} rows for {part.num_rows} entity rows:"
@@ -203,7 +233,7 @@ def missing_views(table: pa.Table, columns: Mapping[str, list[str]]) -> tuple[di
     return counts, pa.array(per_row, pa.int8())
 
 
-def feature_inputs(root: DataRoot, views: list[FeatureView], interval: Interval) -> list[dict[str, Any]]:
+def feature_inputs(root: DataRoot, views: Sequence[View], interval: Interval) -> list[dict[str, Any]]:
     """Feature partitions a PIT join of ``interval`` can read: event time within [start - ttl, end)."""
     records = []
     for fv in views:

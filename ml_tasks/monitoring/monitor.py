@@ -116,19 +116,30 @@ def _resolve_reference(
 
 
 def _version_tags(settings: Settings, model_name: str) -> TagsFor:
+    """The registry tags of a version of ``model_name``: read once per version (a failed read is retried),
+    over one client."""
+    read: dict[str, dict[str, str]] = {}
+    clients: list[Any] = []
+
     def tags(version: str) -> dict[str, str] | None:
         from mlflow.exceptions import MlflowException
 
+        from ml_tasks.models import tracking
         from ml_tasks.models.registry import RegistryError, get_version
 
+        if version in read:
+            return read[version]
         try:
-            return get_version(settings, model_name, version).tags
+            if not clients:
+                clients.append(tracking.client(settings))  # a client per call costs ~0.6 s on SQLite
+            read[version] = get_version(clients[0], model_name, version).tags
         except (RegistryError, MlflowException) as exc:
             # the baseline falls back to the reference sample; the reason is logged
             log.warning(
                 "no tags for %s version %s (%s): baseline from the reference", model_name, version, exc
             )
             return None
+        return read[version]
 
     return tags
 

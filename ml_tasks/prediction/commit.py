@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from ml_tasks.contract import PREDICTIONS_LAYER
 from ml_tasks.features.retrieval import ROW_GROUP_ROWS
 from ml_tasks.intervals import Interval
-from ml_tasks.prediction.resolve import ResolvedModel, model_identity, resolve_model
+from ml_tasks.prediction.resolve import ResolvedModel, model_identity, resolve_loaded
 from ml_tasks.prediction.schema import POSITION, PredictionError
 from ml_tasks.prediction.score import predict_shard
 from ml_tasks.prediction.shards import (
@@ -234,12 +234,12 @@ def predict_interval(
         :func:`commit_predictions`' summary; ``seconds`` and ``rows_per_second`` are wall clock end to end.
     """
     started = time.perf_counter()
-    model = resolve_model(settings, model_spec)
+    model, scorer = resolve_loaded(settings, model_spec)  # loaded once: the shard scores with it
     key = run_key or f"local-{uuid.uuid4().hex[:12]}"
     root = DataRoot(settings.resolved_data_root())
     base = staging_path(root, model.name, key, interval)
     try:
-        predict_shard(settings, interval, model, 0, 1, key, handle=handle)
+        predict_shard(settings, interval, model, 0, 1, key, handle=handle, scorer=scorer)
         summary = commit_predictions(settings, interval, model, 1, key)
     except BaseException:
         if root.exists(base):  # our own staging only: nothing half-done is left behind

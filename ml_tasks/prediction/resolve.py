@@ -14,6 +14,8 @@ from ml_tasks.models.registry import RegistryError
 from ml_tasks.settings import Settings
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
     from ml_tasks.models.registry import VersionInfo
     from ml_tasks.models.scorer import OnnxScorer
 
@@ -93,13 +95,12 @@ def parse_model_spec(spec: str) -> tuple[str, str | None, str | None]:
     return match["name"], match["alias"], match["version"]
 
 
-def _version_info(settings: Settings, spec: str) -> VersionInfo:
+def _version_info(client: MlflowClient, spec: str) -> VersionInfo:
     from mlflow.exceptions import MlflowException
 
-    from ml_tasks.models import registry, tracking
+    from ml_tasks.models import registry
 
     name, alias, version = parse_model_spec(spec)
-    client = tracking.client(settings)
     if alias is not None:
         info = registry.alias_version(client, name, alias)
         if info is None:
@@ -121,11 +122,11 @@ def _version_info(settings: Settings, spec: str) -> VersionInfo:
         raise
 
 
-def _scorer(settings: Settings, info: VersionInfo) -> OnnxScorer:
-    from ml_tasks.models import loading, tracking
+def _scorer(settings: Settings, client: MlflowClient, info: VersionInfo) -> OnnxScorer:
+    from ml_tasks.models import loading
 
     return loading.load_scorer(
-        tracking.client(settings),
+        client,
         info,
         cache_dir=loading.model_cache_dir(settings),
         batch_size=settings.predict_batch_rows,
@@ -144,10 +145,18 @@ def resolve_model(settings: Settings, spec: str) -> ResolvedModel:
         ModelLoadError: the version has no ONNX sha256 tag, or its file does not verify or load.
         RegistryError: the version has no feature service.
     """
-    info = _version_info(settings, spec)
+    return resolve_loaded(settings, spec)[0]
+
+
+def resolve_loaded(settings: Settings, spec: str) -> tuple[ResolvedModel, OnnxScorer]:
+    """:func:`resolve_model` and the scorer it loaded (a step that scores right away loads it once)."""
+    from ml_tasks.models import tracking
+
+    client = tracking.client(settings)  # one client (store) for the alias, the version and its file
+    info = _version_info(client, spec)
     if not info.onnx_sha256:
         raise ModelLoadError(f"{info.uri} has no {TAG_ONNX_SHA256} tag: its ONNX file cannot be verified")
-    scorer = _scorer(settings, info)
+    scorer = _scorer(settings, client, info)
     service = info.tags.get(TAG_FEATURE_SERVICE) or scorer.metadata.get("feature_service")
     if not service:
         raise RegistryError(f"{info.uri} records no feature service (tag {TAG_FEATURE_SERVICE})")
@@ -161,7 +170,7 @@ def resolve_model(settings: Settings, spec: str) -> ResolvedModel:
         threshold=scorer.threshold,
     )
     log.info("model %s resolved to %s (run %s, feature service %s)", spec, model.uri, model.run_id, service)
-    return model
+    return model, scorer
 
 
 def load_scorer(settings: Settings, model: ResolvedModel) -> OnnxScorer:
@@ -173,13 +182,14 @@ def load_scorer(settings: Settings, model: ResolvedModel) -> OnnxScorer:
     """
     from ml_tasks.models import registry, tracking
 
-    info = registry.get_version(tracking.client(settings), model.name, model.version)
+    client = tracking.client(settings)
+    info = registry.get_version(client, model.name, model.version)
     if info.onnx_sha256 != model.onnx_sha256:
         raise ModelLoadError(
             f"{model.uri}: its ONNX sha256 tag is {info.onnx_sha256}, but it was resolved with"
             f" {model.onnx_sha256}: the version changed after resolution"
         )
-    scorer = _scorer(settings, info)
+    scorer = _scorer(settings, client, info)
     if scorer.threshold != model.threshold:
         raise ModelLoadError(
             f"{model.uri}: the ONNX threshold is {scorer.threshold}, resolved with {model.threshold}"

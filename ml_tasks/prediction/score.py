@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import logging
+import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +25,7 @@ from ml_tasks.contract import (
     TRIP_KEY,
 )
 from ml_tasks.features.retrieval import (
+    ROW,
     entity_frame,
     feature_columns,
     feature_inputs,
@@ -35,6 +39,7 @@ from ml_tasks.features.retrieval import (
 )
 from ml_tasks.features.store import FeatureStoreError
 from ml_tasks.intervals import Interval
+from ml_tasks.prediction import checked_registry, pit
 from ml_tasks.prediction.resolve import ResolvedModel, as_model, load_scorer
 from ml_tasks.prediction.schema import MISSING_VIEWS, POSITION, FeatureServiceMismatch, output_schema
 from ml_tasks.prediction.shards import (
@@ -66,15 +71,18 @@ class ScoringContext:
     root: DataRoot
     model: ResolvedModel
     scorer: OnnxScorer
-    handle: StoreHandle
-    service: FeatureService
-    views: list[FeatureView]
+    #: the open store and the service; None when the views came from the checked registry without Feast
+    handle: StoreHandle | None
+    service: FeatureService | None
+    views: Sequence[pit.View]
     view_columns: dict[str, list[str]]
     schema: pa.Schema  # the partition's schema
     staged: pa.Schema  # + the position column
     interval: Interval
     batch_rows: int
     chunk_rows: int
+    #: the point-in-time join in DuckDB (:mod:`ml_tasks.prediction.pit`) instead of Feast's
+    fast_join: bool = False
 
 
 def check_service_columns(model: ResolvedModel, inputs: Inputs, provided: list[str]) -> None:
@@ -96,12 +104,36 @@ def check_service_columns(model: ResolvedModel, inputs: Inputs, provided: list[s
         )
 
 
+@contextlib.contextmanager
+def feast_without_torch() -> Iterator[None]:
+    """Import Feast (if this does) without importing torch.
+
+    Feast imports torch when it is importable (``feast.torch_wrapper``, for tensors of online responses
+    and RAG retrieval): about 1.5 s that prediction never uses. While Feast is first imported, ``torch``
+    is marked as not importable (``sys.modules["torch"] = None``); the mark is removed afterwards, so a
+    later ``import torch`` in the process works as usual (only Feast's tensor helpers stay off in it).
+    """
+    if "torch" in sys.modules or "feast" in sys.modules:
+        yield
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        import feast  # noqa: F401
+
+        yield
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+
+
 def open_checked_store(settings: Settings) -> StoreHandle:
     """The environment's feature store, its registry checked against the declarations."""
     from ml_tasks.features.store import check_registry, open_store
 
-    handle = open_store(settings)
+    with feast_without_torch():
+        handle = open_store(settings)
     check_registry(handle)
+    checked_registry.record(settings)
     return handle
 
 
@@ -116,12 +148,28 @@ def _service(handle: StoreHandle, model: ResolvedModel) -> tuple[FeatureService,
 
 
 def scoring_context(
-    settings: Settings, model: ResolvedModel, interval: Interval, handle: StoreHandle | None
+    settings: Settings,
+    model: ResolvedModel,
+    interval: Interval,
+    handle: StoreHandle | None,
+    scorer: OnnxScorer | None = None,
 ) -> ScoringContext:
-    """Load the model, open the store (unless given) and check the service serves the model's inputs."""
-    scorer = load_scorer(settings, model)
-    handle = handle or open_checked_store(settings)
-    service, views = _service(handle, model)
+    """Load the model (unless given), open the store (unless given) and check the service serves the
+    model's inputs."""
+    scorer = scorer or load_scorer(settings, model)
+    service: FeatureService | None = None
+    views: Sequence[pit.View] | None = None
+    if handle is None:
+        views = checked_registry.checked_views(settings, model.feature_service)
+    if views is not None and pit.views_supported(views):
+        fast_join = True
+        log.info(
+            "feature views of %s read from the checked registry (Feast not opened)", model.feature_service
+        )
+    else:
+        handle = handle or open_checked_store(settings)
+        service, views = _service(handle, model)
+        fast_join = pit.supported(handle, views)
     inputs = scorer.preprocessor.inputs
     check_service_columns(model, inputs, feature_columns(views))
     schema = output_schema(inputs, {f.name: f.type for f in feature_schema(views)})
@@ -138,6 +186,7 @@ def scoring_context(
         interval=interval,
         batch_rows=settings.predict_batch_rows,
         chunk_rows=settings.training_set_chunk_rows,
+        fast_join=fast_join,
     )
 
 
@@ -186,8 +235,15 @@ def _score_day(ctx: ScoringContext, day: dt.date, shard: int, shards: int, targe
     day_rows = entities.num_rows
     positions = shard_positions(day_rows, shard, shards)
     rows = entities.take(sorted_order(entities).take(pa.array(positions)))
+    fast = functools.partial(pit.join, ctx.views, row=ROW) if ctx.fast_join else None
     table = join_features(
-        ctx.handle, ctx.service, ctx.views, rows, chunk_rows=ctx.chunk_rows, refusing="predictions"
+        ctx.handle,
+        ctx.service,
+        ctx.views,
+        rows,
+        chunk_rows=ctx.chunk_rows,
+        refusing="predictions",
+        join=fast,
     )
     missing, per_row = missing_views(table, ctx.view_columns)
     curated = input_record(root, root.partition_path(*CURATED, day))
@@ -226,6 +282,7 @@ def predict_shard(
     run_key: str,
     *,
     handle: StoreHandle | None = None,
+    scorer: OnnxScorer | None = None,
 ) -> dict[str, Any]:
     """Score shard ``shard`` of ``shards`` of every day of ``interval`` into the run's staging area.
 
@@ -238,6 +295,8 @@ def predict_shard(
         shards: The number of shards of the run.
         run_key: Identifies the run (e.g. the DAG run id): the staging folder.
         handle: An open feature store (default: open and check it).
+        scorer: ``model``'s scorer, already loaded by :func:`~ml_tasks.prediction.resolve.resolve_loaded`
+            in this process (default: load and verify it against the registry).
 
     Returns:
         The shard's summary (rows, missing features per view, staging URI, seconds).
@@ -252,7 +311,7 @@ def predict_shard(
     resolved = as_model(settings, model)
     days = list(interval.days())
     require_curated(DataRoot(settings.resolved_data_root()), days, interval)
-    ctx = scoring_context(settings, resolved, interval, handle)
+    ctx = scoring_context(settings, resolved, interval, handle, scorer)
     root = ctx.root
     target = shard_path(root, resolved.name, run_key, interval, shard, shards)
     if root.exists(target):

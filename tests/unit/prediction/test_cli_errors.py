@@ -32,7 +32,7 @@ def test_model_errors_are_one_line(
         raise error
 
     monkeypatch.setattr(resolve, "resolve_model", refuse)  # resolve-model, predict --shard
-    monkeypatch.setattr(commit, "resolve_model", refuse)  # predict (predict_interval)
+    monkeypatch.setattr(commit, "resolve_loaded", refuse)  # predict (predict_interval)
     sharded = ["--shard", "0", "--shards", "2", "--run-key", "r1"]
     for argv in (
         ["resolve-model"],
