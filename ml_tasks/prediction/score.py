@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import logging
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -104,34 +102,11 @@ def check_service_columns(model: ResolvedModel, inputs: Inputs, provided: list[s
         )
 
 
-@contextlib.contextmanager
-def feast_without_torch() -> Iterator[None]:
-    """Import Feast (if this does) without importing torch.
-
-    Feast imports torch when it is importable (``feast.torch_wrapper``, for tensors of online responses
-    and RAG retrieval): about 1.5 s that prediction never uses. While Feast is first imported, ``torch``
-    is marked as not importable (``sys.modules["torch"] = None``); the mark is removed afterwards, so a
-    later ``import torch`` in the process works as usual (only Feast's tensor helpers stay off in it).
-    """
-    if "torch" in sys.modules or "feast" in sys.modules:
-        yield
-        return
-    sys.modules["torch"] = None  # type: ignore[assignment]
-    try:
-        import feast  # noqa: F401
-
-        yield
-    finally:
-        if sys.modules.get("torch", 0) is None:
-            del sys.modules["torch"]
-
-
 def open_checked_store(settings: Settings) -> StoreHandle:
     """The environment's feature store, its registry checked against the declarations."""
     from ml_tasks.features.store import check_registry, open_store
 
-    with feast_without_torch():
-        handle = open_store(settings)
+    handle = open_store(settings)  # imports Feast without torch (features/feast_import.py)
     check_registry(handle)
     checked_registry.record(settings)
     return handle

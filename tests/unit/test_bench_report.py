@@ -38,6 +38,7 @@ def test_parts_merge_into_one_table_and_missing_parts_are_named(tmp_path: Path) 
         "feature_training_set",
         "predict",
         "monitor",
+        "demo",
     ]
     assert {"cores", "cpu_model", "date"} <= set(merged["machine"])
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
