@@ -1,6 +1,8 @@
 """A real local platform for e2e tests: Airflow (api-server + scheduler + dag-processor, LocalExecutor)
 on PostgreSQL with the MLflow tracking server and Redis, as ``make demo`` runs it; a module that sets
-``PLATFORM_DB = "sqlite"`` gets the SQLite option instead (those modules run last).
+``PLATFORM_DB = "sqlite"`` gets the SQLite option instead (those modules run last), one that sets
+``PLATFORM_ENV`` (extra environment of every platform process, e.g. a test hook) a platform of its own
+(run after the modules of its database without one).
 
 One platform at a time, on free ports, with a temporary AIRFLOW_HOME and data root; stopped when the
 session ends or another kind is needed, and checked to leave no process behind. Nothing restarts a
