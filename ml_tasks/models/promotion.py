@@ -27,6 +27,7 @@ from ml_tasks.models.registry import (
     get_version,
     tag_value,
 )
+from ml_tasks.writers import pause_point
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -69,6 +70,7 @@ def _record_decision(
         tags[TAG_FORCE_REASON] = tag_value(force_reason)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
+    pause_point("decision-recorded")
 
 
 def promote(
@@ -94,7 +96,9 @@ def promote(
 
     The previous champion's version is kept in ``flywheel.promotion.previous_champion`` (rollback = promote
     it again). If ``version`` held the ``challenger`` alias, that alias is removed. Promoting the current
-    champion again only refreshes the tags.
+    champion again only refreshes the tags. MLflow sets tags and aliases in separate calls: the tags come
+    first and the alias last, so an interrupted promotion leaves the decision recorded and the old alias
+    in place, and its retry completes it (docs/reliability.md).
     """
     client = client_for(target)
     version = str(version)
@@ -104,10 +108,11 @@ def promote(
     if previous is not None and str(previous.version) != version:
         client.set_model_version_tag(name, version, TAG_PREVIOUS_CHAMPION, str(previous.version))
     _record_decision(client, name, version, CHAMPION, why, is_forced, details, reason if is_forced else None)
-    client.set_registered_model_alias(name, CHAMPION, version)
+    # the challenger alias goes first: an interrupted promotion never leaves a version holding both
     current_challenger = alias_model_version(client, name, CHALLENGER)
     if current_challenger is not None and str(current_challenger.version) == version:
         client.delete_registered_model_alias(name, CHALLENGER)
+    client.set_registered_model_alias(name, CHAMPION, version)
     log.info(
         "%s version %s is champion%s (previous: %s)",
         name, version, " (FORCED)" if is_forced else "", previous.version if previous else None,

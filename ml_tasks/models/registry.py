@@ -30,6 +30,7 @@ from ml_tasks.contract import (
 from ml_tasks.errors import FlywheelError
 from ml_tasks.models import tracking
 from ml_tasks.settings import Settings
+from ml_tasks.writers import pause_point
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -177,6 +178,51 @@ def find_version(client: MlflowClient, name: str, run_id: str, onnx_sha256: str)
     return min(same, key=lambda v: int(v.version)) if same else None
 
 
+def unregistered_model(client: MlflowClient, experiment_id: str, run_id: str, onnx_sha256: str) -> str | None:
+    """The model an interrupted try logged from ``run_id`` with this ONNX file but did not register (the
+    server went away in between): a READY one is returned to be registered; unfinished ones (and any
+    second READY one) are deleted, so a retry leaves one logged model per registered version."""
+    from mlflow.entities import LoggedModelStatus
+
+    models = client.search_logged_models(
+        [experiment_id], filter_string=f"source_run_id = {_quote(run_id)} AND name = {_quote(ARTIFACT_NAME)}"
+    )
+    ours = sorted(
+        (m for m in models if (m.tags or {}).get(TAG_ONNX_SHA256) == onnx_sha256),
+        key=lambda m: m.creation_timestamp,
+    )
+    ready = [m for m in ours if m.status == LoggedModelStatus.READY]
+    keep = ready[0] if ready else None
+    for m in ours:
+        if m is not keep:
+            log.info("deleting logged model %s (%s) of run %s", m.model_id, m.status, run_id)
+            client.delete_logged_model(m.model_id)
+    if keep is not None:
+        log.info("run %s logged model %s without registering it: registering it now", run_id, keep.model_id)
+    return keep.model_id if keep is not None else None
+
+
+def _create_version(
+    client: MlflowClient, name: str, model_id: str, run_id: str, tags: Mapping[str, str]
+) -> ModelVersion:
+    """A version of ``name`` from the logged model, created with its tags in one call: never untagged."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    return client.create_model_version(
+        name,
+        source=f"models:/{model_id}",
+        run_id=run_id,
+        tags=dict(tags),
+        model_id=model_id,
+        await_creation_for=60,
+    )
+
+
 def register_onnx(
     bundle_dir: str | Path,
     *,
@@ -234,52 +280,54 @@ def register_onnx(
         log.info("run %s already registered %s version %s: reused", run_id, name, info.version)
         return info
 
-    model = onnx.load(str(onnx_path))
-    numeric = next(i for i in model.graph.input if i.name == INPUT_NUMERIC)
-    categorical = next(i for i in model.graph.input if i.name == INPUT_CATEGORICAL)
-    n_num = numeric.type.tensor_type.shape.dim[1].dim_value
-    n_cat = categorical.type.tensor_type.shape.dim[1].dim_value
-    signature = ModelSignature(
-        inputs=Schema(
-            [
-                TensorSpec(np.dtype(np.float32), (-1, n_num), INPUT_NUMERIC),
-                TensorSpec(np.dtype(np.int64), (-1, n_cat), INPUT_CATEGORICAL),
-            ]
-        ),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,), OUTPUT)]),
-    )
-    extra = [str(bundle / f) for f in BUNDLE_FILES if (bundle / f).is_file()]
-    # Create the LoggedModel in the RUN's experiment ourselves: without an active run, MLflow 3.17 puts it
-    # in the default experiment 0, whose artifact root is ./mlruns relative to the working directory.
-    logged = client.create_logged_model(
-        experiment_id=client.get_run(run_id).info.experiment_id,
-        name=ARTIFACT_NAME,
-        source_run_id=run_id,
-        tags=tags,
-        model_type="onnx",
-    )
-    model_info = mlflow.onnx.log_model(
-        model,
-        name=ARTIFACT_NAME,
-        model_id=logged.model_id,
-        run_id=run_id,
-        registered_model_name=name,
-        signature=signature,
-        pip_requirements=pip_requirements(),
-        onnx_execution_providers=["CPUExecutionProvider"],
-        save_as_external_data=False,  # one self-contained file: the same bytes as the checked export
-        extra_files=extra,
-        tags=tags,
-        await_registration_for=60,
-    )
-    version = str(model_info.registered_model_version)
-    for key, value in tags.items():  # also on the version (log_model tags land on the LoggedModel)
-        client.set_model_version_tag(name, version, key, value)
-    mv = client.get_model_version(name, version)
+    experiment_id = client.get_run(run_id).info.experiment_id
+    model_id = unregistered_model(client, experiment_id, run_id, sha)
+    if model_id is not None:  # its lineage tags name the interrupted try's runs: this try's from now on
+        client.set_logged_model_tags(model_id, tags)
+    else:
+        model = onnx.load(str(onnx_path))
+        numeric = next(i for i in model.graph.input if i.name == INPUT_NUMERIC)
+        categorical = next(i for i in model.graph.input if i.name == INPUT_CATEGORICAL)
+        n_num = numeric.type.tensor_type.shape.dim[1].dim_value
+        n_cat = categorical.type.tensor_type.shape.dim[1].dim_value
+        signature = ModelSignature(
+            inputs=Schema(
+                [
+                    TensorSpec(np.dtype(np.float32), (-1, n_num), INPUT_NUMERIC),
+                    TensorSpec(np.dtype(np.int64), (-1, n_cat), INPUT_CATEGORICAL),
+                ]
+            ),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,), OUTPUT)]),
+        )
+        extra = [str(bundle / f) for f in BUNDLE_FILES if (bundle / f).is_file()]
+        # Create the LoggedModel in the RUN's experiment ourselves: without an active run, MLflow 3.17 puts
+        # it in the default experiment 0, whose artifact root is ./mlruns relative to the working directory.
+        logged = client.create_logged_model(
+            experiment_id=experiment_id,
+            name=ARTIFACT_NAME,
+            source_run_id=run_id,
+            tags=tags,
+            model_type="onnx",
+        )
+        mlflow.onnx.log_model(
+            model,
+            name=ARTIFACT_NAME,
+            model_id=logged.model_id,
+            run_id=run_id,
+            signature=signature,
+            pip_requirements=pip_requirements(),
+            onnx_execution_providers=["CPUExecutionProvider"],
+            save_as_external_data=False,  # one self-contained file: the same bytes as the checked export
+            extra_files=extra,
+            tags=tags,
+        )
+        model_id = logged.model_id
+    pause_point("model-logged")
+    mv = _create_version(client, name, model_id, run_id, tags)
     info = _info(mv, seconds=time.perf_counter() - started)
     log.info(
         "registered %s version %s from run %s (onnx %s) in %.2f s",
-        name, version, run_id, sha[:12], info.seconds,
+        name, info.version, run_id, sha[:12], info.seconds,
     )  # fmt: skip
     return info
 

@@ -17,6 +17,7 @@ from ml_tasks.storage import DataRoot
 
 if TYPE_CHECKING:
     import psycopg
+    from sqlalchemy.engine import URL
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,22 @@ def sqlalchemy_uri(uri: str) -> str:
         if uri.startswith(prefix):
             return "postgresql+psycopg://" + uri[len(prefix) :]
     return uri
+
+
+def _url(uri: str) -> URL:
+    """The source's parse (``ml_tasks.sources.postgres``): a password's unescaped ``@`` is escaped, a bad
+    port or scheme is one line that never echoes the URI.
+
+    Raises:
+        PredictionError: the URI cannot be parsed.
+    """
+    from ml_tasks.sources.base import SourceError
+    from ml_tasks.sources.postgres import _url as source_url
+
+    try:
+        return source_url(sqlalchemy_uri(uri))
+    except SourceError as exc:
+        raise PredictionError(f"predictions {exc}") from None
 
 
 def _create_sql(table: str) -> Any:
@@ -110,12 +127,15 @@ def upsert_tables(uri: str, table: str, tables: Iterable[pa.Table]) -> int:
     """Upsert the core columns of ``tables`` into ``table`` in ONE transaction; the number of rows sent.
 
     Raises:
-        PredictionError: the database refused (the message names the table, never the URI).
+        PredictionError: the URI cannot be parsed, or the database refused (the message names the table,
+            never the URI).
     """
     import sqlalchemy as sa
 
+    from ml_tasks.sources.postgres import _first_line  # the driver's message, on one line
+
     started = time.perf_counter()
-    engine = sa.create_engine(sqlalchemy_uri(uri), poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(_url(uri), poolclass=sa.pool.NullPool)
     try:
         raw = engine.raw_connection()
         try:
@@ -137,14 +157,14 @@ def upsert_tables(uri: str, table: str, tables: Iterable[pa.Table]) -> int:
             raw.close()
     except (sa.exc.SQLAlchemyError, OSError) as exc:
         raise PredictionError(
-            f"upserting predictions into PostgreSQL table {table!r} failed: {exc}"
+            f"upserting predictions into PostgreSQL table {table!r} failed: {_first_line(exc)}"
         ) from None
     except Exception as exc:
         import psycopg
 
         if isinstance(exc, psycopg.Error):
             raise PredictionError(
-                f"upserting predictions into PostgreSQL table {table!r} failed: {exc}"
+                f"upserting predictions into PostgreSQL table {table!r} failed: {_first_line(exc)}"
             ) from None
         raise
     finally:

@@ -1,6 +1,8 @@
 """A real local platform for e2e tests: Airflow (api-server + scheduler + dag-processor, LocalExecutor)
 on PostgreSQL with the MLflow tracking server and Redis, as ``make demo`` runs it; a module that sets
-``PLATFORM_DB = "sqlite"`` gets the SQLite option instead (those modules run last).
+``PLATFORM_DB = "sqlite"`` gets the SQLite option instead (those modules run last), one that sets
+``PLATFORM_ENV`` (extra environment of every platform process, e.g. a test hook) a platform of its own
+(run after the modules of its database without one).
 
 One platform at a time, on free ports, with a temporary AIRFLOW_HOME and data root; stopped when the
 session ends or another kind is needed, and checked to leave no process behind. Nothing restarts a
@@ -10,6 +12,7 @@ crashed scheduler, so every test checks that all processes are still alive befor
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import shutil
 import tempfile
@@ -96,23 +99,30 @@ class Platforms:
         self.base = base
         self.alert_sink = alert_sink
         self.current: Platform | None = None
+        self.kind = ""
 
-    def get(self, db: str) -> Platform:
-        if self.current is not None and self.current.db == db:
+    def get(self, db: str, env: dict[str, str] | None = None) -> Platform:
+        """The platform on ``db`` whose processes also have ``env`` (a module's ``PLATFORM_ENV``)."""
+        kind = platform_kind(db, env)
+        if self.current is not None and self.kind == kind:
             if not self.current.running():  # a module broke it: the next one starts with a whole platform
-                TIMINGS[f"platform restart ({db}): a process had died"] = self.current.start(timeout=300)
+                TIMINGS[f"platform restart ({kind}): a process had died"] = self.current.start(timeout=300)
             return self.current
         self.stop()
         platform = Platform(
-            home=self.base / db / "airflow",
+            home=self.base / kind / "airflow",
             port=free_port(),
-            data_root=self.base / db / "data",
+            data_root=self.base / kind / "data",
             db=db,
             # alerts go to a real HTTP server of the test session
-            extra_env={**E2E_ENV, "AIRFLOW_CONN_FLYWHEEL_ALERTS": self.alert_sink.connection_uri},
+            extra_env={
+                **E2E_ENV,
+                "AIRFLOW_CONN_FLYWHEEL_ALERTS": self.alert_sink.connection_uri,
+                **(env or {}),
+            },
         )
-        self.current = platform
-        TIMINGS[f"platform start ({db})"] = platform.start(timeout=300)
+        self.current, self.kind = platform, kind
+        TIMINGS[f"platform start ({kind})"] = platform.start(timeout=300)
         return platform
 
     def stop(self) -> None:
@@ -121,7 +131,7 @@ class Platforms:
             return
         started = time.monotonic()
         platform.stop()
-        TIMINGS[f"platform stop ({platform.db})"] = time.monotonic() - started
+        TIMINGS[f"platform stop ({self.kind})"] = time.monotonic() - started
         _keep_logs(platform)
         assert not any(platform.alive().values()), f"a process survived stop(): {platform.alive()}"
         assert platform.orphans() == [], f"processes left behind: {platform.orphans()}"
@@ -142,8 +152,11 @@ def platforms(alert_sink: AlertSink) -> Iterator[Platforms]:
 
 @pytest.fixture(scope="module")
 def airflow_platform(request: pytest.FixtureRequest, platforms: Platforms) -> Platform:
-    """The running platform of the module's kind (``PLATFORM_DB``, default ``postgres``)."""
-    return platforms.get(getattr(request.module, "PLATFORM_DB", "postgres"))
+    """The running platform of the module's kind (``PLATFORM_DB``, default ``postgres``, and any
+    ``PLATFORM_ENV``: extra environment of every platform process, so a platform of its own)."""
+    return platforms.get(
+        getattr(request.module, "PLATFORM_DB", "postgres"), getattr(request.module, "PLATFORM_ENV", None)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -152,10 +165,26 @@ def api(airflow_platform: Platform) -> AirflowApi:
     return airflow_platform.api()
 
 
+def platform_kind(db: str, env: dict[str, str] | None) -> str:
+    """A name per (database, extra environment): ``postgres``, ``sqlite``, ``sqlite-<hash of env>``."""
+    if not env:
+        return db
+    return f"{db}-{hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest()[:8]}"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The modules on the SQLite option run after the others: one switch of platform per session."""
+    """Modules run grouped by platform kind: PostgreSQL first, then the SQLite option, each kind without a
+    ``PLATFORM_ENV`` before those with one: one start per kind in a session."""
+
+    def rank(item: pytest.Item) -> tuple[bool, bool]:
+        module = getattr(item, "module", None)
+        return (
+            getattr(module, "PLATFORM_DB", "postgres") != "postgres",
+            bool(getattr(module, "PLATFORM_ENV", None)),
+        )
+
     e2e = [i for i in items if "tests/e2e/" in i.nodeid]
-    last = [i for i in e2e if getattr(i.module, "PLATFORM_DB", "postgres") != "postgres"]
+    last = sorted((i for i in e2e if rank(i) != (False, False)), key=rank)  # stable: modules keep order
     if last:
         first = [i for i in items if i not in last]
         items[:] = first + last

@@ -50,3 +50,28 @@ def test_bad_uri_is_one_line_without_the_password(uri: str, error: str, data_roo
     assert result.error is not None and re.search(error, result.error), result.error
     assert SECRET not in result.stderr, result.stderr
     assert not any(data_root.rglob("*.parquet"))
+
+
+SINK_URIS = [
+    # (name, URI, the error line)
+    ("unescaped @ in the password", f"postgresql://etl:x@{SECRET}@127.0.0.1:{PORT}/preds",
+     r"^upserting predictions into PostgreSQL table 'preds' failed: .*127\.0\.0\.1.*refused"),
+    ("non-numeric port", f"postgresql://etl:x@{SECRET}@127.0.0.1:notaport/preds",
+     r"^predictions postgres URI has a port that is not a number"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("uri", "error"), [u[1:] for u in SINK_URIS], ids=[u[0] for u in SINK_URIS])
+def test_predictions_sink_parses_uris_like_the_source(uri: str, error: str) -> None:
+    """The predictions table's URI (``FLYWHEEL_PREDICTIONS_POSTGRES_URI``): the source's parse. Called
+    directly: the CLI's redactor would mask the password anyway, and this checks the error itself."""
+    import pyarrow as pa
+
+    from ml_tasks.prediction.postgres import upsert_tables
+    from ml_tasks.prediction.schema import CORE_COLUMNS, PredictionError
+
+    with pytest.raises(PredictionError) as info:
+        upsert_tables(uri, "preds", [pa.schema(CORE_COLUMNS).empty_table()])
+    message = str(info.value)
+    assert re.search(error, message), message
+    assert SECRET not in message and "\n" not in message
