@@ -57,7 +57,7 @@ def _url(uri: str) -> URL:
         PredictionError: the URI cannot be parsed.
     """
     from ml_tasks.sources.base import SourceError
-    from ml_tasks.sources.postgres import _url as source_url
+    from ml_tasks.sources.postgres import engine_url as source_url
 
     try:
         return source_url(sqlalchemy_uri(uri))
@@ -132,7 +132,7 @@ def upsert_tables(uri: str, table: str, tables: Iterable[pa.Table]) -> int:
     """
     import sqlalchemy as sa
 
-    from ml_tasks.sources.postgres import _first_line  # the driver's message, on one line
+    from ml_tasks.sources.postgres import first_line  # the driver's message, on one line
 
     started = time.perf_counter()
     engine = sa.create_engine(_url(uri), poolclass=sa.pool.NullPool)
@@ -157,14 +157,14 @@ def upsert_tables(uri: str, table: str, tables: Iterable[pa.Table]) -> int:
             raw.close()
     except (sa.exc.SQLAlchemyError, OSError) as exc:
         raise PredictionError(
-            f"upserting predictions into PostgreSQL table {table!r} failed: {_first_line(exc)}"
+            f"upserting predictions into PostgreSQL table {table!r} failed: {first_line(exc)}"
         ) from None
     except Exception as exc:
         import psycopg
 
         if isinstance(exc, psycopg.Error):
             raise PredictionError(
-                f"upserting predictions into PostgreSQL table {table!r} failed: {_first_line(exc)}"
+                f"upserting predictions into PostgreSQL table {table!r} failed: {first_line(exc)}"
             ) from None
         raise
     finally:

@@ -63,7 +63,7 @@ def _escape_userinfo(uri: str) -> str:
     return f"{scheme}://{user}{colon}{quoted}@{hostport}{slash}{tail}"
 
 
-def _url(uri: str) -> URL:
+def engine_url(uri: str) -> URL:
     """Parse a SQLAlchemy / libpq URI; plain ``postgresql://`` uses psycopg 3.
 
     Errors never echo the URI: it holds the password.
@@ -91,7 +91,7 @@ def _split_table(table: str) -> tuple[str | None, str]:
     return (parts[0].strip(), parts[1].strip()) if len(parts) == 2 else (None, parts[0].strip())
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     """The driver's message (first lines) without SQLAlchemy's statement and parameter dump."""
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip()
@@ -162,7 +162,7 @@ class PostgresSource:
             raise SourceError("postgres source needs exactly one of --table or --query")
         if mapping not in MAPPINGS:
             raise SourceError(f"unknown mapping {mapping!r}; choose one of {sorted(MAPPINGS)}")
-        self.url = _url(uri)
+        self.url = engine_url(uri)
         self.table = _split_table(table) if table is not None else None
         self.query = query
         if query is not None:
@@ -313,6 +313,6 @@ class PostgresSource:
                     typed = to_canonical(rows_table([], names), source, mapping)
                     yield SourceBatch(typed.table, typed.missing_optional, typed.extra_columns)
         except sa.exc.SQLAlchemyError as exc:
-            raise SourceError(f"postgres: cannot {stage} {where}: {_first_line(exc)}") from exc
+            raise SourceError(f"postgres: cannot {stage} {where}: {first_line(exc)}") from exc
         self._rows[interval] = offset
         log.info("postgres %s %s: %d rows in %.2f s", where, interval, offset, time.perf_counter() - started)
