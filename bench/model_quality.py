@@ -4,12 +4,14 @@ Per split (TFDV train -> eval; 2013-2015 -> 2016 of tfx_simple_data.csv) and per
 (``today``: the configuration before issue 15; ``new``: the current defaults), it trains the network
 (one torch thread), scores the evaluation rows, fits the evaluation's baselines on the same training rows,
 and reports each ROC-AUC with its 95% DeLong interval, the paired interval of network minus tree and minus
-rule, the training seconds, and the exported ONNX model's single-thread rows/s (batches of 10k rows).
-The rows/s is also measured for the same architecture with 40 more numeric ``<view>__<feature>`` inputs
-(noisy copies of the trip's numbers): about the demo's ~45 numeric feature-store inputs, whose first layer
-is what made today's model slow. ``--wide N`` trains on such widened frames instead.
+rule, the training seconds, and the exported ONNX model's single-thread rows/s (best of 20 batches of
+20k rows). The rows/s is also measured for the same architecture with 40 more numeric
+``<view>__<feature>`` inputs (noisy copies of the trip's numbers): about the demo's ~45 numeric
+feature-store inputs, whose first layer is what made today's model slow. ``--wide N`` trains on such
+widened frames instead.
 
-Prints one JSON line per (split, configuration). Usage:
+Prints one JSON line per (split, configuration), then the bench contract's figures (``bench._results``:
+AUC shortfall against the tree, rows/s against today's architecture). Usage:
 python bench/model_quality.py [--configs today,new] [--splits tfdv,tfx] [--wide 40]
 """
 
