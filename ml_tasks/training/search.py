@@ -23,7 +23,7 @@ SPACE: dict[str, Any] = {
     "lr": (5e-4, 5e-3),  # log-uniform
     "dropout": (0.0, 0.3),
     "weight_decay": (1e-6, 1e-3),  # log-uniform
-    "numeric_bins": (8, 16, 32),
+    "numeric_bins": (16, 32, 64),
     "hidden": tuple(HIDDEN),
 }
 

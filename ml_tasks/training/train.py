@@ -181,7 +181,12 @@ def _train(
     seed_everything(config.seed)
     inputs = infer_inputs(split.train.schema)
     preprocessor = Preprocessor.fit(
-        split.train, inputs, min_count=config.min_count, numeric_bins=config.numeric_bins
+        split.train,
+        inputs,
+        min_count=config.min_count,
+        numeric_bins=config.numeric_bins,
+        bin_method=config.numeric_bin_method,
+        bin_inputs=config.bin_inputs,
     )
     encoded = {name: preprocessor.encode(getattr(split, name)) for name in ("train", "validation", "test")}
     y = {name: labels(getattr(split, name)) for name in ("train", "validation", "test")}

@@ -58,7 +58,8 @@ def test_network_holds_its_own_against_the_tree_and_beats_the_rule(
         f" rule {rule['auc_b']:.4f}; best epoch {result.best_epoch}"
     )
     assert rule["low"] > 0  # above the one-feature rule, beyond the noise
-    assert result.config.stop_on == "roc_auc" and result.config.numeric_bins == 16
+    assert result.config.stop_on == "roc_auc" and result.config.numeric_bins == 32
+    assert result.config.numeric_bin_method == "target" and result.config.bin_inputs == "trip"
     if name == "tfdv":  # 4,978 rows: the interval is narrow enough for the gate's "beats" (margin 0.005)
         assert tree["auc_a"] >= tree["auc_b"] - 0.002 and tree["auc_a"] >= 0.955 and tree["low"] > -0.005
     else:

@@ -343,3 +343,36 @@ def test_an_ensemble_trains_deterministically(frame: pa.Table) -> None:
     a, b = first.model.state_dict(), second.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a) and a["head.weight"].shape[0] == 3
     assert first.metrics["validation"]["roc_auc"] > 0.8
+
+
+def test_only_the_trips_own_numeric_inputs_are_binned_by_default(frame: pa.Table, tmp_path: Path) -> None:
+    """A ``<view>__<feature>`` aggregate gets the scaled views but no bins (the demo's ~40 of them made the
+    first layer 4x wider); the model gathers the binned inputs, so no padding rows are computed."""
+    rng = np.random.default_rng(3)
+    wide = frame.append_column("area_stats__trips_7d", pa.array(rng.gamma(2.0, 50.0, frame.num_rows)))
+    inputs = infer_inputs(wide.schema)
+    trip = Preprocessor.fit(wide, inputs, min_count=5, bin_inputs="trip")
+    every = Preprocessor.fit(wide, inputs, min_count=5, bin_inputs="all")
+    view = inputs.numeric.index("area_stats__trips_7d")
+    assert trip.stats[view].edges == () and len(every.stats[view].edges) > 2
+    assert [s.edges for j, s in enumerate(trip.stats) if j != view] == [
+        s.edges for j, s in enumerate(every.stats) if j != view
+    ]
+    narrow, full = TabularNet(ModelConfig(), trip), TabularNet(ModelConfig(), every)
+    assert narrow.binned == [j for j in range(len(inputs.numeric)) if j != view]
+    n_bins = narrow.n_bins
+    first = [next(m for m in net.mlp if isinstance(m, torch.nn.Linear)).in_features for net in (full, narrow)]
+    assert first[0] - first[1] == n_bins  # one input fewer binned
+    encoded = trip.encode(wide.slice(0, 50))
+    x = torch.from_numpy(encoded.numeric)
+    torch.testing.assert_close(narrow.piecewise_linear(x), full.piecewise_linear(x)[:, narrow.binned])
+    # an older bundle's tables kept a padding row per input without edges: they are rebuilt on load
+    save_bundle(tmp_path, narrow, trip, ModelConfig(), {"threshold": 0.5})
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    padded = torch.zeros((len(inputs.numeric), n_bins))
+    padded[narrow.binned] = state["ple_lo"]
+    state["ple_lo"] = padded
+    torch.save(state, tmp_path / "model.pt")
+    torch.testing.assert_close(load_bundle(tmp_path).model.ple_lo, narrow.ple_lo)
+    with pytest.raises(ValueError, match="bin_inputs"):
+        ModelConfig(bin_inputs="some")  # type: ignore[arg-type]

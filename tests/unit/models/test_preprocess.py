@@ -228,3 +228,21 @@ def test_labels() -> None:
         labels(table(big_tipper=[True, None]))
     with pytest.raises(PreprocessError, match="no label column"):
         labels(table(fare=[1.0]))
+
+
+def test_target_aware_edges_fall_on_the_labels_steps() -> None:
+    """Quantile edges sit where the fares are dense; a tree on the label puts one at the 10 $ step."""
+    rng = np.random.default_rng(0)
+    fare = np.round(rng.gamma(2.0, 4.0, 6000) + 3.0, 2)
+    label = rng.uniform(size=fare.size) < np.where(fare <= 10.0, 0.8, 0.3)
+    train = pa.table({"fare": fare, "big_tipper": label})
+    target = Preprocessor.fit(train, Inputs((), ("fare",)), numeric_bins=4, bin_method="target")
+    quantile = Preprocessor.fit(train, Inputs((), ("fare",)), numeric_bins=4, bin_method="quantile")
+    nearest = {name: min(abs(e - 10.0) for e in p.stats[0].edges) for name, p in (("target", target),
+               ("quantile", quantile))}  # fmt: skip
+    assert nearest["target"] < 0.01 < nearest["quantile"]
+    edges = target.stats[0].edges
+    assert edges[0] == pytest.approx(fare.min()) and edges[-1] == pytest.approx(fare.max())
+    assert 2 < len(edges) <= 5 and bool(np.all(np.diff(edges) > 0))
+    with pytest.raises(PreprocessError, match="bin_method"):
+        Preprocessor.fit(train, Inputs((), ("fare",)), bin_method="median")  # type: ignore[arg-type]
