@@ -82,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--first-day", type=dt.date.fromisoformat, default=DEFAULT_FIRST_DAY, help="YYYY-MM-DD"
     )
-    parser.add_argument("--days", type=int, default=7, help="days in the demo window (default 7)")
-    parser.add_argument("--trips-per-day", type=int, default=20_000, help="synthetic trips per day")
+    parser.add_argument("--days", type=int, default=5, help="days in the demo window (default 5)")
+    parser.add_argument(
+        "--trips-per-day", type=int, default=20_000, help="synthetic trips per day (default 20,000)"
+    )
     parser.add_argument("--port", type=int, help="API port of a new platform (default 8080)")
     parser.add_argument(
         "--db",

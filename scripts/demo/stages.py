@@ -99,13 +99,18 @@ def run_features(demo: Demo) -> list[dict[str, Any]]:
 
 
 # -- stage: training ------------------------------------------------------------------------------------
+#: hyperparameter trials of the demo's training runs (the DAG's default)
+DEMO_TRIALS = 2
+
+
 def training_conf(config: DemoConfig) -> dict[str, Any]:
     """Train on the window's first days, evaluate on its last ones (about a quarter, at least one day)."""
     eval_days = max(1, config.days // 4)
     if config.days - eval_days < 1:
         raise PlatformError(f"the training stage needs at least 2 days in the window, got {config.days}")
     end = config.last_day + dt.timedelta(days=1)
-    return {"window_end": end.isoformat(), "train_days": config.days - eval_days, "eval_days": eval_days}
+    return {"window_end": end.isoformat(), "train_days": config.days - eval_days, "eval_days": eval_days,
+            "trials": DEMO_TRIALS}  # fmt: skip
 
 
 def run_training(demo: Demo) -> list[dict[str, Any]]:
@@ -132,8 +137,12 @@ def loop_days(config: DemoConfig) -> tuple[dt.date, dt.date, dt.date]:
 
 def loop_env(config: DemoConfig) -> dict[str, str]:
     """Windows of the drift-triggered retrain: evaluate on the drifted day that asked for it, train on every
-    day before it (the demo's data has no 28 days of history)."""
-    return {"FLYWHEEL_TRAIN_DAYS": str(config.days + 2), "FLYWHEEL_EVAL_DAYS": "1"}
+    day before it (the demo's data has no 28 days of history), with the demo's one trial."""
+    return {
+        "FLYWHEEL_TRAIN_DAYS": str(config.days + 2),
+        "FLYWHEEL_EVAL_DAYS": "1",
+        "FLYWHEEL_TRAIN_TRIALS": str(DEMO_TRIALS),
+    }
 
 
 def run_loop(demo: Demo) -> list[dict[str, Any]]:
