@@ -44,7 +44,7 @@ RSS_GOAL_MIB = 1024
 # (bound at the default 1M rows, bound at --rows 10000000: one GX chunk per 1M-row day, superlinear steps).
 # Step times are bounded as ratios to the step's own bare floor (machine-independent); RSS in MiB.
 STEP_RATIO_BOUND = {
-    "extract": (1.3, 3.5),
+    "extract": (2.5, 3.5),  # its floor moved 1.2-2.2 s between runs on one machine
     "transform": (3.3, 9.0),
     "validate": (2.7, 4.5),
     "publish": (0.6, 0.6),
