@@ -339,6 +339,23 @@ def register(settings: Settings, bundle: str, key: RunKey) -> dict[str, Any]:
     return {"step": "register", "bundle": bundle, "model": settings.model_name, "registered": True, **version}
 
 
+def _is(a: object, b: object) -> bool:
+    return a is not None and b is not None and str(a) == str(b)
+
+
+def champion_moved(
+    current: object, compared: object, version: object, *, promote: bool, force: bool
+) -> bool:
+    """Whether the champion changed since the gate compared with it, so the decision is stale.
+
+    A retry of a promotion that moved the alias before it failed finds its own version as champion and
+    the same decision: that is not a move (the retry completes it). A forced promotion never asks.
+    """
+    if force or current is None or _is(current, compared):
+        return False
+    return not (promote and _is(current, version))
+
+
 def promote(
     settings: Settings,
     bundle: str,
@@ -382,7 +399,7 @@ def promote(
     # the champion the gate compared with must still be the champion (another run may have promoted)
     compared = (report.get("champion_version") or {}).get("version")
     current = registry.current_alias_version(settings, settings.model_name, "champion")
-    if current is not None and str(current) != str(compared) and not force:
+    if champion_moved(current, compared, version, promote=decision.promote, force=force):
         raise TrainingStepError(
             f"the champion moved from version {compared} to {current} after this candidate was evaluated:"
             " re-run evaluate (clear it in the UI) so the gate compares with the current champion"
@@ -411,7 +428,7 @@ def promote(
         "reasons": decision.reasons,
         "metric": metric,
         "value": gate["candidate"].get(metric),
-        "previous_champion": current,
+        "previous_champion": compared if _is(current, version) else current,
     }
     write_json(candidate.path / DECISION_JSON, result)
     log.info("promote %s v%s: %s (%s)", settings.model_name, version, result["alias"],
