@@ -50,7 +50,8 @@ class Watch:
 
 def _step_name(cmdline: list[str]) -> str | None:
     """``ml-tasks STEP ...`` (a console script under Python, or a step server's child named so) -> STEP."""
-    if len(cmdline) == 1:  # a title set with setproctitle
+    cmdline = [arg for arg in cmdline if arg]  # a setproctitle title is padded with empty items
+    if len(cmdline) == 1:  # a title set with setproctitle: one item, spaces inside
         cmdline = cmdline[0].split()
     names = [Path(arg).name for arg in cmdline[:3]]
     return cmdline[names.index("ml-tasks") + 1] if "ml-tasks" in names else None
