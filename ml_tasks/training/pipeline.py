@@ -343,9 +343,7 @@ def _is(a: object, b: object) -> bool:
     return a is not None and b is not None and str(a) == str(b)
 
 
-def champion_moved(
-    current: object, compared: object, version: object, *, promote: bool, force: bool
-) -> bool:
+def champion_moved(current: object, compared: object, version: object, *, promote: bool, force: bool) -> bool:
     """Whether the champion changed since the gate compared with it, so the decision is stale.
 
     A retry of a promotion that moved the alias before it failed finds its own version as champion and
