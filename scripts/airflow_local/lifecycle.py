@@ -192,7 +192,7 @@ class Platform(PlatformConfig):
     def _check_ports(self) -> None:
         """Refuse to start when a port of the platform is taken, naming the port and who holds it (a second
         platform never starts beside the first, silently or not). A port whose holder cannot be named (a
-        killed process's socket still closing) is waited for, up to 10 s."""
+        killed process still exiting) is waited for, up to 30 s."""
 
         def holders() -> dict[int, str] | None:
             busy = {port: processes.port_user(port) for port in self.ports if not port_free(port)}
@@ -200,7 +200,7 @@ class Platform(PlatformConfig):
             return None if closing else busy
 
         try:
-            busy = poll_until(holders, timeout=10, interval=0.5, failure=lambda: "")
+            busy = poll_until(holders, timeout=30, interval=0.5, failure=lambda: "")
         except PlatformError:
             busy = {port: processes.port_user(port) for port in self.ports if not port_free(port)}
         if busy:

@@ -94,6 +94,8 @@ def port_user(port: int) -> str:
                 cmdline = " ".join(psutil.Process(conn.pid).cmdline())[:160]
             except psutil.Error:
                 cmdline = "?"
+            if not cmdline:  # a killed process whose memory is gone but whose sockets are still closing
+                return f"a process exiting (pid {conn.pid})"
             return f"pid {conn.pid} ({cmdline})"
     return "a process this user cannot see (not listening yet, of another user, or exiting)"
 

@@ -234,6 +234,19 @@ def test_pid_files_know_a_reused_pid_and_ports_name_their_process(tmp_path: Path
         assert processes.port_user(port).startswith(f"pid {os.getpid()} (")
 
 
+def test_a_port_held_by_a_process_still_exiting_is_not_named_as_its_user(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SIGKILLed process frees its memory (its command line reads empty) before its sockets: start() waits
+    for such a port instead of refusing at once (a restart right after ``kill -9`` failed on this)."""
+    monkeypatch.setattr(psutil.Process, "cmdline", lambda self: [])
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert processes.port_user(port) == f"a process exiting (pid {os.getpid()})"
+
+
 # -- against the running platform ----------------------------------------------------------------------------
 def test_start_is_idempotent(airflow_platform: Platform) -> None:
     pids = airflow_platform.pids()
@@ -366,12 +379,14 @@ def test_a_platform_killed_with_sigkill_starts_again(airflow_platform: Platform,
     records = airflow_platform.pid_records()
     postmaster = airflow_platform.pgdata / "postmaster.pid"
     pg_pid = int(postmaster.read_text().split()[0])
-    for record in records.values():
-        assert record is not None
+    leaders = {record[0] for record in records.values() if record is not None}
+    assert len(leaders) == len(records)
+    # each component leads its own session (its children too); a member may have left its process group
+    members = processes.session_members(leaders)
+    for pid in [*leaders, *members, pg_pid]:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(record[0], signal.SIGKILL)  # each process leads its own session: its children too
-    os.kill(pg_pid, signal.SIGKILL)
-    assert processes.wait_gone([pg_pid, *(r[0] for r in records.values() if r)], timeout=30)
+            os.kill(pid, signal.SIGKILL)
+    assert processes.wait_gone([pg_pid, *leaders, *members], timeout=30)
     poll_until(
         lambda: True if not any(airflow_platform.alive().values()) else None,
         timeout=30,
