@@ -25,8 +25,8 @@ from ml_tasks.models.registry import (
     alias_model_version,
     client_for,
     get_version,
-    tag_value,
 )
+from ml_tasks.models.version_tags import tag_value
 from ml_tasks.writers import pause_point
 
 if TYPE_CHECKING:

@@ -6,7 +6,6 @@ loading a version's ONNX file is :mod:`ml_tasks.models.loading`. Design notes: `
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import json
 import logging
 import time
@@ -19,16 +18,12 @@ from ml_tasks.contract import (
     CHALLENGER,
     CHAMPION,
     REGISTERED_MODEL,
-    TAG_FEATURE_SERVICE,
-    TAG_METRIC,
     TAG_ONNX_SHA256,
-    TAG_PREPROCESSING_SHA256,
-    TAG_RUN_ID,
-    TAG_TRAINING_SET_SHA256,
-    TAG_TRAINING_SET_URI,
 )
 from ml_tasks.errors import FlywheelError
 from ml_tasks.models import tracking
+from ml_tasks.models.tracking import filter_quote as quote
+from ml_tasks.models.version_tags import pip_requirements, version_tags
 from ml_tasks.settings import Settings
 from ml_tasks.writers import pause_point
 
@@ -44,9 +39,6 @@ BUNDLE_FILES = (
     "model.json", "preprocessing.json", "model_card.md", "onnx_export.json", "onnx.json", "evaluation.json",
     "reliability.png", "reference_sample.parquet", "reference_stats.json",
 )  # fmt: skip
-REQUIREMENT_PACKAGES = ("onnx", "onnxruntime", "numpy")
-
-_MAX_TAG = 5000  # MLflow's tag value limit in every store
 
 
 class RegistryError(FlywheelError, RuntimeError):
@@ -120,58 +112,12 @@ def _info(mv: ModelVersion, *, reused: bool = False, seconds: float = 0.0) -> Ve
     )
 
 
-def pip_requirements() -> list[str]:
-    """Exact pins of what scoring the ONNX model needs, from the installed versions (no inference)."""
-    return [f"{name}=={md.version(name)}" for name in REQUIREMENT_PACKAGES]
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "\\'") + "'"
-
-
-def tag_value(value: Any) -> str:
-    """A tag value: text as is, anything else as JSON; cut to MLflow's limit."""
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= _MAX_TAG else text[: _MAX_TAG - 3] + "..."
-
-
-def version_tags(
-    bundle_dir: Path,
-    *,
-    onnx_sha256: str,
-    run_ids: Mapping[str, str],
-    metrics: Mapping[str, float] | None,
-) -> dict[str, str]:
-    """The lineage tags of a version, from the bundle's model.json plus the caller's run ids and metrics."""
-    meta: dict[str, Any] = json.loads((bundle_dir / "model.json").read_text())
-    tags: dict[str, str] = {TAG_ONNX_SHA256: onnx_sha256}
-    for key, tag in (
-        ("preprocessing_sha256", TAG_PREPROCESSING_SHA256),
-        ("feature_service", TAG_FEATURE_SERVICE),
-        ("training_set_uri", TAG_TRAINING_SET_URI),
-        ("training_set_sha256", TAG_TRAINING_SET_SHA256),
-    ):
-        if meta.get(key) is not None:
-            tags[tag] = str(meta[key])
-    for task, run_id in run_ids.items():
-        tags[f"{TAG_RUN_ID}.{task}"] = run_id
-    if metrics is None:
-        # default: the in-training test split's numbers (evaluation passes the real window's metrics)
-        test = (meta.get("metrics") or {}).get("test") or {}
-        metrics = {f"test_{k}": v for k, v in test.items() if k in ("roc_auc", "pr_auc", "log_loss")}
-    for name, value in metrics.items():
-        tags[f"{TAG_METRIC}.{name}"] = f"{float(value):.6g}"
-    if "threshold" in meta:
-        tags["flywheel.threshold"] = f"{float(meta['threshold']):.6g}"
-    return {k: tag_value(v) for k, v in tags.items()}
-
-
 def find_version(client: MlflowClient, name: str, run_id: str, onnx_sha256: str) -> ModelVersion | None:
     """The version of ``name`` registered from ``run_id`` with this ONNX sha256, if any."""
     from mlflow.exceptions import MlflowException
 
     try:
-        versions = client.search_model_versions(f"name = {_quote(name)} and run_id = {_quote(run_id)}")
+        versions = client.search_model_versions(f"name = {quote(name)} and run_id = {quote(run_id)}")
     except MlflowException:
         return None
     same = [v for v in versions if (v.tags or {}).get(TAG_ONNX_SHA256) == onnx_sha256]
@@ -185,7 +131,8 @@ def unregistered_model(client: MlflowClient, experiment_id: str, run_id: str, on
     from mlflow.entities import LoggedModelStatus
 
     models = client.search_logged_models(
-        [experiment_id], filter_string=f"source_run_id = {_quote(run_id)} AND name = {_quote(ARTIFACT_NAME)}"
+        [experiment_id],
+        filter_string=f"source_run_id = {quote(run_id)} AND name = {quote(ARTIFACT_NAME)}",
     )
     ours = sorted(
         (m for m in models if (m.tags or {}).get(TAG_ONNX_SHA256) == onnx_sha256),

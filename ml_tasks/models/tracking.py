@@ -187,7 +187,8 @@ class RunKey:
         return {TAG_DAG_ID: self.dag_id, TAG_DAG_RUN_ID: self.dag_run_id, TAG_TASK_ID: self.task_id}
 
 
-def _quote(value: str) -> str:
+def filter_quote(value: str) -> str:
+    """``value`` as a string literal of MLflow's search filter grammar."""
     # MLflow's filter grammar: single-quoted strings; an embedded quote is escaped by backslash
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -196,7 +197,7 @@ def find_runs(client: MlflowClient, exp_id: str, key: RunKey) -> list[Run]:
     """The active runs tagged with ``key`` (normally zero or one)."""
     from mlflow.entities import ViewType
 
-    flt = " and ".join(f"tags.`{k}` = {_quote(v)}" for k, v in key.tags().items())
+    flt = " and ".join(f"tags.`{k}` = {filter_quote(v)}" for k, v in key.tags().items())
     return list(client.search_runs([exp_id], filter_string=flt, run_view_type=ViewType.ACTIVE_ONLY))
 
 
@@ -206,7 +207,9 @@ def delete_run_tree(client: MlflowClient, exp_id: str, run_id: str) -> int:
 
     deleted = 0
     children = client.search_runs(
-        [exp_id], filter_string=f"tags.`{PARENT_TAG}` = {_quote(run_id)}", run_view_type=ViewType.ACTIVE_ONLY
+        [exp_id],
+        filter_string=f"tags.`{PARENT_TAG}` = {filter_quote(run_id)}",
+        run_view_type=ViewType.ACTIVE_ONLY,
     )
     for child in children:
         deleted += delete_run_tree(client, exp_id, child.info.run_id)

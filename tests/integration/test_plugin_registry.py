@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ml_tasks.contract import CHALLENGER, CHAMPION, TAG_DECISION, TAG_METRIC, TAG_REASONS
-from ml_tasks.models.registry import tag_value
+from ml_tasks.models.version_tags import tag_value
 from tests.integration._servers.mlflow import MlflowServer
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 from ml_tasks.contract import TAG_FEATURE_SERVICE
+from ml_tasks.models.version_tags import pip_requirements
 from ml_tasks.settings import Settings
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread")]
@@ -106,7 +107,7 @@ def test_register_records_lineage_and_explicit_requirements(
 ) -> None:
     import mlflow
 
-    from ml_tasks.models import registry, tracking
+    from ml_tasks.models import tracking
     from ml_tasks.storage import file_sha256
 
     meta = json.loads((first / "model.json").read_text())
@@ -131,7 +132,7 @@ def test_register_records_lineage_and_explicit_requirements(
     )
     requirements = (local / "requirements.txt").read_text().split()
     # explicit pins (MLflow adds its own); no inference ran
-    assert sorted(requirements) == sorted([f"mlflow=={mlflow.__version__}", *registry.pip_requirements()])
+    assert sorted(requirements) == sorted([f"mlflow=={mlflow.__version__}", *pip_requirements()])
     assert all("==" in r for r in requirements) and any(r.startswith("onnxruntime==") for r in requirements)
     # the registered file is byte-identical to the checked export; the bundle's files travel with it
     assert file_sha256(local / "model.onnx") == tags["flywheel.onnx_sha256"]

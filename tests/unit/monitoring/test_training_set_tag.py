@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ml_tasks.contract import TAG_TRAINING_SET_URI
-from ml_tasks.models.registry import version_tags
+from ml_tasks.models.version_tags import version_tags
 from ml_tasks.monitoring.monitor import training_end, training_set_uri
 
 TAGGED = "file:///data/training_sets/taxi_tips_v1/2024-01-01_2024-01-15"
