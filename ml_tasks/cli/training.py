@@ -156,10 +156,10 @@ def register(
     data_root: DataRootOpt = None,
 ) -> None:
     """Register the candidate's ONNX model as a new version in the MLflow registry (no alias)."""
-    from ml_tasks.training import pipeline
+    from ml_tasks.training import release
 
     settings = make_settings(data_root)
-    emit(pipeline.register(settings, bundle, run_key("register", dag_id, dag_run_id, task_id)))
+    emit(release.register(settings, bundle, run_key("register", dag_id, dag_run_id, task_id)))
 
 
 @app.command()
@@ -178,8 +178,8 @@ def promote(
     data_root: DataRootOpt = None,
 ) -> None:
     """The gate: move the champion alias to the candidate, or mark it challenger with the reasons."""
-    from ml_tasks.training import pipeline
+    from ml_tasks.training import release
 
     settings = make_settings(data_root)
     key = run_key("promote", dag_id, dag_run_id, task_id)
-    emit(pipeline.promote(settings, bundle, key, margin=margin, force=force, force_reason=force_reason))
+    emit(release.promote(settings, bundle, key, margin=margin, force=force, force_reason=force_reason))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ml_tasks.training.pipeline import champion_moved
+from ml_tasks.training.release import champion_moved
 
 
 @pytest.mark.parametrize(
