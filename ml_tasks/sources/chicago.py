@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Self
@@ -29,6 +28,7 @@ from ml_tasks.schema import PORTAL_MAPPING, RAW_COLUMNS, to_canonical
 from ml_tasks.settings import Settings
 from ml_tasks.sources._options import check_known, opt_float, opt_int, opt_str
 from ml_tasks.sources.base import SourceBatch, SourceError
+from ml_tasks.sources.credential_session import CredentialSession
 
 log = logging.getLogger(__name__)
 
@@ -81,44 +81,6 @@ class _Day:
 
 
 #: headers that carry a credential: sent only to the configured host (also across redirects)
-CREDENTIAL_HEADERS = ("X-App-Token", "Authorization", "Cookie")
-
-
-def _origin(url: str) -> tuple[str, int | None]:
-    parts = urllib.parse.urlsplit(url)
-    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
-    return (parts.hostname or "").lower(), parts.port or default
-
-
-class CredentialSession(requests.Session):
-    """A session that sends credential headers only to ``credential_url``'s host and port.
-
-    requests drops ``Authorization`` on a redirect to another host, but keeps custom headers such as
-    ``X-App-Token``: this session drops every credential header on any redirect that leaves the host
-    (an upgrade from http to https on the same host keeps them; a downgrade to http does not).
-    """
-
-    def __init__(self, credential_url: str) -> None:
-        super().__init__()
-        self.credential_url = credential_url
-
-    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
-        super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
-        target = urllib.parse.urlsplit(prepared_request.url or "")
-        home = urllib.parse.urlsplit(self.credential_url)
-        upgrade = home.scheme == "http" and target.scheme == "https" and target.port in (None, 443)
-        keep = _origin(target.geturl()) == _origin(home.geturl()) or (
-            upgrade and (target.hostname or "").lower() == (home.hostname or "").lower()
-        )
-        if not keep or (home.scheme == "https" and target.scheme != "https"):
-            for name in CREDENTIAL_HEADERS:
-                prepared_request.headers.pop(name, None)
-            log.warning(
-                "chicago: redirected from %s to %s://%s: credential headers not sent there",
-                home.hostname, target.scheme, target.hostname,
-            )  # fmt: skip
-
-
 def dataset_for(day: dt.date) -> str:
     """The portal dataset holding trips that start on ``day``."""
     return DATASET_FROM_2024 if day.year >= FIRST_YEAR_OF_NEW_DATASET else DATASET_BEFORE_2024
