@@ -22,8 +22,10 @@ from ml_tasks.intervals import Interval
 from ml_tasks.schema import RAW_SCHEMA
 from ml_tasks.settings import Settings
 from ml_tasks.sources import synthetic_calibration as cal
+from ml_tasks.sources._options import check_known, opt_float, opt_int
 from ml_tasks.sources.base import SourceBatch, SourceError
-from ml_tasks.sources.synthetic_calibration import I64, U64, Bool, ScenarioTables
+from ml_tasks.sources.synthetic_calibration import I64, Bool, ScenarioTables
+from ml_tasks.sources.synthetic_ids import hex_ids
 
 log = logging.getLogger(__name__)
 
@@ -42,37 +44,6 @@ _US = 1_000_000
 _QUARTER_US = 900 * _US
 _DAY_US = 86_400 * _US
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
-
-# --- ids --------------------------------------------------------------------------------------------
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix64(z: U64) -> U64:
-    """SplitMix64's finalizer: a bijection on 64-bit words (so distinct keys give distinct ids)."""
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
-
-
-def _hex_ids(keys: U64, salt: int) -> pa.Array:
-    """40-hex-digit ids (160 bits) from distinct 64-bit keys, built straight into an arrow buffer."""
-    n = len(keys)
-    # mix, xor the mixed salt, mix again: a bijection per salt, unrelated between salts
-    salted = _mix64(np.asarray([salt], dtype=np.uint64) + _GOLDEN)
-    w0 = _mix64(_mix64(keys) ^ salted)
-    w1 = _mix64(w0 + _GOLDEN)
-    w2 = _mix64(w1 + _GOLDEN)
-    raw = np.stack([w0, w1, w2], axis=1).astype(">u8").view(np.uint8).reshape(n, 24)[:, :20]
-    text = np.empty((n, 40), dtype=np.uint8)
-    text[:, 0::2] = raw >> 4
-    text[:, 1::2] = raw & 15
-    # nibble -> ASCII '0'-'9' (48..57) or 'a'-'f' (97..102), arithmetic instead of a lookup
-    text += 48
-    text += (text > 57).astype(np.uint8) * 39
-    offsets = np.arange(0, 40 * (n + 1), 40, dtype=np.int32)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text))
 
 
 class SyntheticSource:
@@ -128,21 +99,7 @@ class SyntheticSource:
         Raises:
             SourceError: an unknown option or a value that does not parse / is out of range.
         """
-        unknown = sorted(set(options) - set(OPTION_NAMES))
-        if unknown:
-            raise SourceError(f"synthetic source: unknown option(s) {unknown}; it takes {list(OPTION_NAMES)}")
-
-        def parsed(key: str, default: Any, kind: type) -> Any:
-            value = options.get(key)
-            if value is None or (isinstance(value, str) and not value.strip()):
-                return default
-            try:
-                return kind(value.strip() if isinstance(value, str) else value)
-            except (TypeError, ValueError):
-                raise SourceError(
-                    f"synthetic source: option {key}={value!r} is not a valid {kind.__name__}"
-                ) from None
-
+        check_known(options, "synthetic", set(OPTION_NAMES))
         drift_text = options.get("drift_from", settings.synthetic_drift_from)
         drift_from: dt.date | None = None
         if isinstance(drift_text, dt.date):
@@ -155,9 +112,9 @@ class SyntheticSource:
                     f"synthetic source: drift_from={drift_text!r} is not an ISO date (YYYY-MM-DD)"
                 ) from None
         return cls(
-            trips_per_day=parsed("trips_per_day", settings.synthetic_trips_per_day, int),
-            seed=parsed("seed", DEFAULT_SEED, int),
-            dirty_rate=parsed("dirty_rate", DEFAULT_DIRTY_RATE, float),
+            trips_per_day=opt_int(options, "trips_per_day", settings.synthetic_trips_per_day),
+            seed=opt_int(options, "seed", DEFAULT_SEED),
+            dirty_rate=opt_float(options, "dirty_rate", DEFAULT_DIRTY_RATE),
             drift_from=drift_from,
         )
 
@@ -391,7 +348,7 @@ class SyntheticSource:
         """Typed arrow columns in RAW_SCHEMA order (nulls through masks, strings through takes)."""
         n = len(rows)
         ordinal_key = np.uint64(day.toordinal()) << np.uint64(32)
-        trip_id = _hex_ids(ordinal_key | c["key"].astype(np.uint64), self.seed)
+        trip_id = hex_ids(ordinal_key | c["key"].astype(np.uint64), self.seed)
         pick_null = c["pick_area_null"]
         drop_null = c["outside"]
         pick_tract_null = c["pick_tract_null"] | pick_null

@@ -272,15 +272,15 @@ def test_options_override_settings_and_are_described() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"seed": "abc"}, "seed='abc' is not a valid int"),
+        ({"seed": "abc"}, "option 'seed' must be an integer, got 'abc'"),
         ({"seed": "-1"}, "seed=-1 must be within"),
-        ({"dirty_rate": "lots"}, "dirty_rate='lots' is not a valid float"),
+        ({"dirty_rate": "lots"}, "option 'dirty_rate' must be a number, got 'lots'"),
         ({"dirty_rate": "0.9"}, "dirty_rate=0.9 must be within"),
         ({"dirty_rate": "nan"}, "dirty_rate=nan must be within"),
         ({"trips_per_day": "-5"}, "trips_per_day=-5 must be within"),
-        ({"trips_per_day": "1.5"}, "trips_per_day='1.5' is not a valid int"),
+        ({"trips_per_day": "1.5"}, "option 'trips_per_day' must be an integer, got '1.5'"),
         ({"drift_from": "next tuesday"}, "drift_from='next tuesday' is not an ISO date"),
-        ({"uri": "x.csv"}, "unknown option(s) ['uri']"),
+        ({"uri": "x.csv"}, "source 'synthetic' does not understand option(s) ['uri']"),
     ],
 )
 def test_bad_options_are_rejected_with_the_option_named(options: dict[str, str], message: str) -> None:
