@@ -7,30 +7,35 @@ through the Secret named by ``FLYWHEEL_K8S_ENV_SECRET``, never through the pod s
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from collections.abc import Mapping
-from contextvars import ContextVar
 from typing import Annotated, Any
 
 from kubernetes.client import models as k8s
 from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
-    EnvSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
-from pydantic_settings.sources.utils import parse_env_vars
 
 from _lib.config import PROFILES, Profile
+from _lib.kube_env import (
+    ENV,
+    ENV_PREFIX,
+    SECRET_NAME,
+    XCOM_ENV,
+    MappingEnvSource,
+    env_for_pods,
+    explain,
+    parse_json,
+    str_map,
+    var_name,
+)
 from _lib.profiles import ResourceProfile, resource_profile
 
-ENV_PREFIX = "FLYWHEEL_K8S_"
 XCOM_FILE = "/airflow/xcom/return.json"
-XCOM_ENV = "FLYWHEEL_XCOM_FILE"  # ml_tasks/jsonout.py writes the summary there when set
 ML_TASKS_COMMAND = ["ml-tasks"]
 BASE_CONTAINER = "base"  # the provider reads logs and the exit code of this container
 ON_FINISH_ACTIONS = ("delete_pod", "keep_pod", "delete_succeeded_pod")
@@ -44,96 +49,12 @@ APP_LABELS = {
     "app.kubernetes.io/component": "ml-step",
 }
 
-#: settings the pod never gets through its spec (they would be readable by anyone who can read pods)
-_SECRET_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL|PRIVATE|_KEY($|_)|POSTGRES_URI|DSN")
-#: DAG/runner settings of this environment that mean nothing inside a pod
-_NOT_FOR_PODS = ("FLYWHEEL_RUNNER", ENV_PREFIX, XCOM_ENV)
-
-
 #: JSON settings: a comma-separated or JSON value is parsed here, with messages naming the variable
 Names = Annotated[tuple[str, ...], NoDecode]
 JsonMap = Annotated[dict[str, str] | None, NoDecode]
 JsonList = Annotated[list[dict[str, Any]] | None, NoDecode]
 _MAPS = ("extra_env", "cpu_requests", "cpu_limits", "cpu_node_selector", "gpu_requests", "gpu_limits",
          "gpu_node_selector")  # fmt: skip
-
-
-def _var(field: str) -> str:
-    if field.startswith("FLYWHEEL_"):  # an alias: the variable's own name
-        return field
-    return "FLYWHEEL_DATA_ROOT" if field == "data_root" else f"{ENV_PREFIX}{field.upper()}"
-
-
-def _json(var: str, raw: str, kind: type) -> Any:
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{var} is not valid JSON ({exc}): {raw[:200]!r}") from None
-    if not isinstance(value, kind):
-        raise ValueError(f"{var} must be a JSON {kind.__name__}, got {type(value).__name__}: {raw[:200]!r}")
-    return value
-
-
-def _str_map(value: Mapping[str, Any], what: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, item in value.items():
-        if not isinstance(item, str | int | float) or isinstance(item, bool):
-            raise ValueError(f"{what}[{key!r}] must be a string or number, got {item!r}")
-        out[str(key)] = str(item)
-    return out
-
-
-def _explain(exc: ValidationError) -> str:
-    """The validation errors as messages naming the environment variable and its value."""
-    messages = []
-    for error in exc.errors():
-        var = _var(str(error["loc"][0])) if error["loc"] else ""
-        raw, ctx, kind = error["input"], error.get("ctx", {}), error["type"]
-        if kind == "value_error":
-            messages.append(str(ctx["error"]))  # our own validators name the variable already
-        elif kind in ("int_parsing", "int_type"):
-            messages.append(f"{var}={raw!r} is not an integer")
-        elif kind == "greater_than_equal":
-            messages.append(f"{var}={raw} must be >= {ctx['ge']}")
-        elif kind == "bool_parsing":
-            messages.append(f"{var}={raw!r} is not a boolean (true/false)")
-        else:
-            messages.append(f"{var}={raw!r}: {error['msg']}")
-    return "; ".join(messages)
-
-
-def _pod_env(env: Mapping[str, str]) -> tuple[dict[str, str], tuple[str, ...]]:
-    """The settings of this environment every pod gets, and the secret-looking names left out."""
-    passed: dict[str, str] = {}
-    withheld: list[str] = []
-    for name in sorted(env):
-        if not name.startswith("FLYWHEEL_") or name.startswith(_NOT_FOR_PODS):
-            continue
-        if _SECRET_NAME.search(name):
-            withheld.append(name)
-            continue
-        passed[name] = env[name]
-    if env.get("MLFLOW_TRACKING_URI", "").strip():
-        passed["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
-    return passed, tuple(withheld)
-
-
-#: the environment :meth:`KubeSettings.from_env` reads (None: this process's)
-_ENV: ContextVar[Mapping[str, str] | None] = ContextVar("flywheel_kube_env", default=None)
-
-
-class _MappingEnvSource(EnvSettingsSource):
-    """pydantic-settings' env source over a given mapping instead of ``os.environ`` (as its dotenv source
-    does with a file's variables)."""
-
-    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
-        self._mapping = env
-        super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(
-            self._mapping, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
-        )
 
 
 class KubeSettings(BaseSettings):
@@ -194,14 +115,14 @@ class KubeSettings(BaseSettings):
         Raises:
             ValueError: a bad or missing value, named with its variable.
         """
-        token = _ENV.set(env)
+        token = ENV.set(env)
         try:
-            pod_env, withheld = _pod_env(os.environ if env is None else env)
-            return cls(pod_env=pod_env, withheld_env=withheld)
+            found, withheld = env_for_pods(os.environ if env is None else env)
+            return cls(pod_env=found, withheld_env=withheld)
         except ValidationError as exc:
-            raise ValueError(_explain(exc)) from None
+            raise ValueError(explain(exc)) from None
         finally:
-            _ENV.reset(token)
+            ENV.reset(token)
 
     @classmethod
     def settings_customise_sources(
@@ -212,8 +133,8 @@ class KubeSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        env = _ENV.get()
-        return (init_settings, env_settings if env is None else _MappingEnvSource(settings_cls, env))
+        env = ENV.get()
+        return (init_settings, env_settings if env is None else MappingEnvSource(settings_cls, env))
 
     @field_validator("image_pull_secrets", "env_configmaps", mode="before")
     @classmethod
@@ -225,9 +146,9 @@ class KubeSettings(BaseSettings):
     def _json_map(cls, value: Any, info: ValidationInfo) -> Any:
         if not isinstance(value, str):
             return value
-        var = _var(str(info.field_name))
-        found = _str_map(_json(var, value, dict), var)
-        secret = sorted(k for k in found if _SECRET_NAME.search(k))
+        var = var_name(str(info.field_name))
+        found = str_map(parse_json(var, value, dict), var)
+        secret = sorted(k for k in found if SECRET_NAME.search(k))
         if info.field_name == "extra_env" and secret:
             raise ValueError(
                 f"{var} names secret-looking variables {secret}: put them in the Secret named by"
@@ -240,8 +161,8 @@ class KubeSettings(BaseSettings):
     def _json_list(cls, value: Any, info: ValidationInfo) -> Any:
         if not isinstance(value, str):
             return value
-        var = _var(str(info.field_name))
-        found = _json(var, value, list)
+        var = var_name(str(info.field_name))
+        found = parse_json(var, value, list)
         for number, toleration in enumerate(found):
             if not isinstance(toleration, dict):
                 raise ValueError(f"{var}[{number}] must be a JSON object, got {toleration!r}")

@@ -21,7 +21,8 @@ from kubernetes.client import models as k8s
 from _lib.argv import Arg
 from _lib.config import Profile
 from _lib.events import attach_event_extra, step_event_extra
-from _lib.kube import ENV_PREFIX, XCOM_FILE, KubeSettings
+from _lib.kube import XCOM_FILE, KubeSettings
+from _lib.kube_env import ENV_PREFIX
 
 if TYPE_CHECKING:
     from airflow.sdk import XComArg
