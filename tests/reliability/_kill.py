@@ -9,6 +9,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tests.reliability.conftest import ERROR
+
+if TYPE_CHECKING:
+    from tests.integration._servers.mlflow import MlflowServer
 
 PAUSED = "flywheel: paused at "
 
@@ -87,3 +93,21 @@ def leftovers(root: Path) -> list[str]:
         for p in root.rglob("*")
         if p.name.startswith(".staging-") or ".old-" in p.name
     )
+
+
+def fails_while_down(
+    point: str, argv: list[str], env: dict[str, str], server: MlflowServer, task: str
+) -> None:
+    """Run the step paused at ``point``, stop ``server`` (an MLflow server), let the step go on: it must
+    fail with exit 1, nothing on stdout, no traceback and the one line naming the server and ``task``."""
+    paused = pause_at(point, argv, env)
+    server.stop()
+    code, out, err = paused.resume()
+    assert code == 1, err[-3000:]
+    assert out == ""
+    assert "Traceback" not in err, err[-3000:]
+    errors = [line.removeprefix(ERROR) for line in err.splitlines() if line.startswith(ERROR)]
+    assert errors == [
+        f"MLflow tracking server {server.url} unreachable during {task}: Connection refused; "
+        "the step's results were not recorded: retry the task once the server is back"
+    ]

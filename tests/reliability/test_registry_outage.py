@@ -31,8 +31,7 @@ from ml_tasks.models import tracking
 from ml_tasks.settings import Settings
 from tests.conftest import run_cli
 from tests.integration._servers.mlflow import MlflowServer
-from tests.reliability._kill import pause_at
-from tests.reliability.conftest import ERROR
+from tests.reliability._kill import fails_while_down
 
 RUN = ["--dag-id", "reliability", "--dag-run-id", "registry__1"]
 
@@ -78,17 +77,7 @@ def candidate(pipeline_root: Any, tmp_path_factory: pytest.TempPathFactory) -> I
 def _interrupted(candidate: Candidate, point: str, argv: list[str], task: str) -> None:
     """Run the step paused at ``point``, stop the server, let the step go on: it fails with the one line;
     then start the server again (same port, same store)."""
-    paused = pause_at(point, argv, candidate.env)
-    candidate.server.stop()
-    code, out, err = paused.resume()
-    assert code == 1, err[-3000:]
-    assert out == ""
-    assert "Traceback" not in err, err[-3000:]
-    errors = [line.removeprefix(ERROR) for line in err.splitlines() if line.startswith(ERROR)]
-    assert errors == [
-        f"MLflow tracking server {candidate.server.url} unreachable during {task}: Connection refused; "
-        "the step's results were not recorded: retry the task once the server is back"
-    ]
+    fails_while_down(point, argv, candidate.env, candidate.server, task)
     candidate.server.start()
 
 

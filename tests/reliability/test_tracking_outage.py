@@ -16,8 +16,7 @@ from ml_tasks.models.tracking import RunKey
 from ml_tasks.settings import Settings
 from tests.conftest import run_cli
 from tests.integration._servers.mlflow import MlflowServer
-from tests.reliability._kill import pause_at
-from tests.reliability.conftest import ERROR
+from tests.reliability._kill import fails_while_down
 
 KEY = RunKey("reliability", "outage__1", "train")
 BUNDLE = ["model.json", "model.pt", "preprocessing.json", "reference_sample.parquet", "reference_stats.json"]
@@ -78,18 +77,7 @@ def test_train_fails_clearly_and_its_retry_leaves_one_finished_run(
     argv = ["train", "--training-set", root.training_set["uri"], "--trials", "1", "--max-epochs", "1",
             "--dag-id", KEY.dag_id, "--dag-run-id", KEY.dag_run_id, "--task-id", KEY.task_id]  # fmt: skip
 
-    paused = pause_at(point, argv, env)
-    server.stop()
-    code, out, err = paused.resume()
-
-    assert code == 1, err[-3000:]
-    assert out == ""
-    assert "Traceback" not in err, err[-3000:]
-    errors = [line.removeprefix(ERROR) for line in err.splitlines() if line.startswith(ERROR)]
-    assert errors == [
-        f"MLflow tracking server {server.url} unreachable during train: Connection refused; "
-        "the step's results were not recorded: retry the task once the server is back"
-    ]
+    fails_while_down(point, argv, env, server, "train")
     first = _bundle(root.data_root)
     # the bundle is whole (model.json, written last, marks it complete) or absent; no temporary file
     assert sorted(first) == (BUNDLE if written else [])

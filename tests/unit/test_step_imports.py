@@ -17,19 +17,19 @@ REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("feast", "great_expectations", "evidently", "torch", "mlflow", "onnxruntime", "onnx")
 
 
-def imported_modules(argv: list[str], tmp_path: Path) -> tuple[set[str], dict[str, object]]:
-    """Every module ``python -X importtime ARGV`` imported, and the step's JSON summary."""
+def run_python(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in the repo with its own data root; it must succeed."""
     env = {**os.environ, "FLYWHEEL_DATA_ROOT": str(tmp_path / "data")}
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", *argv],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-        check=False,
+        [sys.executable, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300, check=False
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def imported_modules(argv: list[str], tmp_path: Path) -> tuple[set[str], dict[str, object]]:
+    """Every module ``python -X importtime ARGV`` imported, and the step's JSON summary."""
+    proc = run_python(["-X", "importtime", *argv], tmp_path)
     names = {
         line.rsplit("|", 1)[1].strip()
         for line in proc.stderr.splitlines()
@@ -117,16 +117,6 @@ print(json.dumps({
     "views": sorted(v.name for v in contents.feature_views),
 }))
 """
-    env = {**os.environ, "FLYWHEEL_DATA_ROOT": str(tmp_path / "data")}
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_python(["-c", code], tmp_path)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"instrumented": True, "views": ["company_stats", "pickup_area_stats"]}
