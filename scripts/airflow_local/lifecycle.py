@@ -221,7 +221,10 @@ class Platform(PlatformConfig):
         by :meth:`wait_ready`; it creates its tables in the ``mlflow`` database on first start)."""
         self._spawn("redis", env, servers.redis_argv(self.redis_port, self.redis_dir))
         mlflow_db = servers.database_uri(self.pgdata, "mlflow")
-        self._spawn("mlflow", env, servers.mlflow_argv(self.mlflow_port, mlflow_db, self.mlflow_artifacts))
+        mlflow_env = {**env, **servers.MLFLOW_SERVER_ENV}
+        self._spawn(
+            "mlflow", mlflow_env, servers.mlflow_argv(self.mlflow_port, mlflow_db, self.mlflow_artifacts)
+        )
         poll_until(
             lambda: True if servers.redis_ready(self.redis_port) else self._dead_check(("redis",)),
             timeout=30,

@@ -153,6 +153,10 @@ def redis_argv(port: int, folder: Path) -> list[str]:
     ]  # fmt: skip
 
 
+#: MLflow's job runner (GenAI scorer jobs: huey consumers, ~8 processes, ~800 MiB) serves nothing we use
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def mlflow_argv(port: int, backend_uri: str, artifacts: Path) -> list[str]:
     """``mlflow server``: runs and the registry in PostgreSQL, artifacts served from ``artifacts`` (clients
     upload and download through the server: ``mlflow-artifacts:/`` locations, as with an object store)."""

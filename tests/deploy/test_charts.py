@@ -65,6 +65,16 @@ def test_rendered_objects() -> None:
                 assert doc["metadata"]["namespace"] == "flywheel", doc["metadata"]
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_mlflow_runs_without_its_job_runner(variant: str) -> None:
+    """The MLflow server's job runner (GenAI scorer jobs: ~8 more processes, ~800 MiB) is off: the
+    pipeline uses none of it, and it would eat most of the container's memory limit."""
+    (deployment,) = [d for d in rendered(variant) if d["kind"] == "Deployment"]
+    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "mlflow"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_document_validates_strictly(variant: str, version: str) -> None:

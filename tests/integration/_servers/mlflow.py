@@ -21,6 +21,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scripts.airflow_local.servers import MLFLOW_SERVER_ENV
+
 START_SECONDS = 90.0
 STOP_SECONDS = 20.0
 
@@ -73,7 +75,8 @@ class MlflowServer:
                     "--backend-store-uri", f"sqlite:///{self.folder}/server.db",
                     "--artifacts-destination", str(self.folder / "artifacts"),
                 ],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+                stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, **MLFLOW_SERVER_ENV, "MLFLOW_TRACKING_URI": ""},
                 start_new_session=True,  # its own process group: stop() ends uvicorn's workers too
             )  # fmt: skip
         deadline = time.monotonic() + START_SECONDS
