@@ -118,12 +118,13 @@ def _lookup_check(row: dict[str, Any], view: str, newest: tuple[str, dict[str, A
 def summarize_features(demo: Demo, runs: list[dict[str, Any]]) -> str:
     """Which intervals the runs processed, rows per view and day, and one online lookup."""
     data_root, config, api = demo.data_root, demo.config, demo.api
-    intervals = [
+    planned = [
         f"[{argv[1]}, {argv[3]})"
         for r in runs
         if r["state"] == "success"
         for argv in api.xcom("taxi_features", r["dag_run_id"], "plan_intervals")
     ]
+    intervals = list(dict.fromkeys(planned))  # a run re-plans what an earlier run left pending: once each
     events = sum(len(api.upstream_asset_events("taxi_features", r["dag_run_id"])) for r in runs)
     lines = [
         f"{len(runs)} asset-triggered run(s) consumed {events} curated-trips event(s):"
