@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from ml_tasks.contract import LABEL, MODEL_FILE, MODEL_JSON, PREPROCESSING_JSON
 from ml_tasks.errors import FlywheelError
-from ml_tasks.models.preprocess import DEFAULT_NUMERIC_BINS, BinInputs, BinMethod, Preprocessor
+from ml_tasks.models.numeric_stats import DEFAULT_NUMERIC_BINS, BinMethod
+from ml_tasks.models.preprocess import BinInputs, Preprocessor
 from ml_tasks.storage import atomic_write_bytes
 
 log = logging.getLogger(__name__)
