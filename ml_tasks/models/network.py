@@ -24,14 +24,21 @@ from torch import Tensor, nn
 
 from ml_tasks.contract import LABEL, MODEL_FILE, MODEL_JSON, PREPROCESSING_JSON
 from ml_tasks.errors import FlywheelError
-from ml_tasks.models.preprocess import DEFAULT_NUMERIC_BINS, BinInputs, BinMethod, Preprocessor
+from ml_tasks.models.layers import (
+    MemberHeads,
+    coarsen,
+    mlp_blocks,
+    piecewise_linear,
+    ple_tables,
+    scaled_views,
+)
+from ml_tasks.models.numeric_stats import DEFAULT_NUMERIC_BINS, BinMethod
+from ml_tasks.models.preprocess import BinInputs, Preprocessor
 from ml_tasks.storage import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = 1
-#: stands for a missing value in the piecewise-linear encoding (finite: times a zero slope it is 0)
-_BELOW_EVERY_EDGE = -3.0e38
 
 PosWeightPolicy = Literal["balanced", "sqrt", "none"]
 StopOn = Literal["roc_auc", "log_loss"]
@@ -168,23 +175,18 @@ class TabularNet(nn.Module):
         n_numeric = len(preprocessor.stats)
         self.n_numeric = n_numeric
         self.n_categorical = len(preprocessor.vocabularies)
-        self.register_buffer("mean", torch.tensor([s.mean for s in preprocessor.stats], dtype=torch.float32))
-        self.register_buffer("std", torch.tensor([s.std for s in preprocessor.stats], dtype=torch.float32))
-        self.register_buffer(
-            "log_mean", torch.tensor([s.log_mean for s in preprocessor.stats], dtype=torch.float32)
-        )
-        self.register_buffer(
-            "log_std", torch.tensor([s.log_std for s in preprocessor.stats], dtype=torch.float32)
-        )
+        for name in ("mean", "std", "log_mean", "log_std"):
+            values = [getattr(s, name) for s in preprocessor.stats]
+            self.register_buffer(name, torch.tensor(values, dtype=torch.float32))
         self.register_buffer("logit_offset", torch.zeros((), dtype=torch.float32))
         # PLE only when configured and fitted (an older preprocessing without edges has no such buffers)
         # only the inputs with edges are binned (gathered first: no padding rows for the others)
-        coarse = [_coarsen(s.edges, config.numeric_bins) for s in preprocessor.stats]
+        coarse = [coarsen(s.edges, config.numeric_bins) for s in preprocessor.stats]
         self.binned = [j for j, e in enumerate(coarse) if len(e) >= 2]
         edges = [coarse[j] for j in self.binned]
         self.n_bins = max((len(e) - 1 for e in edges), default=0)
         if self.n_bins:
-            lo, inv_width, mask = _ple_tables(edges, self.n_bins)
+            lo, inv_width, mask = ple_tables(edges, self.n_bins)
             self.register_buffer("ple_lo", lo)
             self.register_buffer("ple_inv_width", inv_width)
             self.register_buffer("ple_mask", mask)
@@ -193,20 +195,12 @@ class TabularNet(nn.Module):
         sizes = preprocessor.vocabulary_sizes()
         self.embeddings = nn.ModuleList(nn.Embedding(n, config.embedding_dim(n)) for n in sizes)
         width = 3 * n_numeric + len(self.binned) * self.n_bins + sum(config.embedding_dim(n) for n in sizes)
-        layers: list[nn.Module] = []
-        for hidden in config.hidden:
-            layers += [
-                nn.Linear(width, hidden),
-                nn.LayerNorm(hidden),
-                nn.ReLU() if config.activation == "relu" else nn.GELU(),
-                nn.Dropout(config.dropout),
-            ]
-            width = hidden
-        self.mlp = nn.Sequential(*layers)
+        first = width
+        self.mlp = mlp_blocks(width, config.hidden, config.activation, config.dropout)
+        width = config.hidden[-1]
         self.members = config.ensemble
         self.head: nn.Module
         if self.members > 1:
-            first = sum(m.in_features for m in layers[:1] if isinstance(m, nn.Linear))
             # TabM-mini: random +-1 signs make the members differ from the first step (seeded)
             signs = torch.randint(0, 2, (self.members, first), dtype=torch.float32) * 2 - 1
             self.adapter = nn.Parameter(signs)
@@ -239,17 +233,7 @@ class TabularNet(nn.Module):
             self.logit_offset.fill_(logit_offset)
 
     def features(self, numeric: Tensor, categorical: Tensor) -> Tensor:
-        missing = torch.isnan(numeric)
-        clip = self.config.clip
-        scaled = torch.clamp((numeric - self.mean) / self.std, -clip, clip)
-        logged = torch.sign(numeric) * torch.log1p(torch.abs(numeric))
-        log_scaled = torch.clamp((logged - self.log_mean) / self.log_std, -clip, clip)
-        zeros = torch.zeros_like(scaled)
-        parts = [
-            torch.where(missing, zeros, scaled),
-            torch.where(missing, zeros, log_scaled),
-            missing.to(numeric.dtype),
-        ]
+        parts = scaled_views(numeric, (self.mean, self.std), (self.log_mean, self.log_std), self.config.clip)
         if self.n_bins:
             parts.append(self.piecewise_linear(numeric).flatten(1))
         parts += [emb(categorical[:, j]) for j, emb in enumerate(self._embeddings())]
@@ -260,12 +244,7 @@ class TabularNet(nn.Module):
         where NaN / padding)."""
         if len(self.binned) < self.n_numeric:
             numeric = numeric[:, self.binned]
-        # NaN replaced BEFORE the arithmetic by a value below every edge (its encoding clamps to 0); the
-        # padding bins' zero slope (the mask folded into it: a constant the export folds) keeps them at 0.
-        # Two fewer passes over [N, F, bins] than multiplying by the masks: the ONNX model's hot loop.
-        x = torch.where(torch.isnan(numeric), torch.full_like(numeric, _BELOW_EVERY_EDGE), numeric)
-        slope = self.ple_inv_width * self.ple_mask
-        return torch.clamp((x.unsqueeze(-1) - self.ple_lo) * slope, 0.0, 1.0)
+        return piecewise_linear(numeric, self.ple_lo, self.ple_inv_width * self.ple_mask)
 
     def logits(self, numeric: Tensor, categorical: Tensor) -> Tensor:
         """Training logits (before the class-weight correction; for the loss): [N], or [N, members] for an
@@ -280,47 +259,6 @@ class TabularNet(nn.Module):
         """Calibrated probabilities [N] of the positive class (an ensemble's members' mean)."""
         p = torch.sigmoid(self.logits(numeric, categorical) + self.logit_offset)
         return p.mean(dim=-1) if self.members > 1 else p
-
-
-class MemberHeads(nn.Module):
-    """One linear output per ensemble member: [N, members, H] -> [N, members, 1]."""
-
-    def __init__(self, members: int, width: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(members, width))
-        self.bias = nn.Parameter(torch.zeros(members))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return ((x * self.weight).sum(dim=-1) + self.bias).unsqueeze(-1)
-
-
-def _coarsen(edges: tuple[float, ...], bins: int) -> tuple[float, ...]:
-    """At most ``bins`` bins: an evenly spaced subset of the (quantile) edges, keeping both ends."""
-    if bins <= 0 or len(edges) < 2:
-        return ()
-    if len(edges) - 1 <= bins:
-        return edges
-    keep = np.unique(np.round(np.linspace(0, len(edges) - 1, bins + 1)).astype(np.int64))
-    return tuple(edges[int(i)] for i in keep)
-
-
-def _ple_tables(all_edges: list[tuple[float, ...]], bins: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Per numeric input and bin: lower edge, 1 / width and a 0/1 mask ([F, bins] each; padding: 0, 1, 0)."""
-    n = len(all_edges)
-    lo = np.zeros((n, bins), dtype=np.float64)
-    inv_width = np.ones((n, bins), dtype=np.float64)
-    mask = np.zeros((n, bins), dtype=np.float64)
-    for j, column_edges in enumerate(all_edges):
-        edges = np.asarray(column_edges, dtype=np.float64)
-        k = max(edges.size - 1, 0)
-        lo[j, :k] = edges[:-1]
-        inv_width[j, :k] = 1.0 / np.diff(edges)
-        mask[j, :k] = 1.0
-    return (
-        torch.tensor(lo, dtype=torch.float32),
-        torch.tensor(inv_width, dtype=torch.float32),
-        torch.tensor(mask, dtype=torch.float32),
-    )
 
 
 # -- bundle ------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from ml_tasks.contract import EVENT_TIMESTAMP, LABEL, TRIP_KEY
 from ml_tasks.errors import FlywheelError
+from ml_tasks.models.numeric_stats import DEFAULT_NUMERIC_BINS, MIN_ROWS_PER_BIN, BinMethod, NumericStats
 
 #: categorical inputs, in this order, when the training set has them
 CATEGORICAL_COLUMNS: tuple[str, ...] = (
@@ -36,14 +37,7 @@ NUMERIC_COLUMNS: tuple[str, ...] = ("fare", "trip_miles", "trip_seconds", "fare_
 NOT_INPUTS: tuple[str, ...] = (TRIP_KEY, EVENT_TIMESTAMP, "trip_date", LABEL)
 FEATURE_SEPARATOR = "__"
 FORMAT_VERSION = 1
-#: default cap on piecewise-linear-encoding bins per numeric input (``ModelConfig.numeric_bins``)
-DEFAULT_NUMERIC_BINS = 32
-#: at least this many non-null train values per bin: on small data many bins only add noise (measured: a
-#: 3k-row train split loses 0.1 ROC-AUC with 64 bins, 0.04 with 16)
-MIN_ROWS_PER_BIN = 250
-
 Kind = Literal["string", "int"]
-BinMethod = Literal["quantile", "target"]
 BinInputs = Literal["all", "trip"]
 
 
@@ -122,78 +116,6 @@ class Vocabulary:
         return pa.array(self.values, pa.string() if self.kind == "string" else pa.int64())
 
 
-@dataclass(frozen=True)
-class NumericStats:
-    """One numeric column's train-split mean and std, of the raw values and of :func:`signed_log1p` of them.
-
-    A std of 0 is stored as 1. The model sees both views: the raw one keeps linear effects, the log one
-    resolves the low end of heavy-tailed columns (fares of 5 $ and 50 $ are far apart; 50 $ and 500 $
-    barely matter more), which a clipped z-score squeezes together.
-    """
-
-    column: str
-    mean: float
-    std: float
-    log_mean: float
-    log_std: float
-    #: piecewise-linear-encoding bin edges (ascending, distinct; ``len - 1`` bins; empty = no bins)
-    edges: tuple[float, ...] = ()
-
-
-def signed_log1p(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """``sign(x) * log1p(|x|)``: monotone, defined for negative values, NaN stays NaN."""
-    return np.sign(values) * np.log1p(np.abs(values))
-
-
-def _mean_std(values: npt.NDArray[np.float64]) -> tuple[float, float]:
-    """Mean and std ignoring NaN; (0, 1) for an empty column, std 1 for a constant one."""
-    finite = values[~np.isnan(values)]
-    if not finite.size:
-        return 0.0, 1.0
-    std = float(finite.std())
-    # a constant column: dividing by 1 keeps it at 0 after centring instead of inf/NaN
-    return float(finite.mean()), std if std > 0.0 and np.isfinite(std) else 1.0
-
-
-def bin_edges(values: npt.NDArray[np.float64], bins: int) -> tuple[float, ...]:
-    """Distinct quantiles (observed values, not interpolated) of the non-NaN ``values``, ``bins + 1`` levels.
-
-    Fewer than ``bins`` bins when the column has few distinct values (duplicate quantiles merge); no
-    edges at all for ``bins == 0`` or a column with fewer than two distinct values (nothing to split).
-    """
-    finite = values[~np.isnan(values)]
-    if bins <= 0 or not finite.size:
-        return ()
-    edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, bins + 1), method="inverted_cdf"))
-    # float32 is what the model computes in: edges that collapse there would give a zero-width bin
-    edges = np.unique(edges.astype(np.float32)).astype(np.float64)
-    return tuple(float(e) for e in edges) if edges.size >= 2 else ()
-
-
-def target_bin_edges(
-    values: npt.NDArray[np.float64], y: npt.NDArray[np.float32], bins: int, min_rows: int
-) -> tuple[float, ...]:
-    """Target-aware edges (Gorishniy et al. 2022, "tree-based bins"): the thresholds of a decision tree of
-    at most ``bins`` leaves of at least ``min_rows`` rows fitted on this column alone (non-NaN rows) to
-    the label, plus the column's min and max. The bins fall where the label changes (a fare step at 10 $)
-    instead of where the rows are dense; quantile edges when the tree finds no split.
-    """
-    keep = ~np.isnan(values)
-    finite = values[keep]
-    if bins <= 1 or finite.size < 2 or np.unique(y[keep]).size < 2:
-        return bin_edges(values, bins)
-    from sklearn.tree import DecisionTreeClassifier  # training only (~0.5 s import)
-
-    tree = DecisionTreeClassifier(max_leaf_nodes=bins, min_samples_leaf=max(min_rows, 1), random_state=0)
-    tree.fit(finite.reshape(-1, 1).astype(np.float32), y[keep])
-    thresholds = tree.tree_.threshold[tree.tree_.feature >= 0]
-    if not thresholds.size:
-        return bin_edges(values, bins)
-    edges = np.concatenate([[finite.min()], thresholds, [finite.max()]])
-    edges = np.unique(edges.astype(np.float32)).astype(np.float64)
-    return tuple(float(e) for e in edges) if edges.size >= 2 else ()
-
-
 def _column(table: pa.Table, name: str) -> pa.ChunkedArray:
     return table.column(name)
 
@@ -249,9 +171,9 @@ class Preprocessor:
 
         ``numeric_bins`` caps the piecewise-linear-encoding bins per numeric column (0: none), and so does
         the column's non-null count // ``min_rows_per_bin``. ``bin_method``: ``quantile`` edges, or
-        ``target``-aware ones (:func:`target_bin_edges`; needs the label column). ``bin_inputs``: ``all``
-        numeric inputs get edges, or only the ``trip``'s own (:data:`NUMERIC_COLUMNS`, not the
-        ``<view>__<feature>`` aggregates).
+        ``target``-aware ones (``numeric_stats.target_bin_edges``; needs the label column).
+        ``bin_inputs``: ``all`` numeric inputs get edges, or only the ``trip``'s own
+        (:data:`NUMERIC_COLUMNS`, not the ``<view>__<feature>`` aggregates).
 
         Raises:
             PreprocessError: an input column is missing or of an unusable type, ``min_count < 1`` or
@@ -282,15 +204,10 @@ class Preprocessor:
         stats = []
         for name in inputs.numeric:
             values = _as_float(_column(table, name), name)
-            mean, std = _mean_std(values)
-            log_mean, log_std = _mean_std(signed_log1p(values))
             bins = min(numeric_bins, int(np.count_nonzero(~np.isnan(values))) // max(min_rows_per_bin, 1))
             if bin_inputs == "trip" and name not in NUMERIC_COLUMNS:
                 bins = 0
-            edges = (
-                bin_edges(values, bins) if y is None else target_bin_edges(values, y, bins, min_rows_per_bin)
-            )
-            stats.append(NumericStats(name, mean, std, log_mean, log_std, edges))
+            stats.append(NumericStats.fit(name, values, y, bins, min_rows_per_bin))
         return cls(inputs, vocabularies, stats, min_count)
 
     # -- encoding --------------------------------------------------------------------------------
@@ -335,7 +252,7 @@ class Preprocessor:
             "categorical": [
                 {"column": v.column, "kind": v.kind, "vocabulary": list(v.values)} for v in self.vocabularies
             ],
-            "numeric": [_stats_dict(s) for s in self.stats],
+            "numeric": [s.to_dict() for s in self.stats],
         }
 
     @classmethod
@@ -363,23 +280,12 @@ class Preprocessor:
                     else tuple(int(v) for v in item["vocabulary"])
                 )
                 vocabularies.append(Vocabulary(item["column"], kind, values))
-            stats = [
-                NumericStats(
-                    s["column"],
-                    float(s["mean"]),
-                    float(s["std"]),
-                    float(s["log_mean"]),
-                    float(s["log_std"]),
-                    tuple(float(e) for e in s.get("edges", ())),
-                )
-                for s in data["numeric"]
-            ]
-            for stat in stats:
-                edges = np.asarray(stat.edges)
-                if edges.size == 1 or (edges.size and not np.all(np.diff(edges) > 0)):
-                    raise PreprocessError(
-                        f"numeric {stat.column!r}: bin edges must be >= 2 strictly increasing values"
-                    )
+            stats = []
+            for item in data["numeric"]:
+                try:
+                    stats.append(NumericStats.from_dict(item))
+                except ValueError as exc:
+                    raise PreprocessError(str(exc)) from exc
             return cls(inputs, vocabularies, stats, int(data["min_count"]))
         except (KeyError, TypeError) as exc:
             raise PreprocessError(f"malformed preprocessing description: {exc!r}") from exc
@@ -408,20 +314,6 @@ class Preprocessor:
     def __repr__(self) -> str:
         sizes = dict(zip(self.inputs.categorical, self.vocabulary_sizes(), strict=True))
         return f"Preprocessor(categorical={sizes}, numeric={list(self.inputs.numeric)})"
-
-
-def _stats_dict(stat: NumericStats) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "column": stat.column,
-        "mean": stat.mean,
-        "std": stat.std,
-        "log_mean": stat.log_mean,
-        "log_std": stat.log_std,
-    }
-    # only when present: a description without bins keeps the JSON (and sha256) of format 1 before bins
-    if stat.edges:
-        out["edges"] = list(stat.edges)
-    return out
 
 
 def labels(table: pa.Table) -> npt.NDArray[np.float32]:

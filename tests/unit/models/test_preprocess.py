@@ -8,15 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ml_tasks.models.preprocess import (
-    Inputs,
-    PreprocessError,
-    Preprocessor,
-    bin_edges,
-    infer_inputs,
-    labels,
-    signed_log1p,
-)
+from ml_tasks.models.numeric_stats import bin_edges, signed_log1p
+from ml_tasks.models.preprocess import Inputs, PreprocessError, Preprocessor, infer_inputs, labels
 
 
 def table(**columns: list[object]) -> pa.Table:
