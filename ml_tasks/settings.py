@@ -159,6 +159,12 @@ class Settings(BaseSettings):
         " all = also the feature-store aggregates (<view>__<feature>), which trend with the history a store"
         " holds (a 28-day count grows for 28 days) and are tested and reported either way.",
     )
+    monitor_evidently_summary: bool = Field(
+        default=False,
+        description="Add Evidently's DataSummaryPreset (per-column statistics and histograms of the sample"
+        " and the reference sample) to drift_report.html/json: ~60% of the drift step's Evidently time; the"
+        " data-quality summary over every row is written either way.",
+    )
     monitor_prediction_drift: bool = Field(
         default=True, description="A drifted prediction distribution alone is also a drift verdict."
     )

@@ -39,6 +39,7 @@ from ml_tasks.monitoring.predictions import (
     prediction_partitions,
 )
 from ml_tasks.monitoring.quality import scan_current
+from ml_tasks.monitoring.report_html import with_quality
 from ml_tasks.settings import Settings
 from ml_tasks.storage import DataRoot, Manifest, input_record
 
@@ -218,6 +219,7 @@ def run_monitoring(
         ref.categorical,
         ref.numeric,
         drift_share=settings.monitor_drift_share,
+        summary=settings.monitor_evidently_summary,
         exclude=calendar_exclusions(ref.inputs, interval),
         share_of=share_columns(ref.inputs, settings.monitor_share_columns),
         calibration=ref.stats.get("drift_null"),
@@ -262,10 +264,13 @@ def run_monitoring(
         "performance": decision["performance"],
         "evidently": json.loads(result.snapshot.json()) if result.snapshot is not None else None,
     }
-    html = (
+    html = with_quality(
         result.snapshot.get_html_str(as_iframe=False)
         if result.snapshot is not None
-        else _placeholder_html(f"no current rows in {interval}: nothing to compare")
+        else _placeholder_html(
+            f"no Evidently drift test in {interval}: {result.insufficient_data or 'no column to test'}"
+        ),
+        scan.summary(),
     )
     files_out = {
         DRIFT_REPORT_HTML: html.encode(),

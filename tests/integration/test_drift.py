@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -114,3 +121,48 @@ def test_columns_outside_share_of_are_tested_and_reported_not_counted(ref_sample
     assert set(trip_only.drifted_not_counted) == set(everything.drifted_columns)
     # still tested, with their scores
     assert trip_only.columns["fare"]["drifted"] is True
+
+
+_NOTHING_TO_TEST = """
+import json, sys
+import pyarrow as pa
+from ml_tasks.monitoring.drift import drift_report
+from tests.unit.monitoring._frames import CAT, NUM, frame, reference, score
+sample, stats = reference()
+out = []
+for rows in (0, 10):
+    current = frame(rows + 3, 7).slice(3)  # its first 3 fares are non-finite
+    current = current.append_column("score", pa.array(score(current)))
+    result = drift_report(sample, current, CAT, NUM, drift_share=0.3, calibration=stats["drift_null"])
+    out.append([result.current_rows, result.insufficient_data, result.drift_share, result.snapshot is None])
+print(json.dumps({"results": out, "evidently_imported": "evidently" in sys.modules}))
+"""
+
+
+def test_nothing_to_test_never_imports_evidently() -> None:
+    """An empty interval, or one whose every column has too few values, is decided without Evidently."""
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", _NOTHING_TO_TEST], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(repo)}, timeout=300, check=True)  # fmt: skip
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["evidently_imported"] is False
+    (empty, small) = got["results"]
+    assert empty == [0, "no current rows", None, True]
+    assert small[0] == 10 and small[2] is None and small[3] is True
+    assert small[1].startswith("10 current row(s): 4 input column(s) have fewer non-null values than the 30")
+
+
+def test_the_summary_preset_adds_metrics_not_verdicts() -> None:
+    """``summary`` (setting ``monitor_evidently_summary``) adds Evidently's summary; the drift is the same."""
+    sample, stats = reference()
+    current = frame(400, 7, shift=8.0, new_payment=True)
+    current = current.append_column("score", pa.array(score(current)))
+    kwargs: dict[str, Any] = {"drift_share": 0.3, "calibration": stats["drift_null"]}
+    plain = drift_report(sample, current, CAT, NUM, summary=False, **kwargs)
+    full = drift_report(sample, current, CAT, NUM, summary=True, **kwargs)
+    assert plain.columns == full.columns and plain.prediction_drift == full.prediction_drift
+    assert plain.drifted_columns == full.drifted_columns
+    assert {"fare", "payment_type"} <= set(plain.drifted_columns)
+    # one ValueDrift per tested column (4 inputs + the score) without the summary; the preset adds its own
+    assert plain.evidently["metrics"] == 5 and full.evidently["metrics"] > 5
+    assert plain.evidently["failed_tests"] == len(plain.drifted_columns) + 1

@@ -199,7 +199,12 @@ def test_tfdv_eval_against_tfdv_train_is_no_drift(
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["step"] == "monitor" and manifest["row_counts"]["rows"] == tfdv_frames[1].num_rows
     assert any("reference" in i for i in manifest["inputs"])
-    assert "<html" in (out / "drift_report.html").read_text()[:2000].lower()
+    page = (out / "drift_report.html").read_text()
+    assert "<html" in page[:2000].lower()
+    # the data-quality table of every row opens the page; Evidently's summary preset is opt-in
+    assert f"<p>{tfdv_frames[1].num_rows} current rows (every row;" in page
+    assert page.index('<section id="flywheel-data-quality"') == page.index("<body>") + len("<body>")
+    assert report["evidently"] is not None and len(report["evidently"]["metrics"]) == 10 + 1
 
 
 def test_no_predictions_is_a_clear_error(tmp_path: Path) -> None:
