@@ -1,5 +1,5 @@
 """``python -m ml_tasks.cli``: the same entry point as the ``ml-tasks`` script."""
 
-from ml_tasks.cli import main
+from ml_tasks.cli import entry
 
-main()
+entry()
