@@ -100,6 +100,17 @@ _atexit.register(_peak)
 """
 
 
+#: appended to a floor's ``python -c`` code: it ends as ``ml-tasks`` does (``ml_tasks.cli.finish``: exit
+#: handlers, flush, ``os._exit``), so a step and its floor both skip the interpreter's module teardown
+FAST_EXIT = """
+import atexit as _atexit, os as _os, sys as _sys
+_atexit._run_exitfuncs()
+_sys.stdout.flush()
+_sys.stderr.flush()
+_os._exit(0)
+"""
+
+
 def child_peak_mib(stderr: str) -> float | None:
     """The peak RSS (MiB) a child started with :data:`PEAK_AT_EXIT` reported, if it did."""
     for line in reversed(stderr.splitlines()):

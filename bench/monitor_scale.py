@@ -18,7 +18,8 @@ monitoring / floor is reported; the run FAILS when the 1M run exceeds ``--max-se
 
 The fixed cost: the same fresh-process monitoring of a day of ``--small-rows`` (48) rows, against a fresh
 process that only imports what the drift test needs from Evidently (the step's one heavy library; goal: the
-step costs no more than that import).
+step costs no more than that import). Both end as ``ml-tasks`` does (``ml_tasks.cli.finish`` and
+``FAST_EXIT``: exit handlers, flush, no module teardown).
 
 Reports through ``bench/_results.py`` (bench name ``monitor``). Usage: python bench/monitor_scale.py
 [--rows 100000,1000000] [--sample-rows 100000] [--small-rows 48]
@@ -45,7 +46,7 @@ from ml_tasks.contract import REGISTERED_MODEL
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `python bench/x.py`: import bench._results
 
-from bench._results import PEAK_AT_EXIT, Figure, child_peak_mib, emit  # noqa: E402
+from bench._results import FAST_EXIT, PEAK_AT_EXIT, Figure, child_peak_mib, emit  # noqa: E402
 
 MODEL = REGISTERED_MODEL
 DAY = dt.date(2024, 6, 3)
@@ -160,15 +161,20 @@ s = run_monitoring(settings, Interval(day, day + dt.timedelta(days=1)),
                    reference=ref)
 keys = ("verdict", "drift_share", "drifted_columns", "rows", "sample_rows", "seconds")
 print(json.dumps({k: s[k] for k in keys}))
+from ml_tasks.cli import finish  # the process ends as `ml-tasks monitor` does
+finish(0)
 """
 
-IMPORTS = """
+IMPORTS = (
+    """
 import json
 from evidently import DataDefinition, Dataset, Report
 from evidently.metrics import ValueDrift
 from evidently.presets import DataSummaryPreset
 print(json.dumps({"imported": "evidently"}))
 """
+    + FAST_EXIT
+)
 
 FLOOR = """
 import json, sys, pyarrow.compute as pc, pyarrow.parquet as pq, glob

@@ -6,7 +6,8 @@ build-features, features-pending, feature-apply, materialize), so what they cost
 interpreter, imports, settings, registry, manifests. Each step must exit 0 (the bench fails otherwise).
 
 Floors, measured in the same run: ``python -c pass`` (the interpreter) and ``python -c "import X"`` for the
-one heavy library a step needs (great_expectations for validate, feast for the Feast steps). Goals (issue
+one heavy library a step needs (great_expectations for validate, feast for the Feast steps); each floor
+ends as ``ml-tasks`` does (``FAST_EXIT``: no module teardown), so the two compare like for like. Goals (issue
 17): <= 2 s for a step without a heavy library; <= the heavy library's import time for the others
 (ratio <= 1). Each figure is the median wall time of ``--repeat`` runs; peak RSS is the largest child's.
 The note names the step's largest imports (``python -X importtime``, one extra run): the profile.
@@ -28,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/x.py`: import bench._results
 
-from bench._results import Figure, emit
+from bench._results import FAST_EXIT, Figure, emit
 
 REPO = Path(__file__).resolve().parents[1]
 #: (step argv after ``ml-tasks`` with {day}, the one heavy library it needs or None), in pipeline order
@@ -111,7 +112,7 @@ def main() -> int:
         floors: dict[str | None, float] = {}
         for heavy in (None, *sorted({h for _, h in STEPS if h})):
             code = "pass" if heavy is None else f"import {heavy}"
-            seconds, peak = measure([py, "-c", code], env, args.repeat)
+            seconds, peak = measure([py, "-c", code + FAST_EXIT], env, args.repeat)
             floors[heavy] = seconds
             print(f"floor  python -c {code!r:28s} {seconds:6.2f} s  peak RSS {peak:6.0f} MiB", flush=True)
         for template, heavy in STEPS:

@@ -14,13 +14,14 @@ import os
 import sys
 import threading
 import traceback
+from typing import NoReturn
 
 from ml_tasks import redaction
 from ml_tasks.cli import features, ingest, serving, training
 from ml_tasks.cli.app import StepError, app
 from ml_tasks.errors import FlywheelError
 
-__all__ = ["StepError", "app", "entry", "features", "ingest", "main", "serving", "training"]
+__all__ = ["StepError", "app", "entry", "features", "finish", "ingest", "main", "serving", "training"]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -84,15 +85,10 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def entry() -> None:
-    """The ``ml-tasks`` console script: :func:`main`, then the process ends without tearing down its
-    modules (~1 s after importing Evidently, Feast or GX). What the interpreter's exit does before that
-    still happens, in its order: non-daemon threads joined, exit handlers run, streams flushed."""
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = _exit_code(exc)
+def finish(code: int) -> NoReturn:
+    """End the process with ``code`` without tearing down its modules (~1 s after importing Evidently,
+    Feast or GX). What the interpreter's exit does before that still happens, in its order: non-daemon
+    threads joined, exit handlers run, streams flushed."""
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join()
@@ -101,3 +97,13 @@ def entry() -> None:
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(code)
+
+
+def entry() -> NoReturn:
+    """The ``ml-tasks`` console script: :func:`main`, then :func:`finish`."""
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = _exit_code(exc)
+    finish(code)
