@@ -20,6 +20,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ml_tasks.models.column_stats import categorical_values, finite_float
+
 WASSERSTEIN = "wasserstein"
 JENSEN_SHANNON = "jensenshannon"
 #: Evidently's display names of the two methods (what its report and the decision show)
@@ -47,8 +49,6 @@ Floats = npt.NDArray[np.float64]
 
 def column_values(column: pa.ChunkedArray | pa.Array, kind: str) -> Floats | npt.NDArray[np.str_]:
     """The non-null (finite) values of a column as numpy: float64, or strings for a categorical."""
-    from ml_tasks.models.reference import categorical_values, finite_float
-
     if kind == "categorical":
         values = categorical_values(column).drop_null()
         return np.asarray(pc.cast(values, pa.string()).to_numpy(zero_copy_only=False), dtype=str)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -25,6 +24,13 @@ import pyarrow.parquet as pq
 from ml_tasks.contract import LABEL, REFERENCE_FILES, REFERENCE_SAMPLE, REFERENCE_STATS, SCORE
 from ml_tasks.errors import FlywheelError
 from ml_tasks.models import drift_null
+from ml_tasks.models.column_stats import (
+    categorical_stats,
+    finite_or_none,
+    is_numeric_type,
+    numeric_stats,
+    sample_indices,
+)
 from ml_tasks.models.reference_stats import FORMAT_VERSION, read_reference_stats
 from ml_tasks.storage import ContractFileError
 
@@ -33,10 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: quantile levels recorded for numeric columns
-QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-#: categorical values kept with their counts; a column with more distinct values keeps the most frequent
-MAX_VALUES = 5_000
 SAMPLE_ROW_GROUP = 65_536
 
 ScoreFn = Callable[[pa.Table], npt.NDArray[np.float64]]
@@ -83,80 +85,6 @@ class Reference:
         return {"reference": {"uri": uri, "source": self.source, "files": dict(sorted(self.files.items()))}}
 
 
-# -- statistics ------------------------------------------------------------------------------------------
-
-
-def _is_numeric_type(typ: pa.DataType) -> bool:
-    return bool(pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ))
-
-
-def finite_float(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    """float64 values with null for null, NaN and +-inf (a non-finite value is as unknown as a null)."""
-    values = pc.cast(column, pa.float64())
-    return pc.if_else(pc.is_finite(values), values, pa.scalar(None, pa.float64()))
-
-
-def categorical_values(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    """A categorical column as int64 (integer codes) or string: one canonical type per column."""
-    if pa.types.is_integer(column.type):
-        return pc.cast(column, pa.int64())
-    if pa.types.is_dictionary(column.type):
-        return pc.cast(column, column.type.value_type)
-    if pa.types.is_large_string(column.type):
-        return pc.cast(column, pa.string())
-    return column
-
-
-def _float(value: Any) -> float | None:
-    if value is None:
-        return None
-    out = float(value)
-    return out if math.isfinite(out) else None
-
-
-def numeric_stats(column: pa.ChunkedArray | pa.Array) -> dict[str, Any]:
-    """count, null count (incl. NaN / inf), min, max, mean, std (population) and quantiles of a column."""
-    values = finite_float(column)
-    count = len(values)
-    valid = values.drop_null()
-    nulls = count - len(valid)
-    out: dict[str, Any] = {"kind": "numeric", "type": str(column.type), "count": count, "null_count": nulls}
-    if len(valid) == 0:
-        out.update(min=None, max=None, mean=None, std=None, quantiles={})
-        return out
-    minmax = pc.min_max(valid)
-    quantiles = pc.quantile(valid, q=list(QUANTILES), interpolation="linear").to_pylist()
-    out.update(
-        min=_float(minmax["min"].as_py()),
-        max=_float(minmax["max"].as_py()),
-        mean=_float(pc.mean(valid).as_py()),
-        std=_float(pc.stddev(valid, ddof=0).as_py()),
-        quantiles={f"{q:g}": _float(v) for q, v in zip(QUANTILES, quantiles, strict=True)},
-    )
-    return out
-
-
-def categorical_stats(column: pa.ChunkedArray | pa.Array, max_values: int = MAX_VALUES) -> dict[str, Any]:
-    """count, null count, distinct count and value frequencies (most frequent first, ties by value)."""
-    values = categorical_values(column)
-    count = len(values)
-    nulls = values.null_count
-    counts = pc.value_counts(values.drop_null())
-    pairs = sorted(
-        zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True),
-        key=lambda p: (-p[1], str(p[0])),
-    )
-    return {
-        "kind": "categorical",
-        "type": str(column.type),
-        "count": count,
-        "null_count": nulls,
-        "distinct": len(pairs),
-        "values": [[v, int(c)] for v, c in pairs[:max_values]],
-        "truncated": len(pairs) > max_values,
-    }
-
-
 def column_stats(table: pa.Table, categorical: list[str], numeric: list[str]) -> dict[str, dict[str, Any]]:
     """Statistics of every listed column of ``table`` (over all its rows)."""
     missing = [c for c in (*categorical, *numeric) if c not in table.column_names]
@@ -166,20 +94,12 @@ def column_stats(table: pa.Table, categorical: list[str], numeric: list[str]) ->
     for name in categorical:
         out[name] = categorical_stats(table.column(name))
     for name in numeric:
-        if not _is_numeric_type(table.column(name).type):
+        if not is_numeric_type(table.column(name).type):
             raise MonitoringReferenceError(
                 f"numeric input {name!r} is {table.column(name).type}, not a number"
             )
         out[name] = numeric_stats(table.column(name))
     return out
-
-
-def sample_indices(total: int, size: int, seed: int) -> npt.NDArray[np.int64]:
-    """Sorted row positions of a uniform sample without replacement (all rows when ``total <= size``)."""
-    if total <= size:
-        return np.arange(total, dtype=np.int64)
-    rng = np.random.Generator(np.random.PCG64(seed))
-    return np.sort(rng.choice(total, size=size, replace=False)).astype(np.int64)
 
 
 # -- building ---------------------------------------------------------------------------------------------
@@ -233,10 +153,10 @@ def compute_reference(
         "rows": training_set.num_rows,
         "sample_rows": sample.num_rows,
         "seed": seed,
-        "label_rate": _float(pc.mean(pc.cast(label, pa.float64())).as_py()),
+        "label_rate": finite_or_none(pc.mean(pc.cast(label, pa.float64())).as_py()),
         "columns": columns,
         "score": {**numeric_stats(sample.column(SCORE)), "over": "sample"},
-        "sample_label_rate": _float(pc.mean(pc.cast(sample.column(LABEL), pa.float64())).as_py()),
+        "sample_label_rate": finite_or_none(pc.mean(pc.cast(sample.column(LABEL), pa.float64())).as_py()),
         "drift_null": drift_null.calibrate(sample, calibrated, seed=seed),
         **dict(extra or {}),
     }

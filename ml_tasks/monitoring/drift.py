@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from ml_tasks.contract import SCORE
 from ml_tasks.models import drift_null
-from ml_tasks.models.reference import categorical_values, finite_float
+from ml_tasks.models.column_stats import categorical_values, finite_float
 from ml_tasks.monitoring import MonitoringError
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ml_tasks.contract import SCORE
-from ml_tasks.models.reference import categorical_values, finite_float, sample_indices
+from ml_tasks.models.column_stats import categorical_values, finite_float, sample_indices
 from ml_tasks.monitoring import MonitoringError
 
 #: distinct categorical values tracked per column (beyond this, only the count of new-value rows is exact)

@@ -12,10 +12,10 @@ import pyarrow.compute as pc
 import pytest
 
 from ml_tasks.contract import REFERENCE_SAMPLE, REFERENCE_STATS
+from ml_tasks.models.column_stats import categorical_stats
 from ml_tasks.models.reference import (
     MonitoringReferenceError,
     ReferenceNotFoundError,
-    categorical_stats,
     compute_reference,
     load_reference_dir,
     write_reference,

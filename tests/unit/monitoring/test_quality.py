@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from ml_tasks.models.reference import numeric_stats, sample_indices
+from ml_tasks.models.column_stats import numeric_stats, sample_indices
 from ml_tasks.monitoring import MonitoringError
 from ml_tasks.monitoring.quality import CategoricalAccumulator, NumericAccumulator, scan_current
 from tests.unit.monitoring._frames import current_batches, frame, reference
