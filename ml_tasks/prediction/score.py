@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from ml_tasks.contract import (
@@ -38,6 +41,7 @@ from ml_tasks.features.retrieval import (
 from ml_tasks.features.store import FeatureStoreError
 from ml_tasks.intervals import Interval
 from ml_tasks.prediction import checked_registry, pit
+from ml_tasks.prediction.pipeline import OneBehind, prefetch
 from ml_tasks.prediction.resolve import ResolvedModel, as_model, load_scorer
 from ml_tasks.prediction.schema import MISSING_VIEWS, POSITION, FeatureServiceMismatch, output_schema
 from ml_tasks.prediction.shards import (
@@ -56,10 +60,12 @@ if TYPE_CHECKING:
     from feast import FeatureService, FeatureView
 
     from ml_tasks.features.store import StoreHandle
-    from ml_tasks.models.preprocess import Inputs
+    from ml_tasks.models.preprocess import Encoded, Inputs
     from ml_tasks.models.scorer import OnnxScorer
 
 log = logging.getLogger(__name__)
+#: prepared (joined + encoded) batches waiting for onnxruntime: enough to cover the next day's join
+PREFETCH_BATCHES = 2
 
 
 @dataclass
@@ -169,47 +175,54 @@ def _constant(value: Any, typ: pa.DataType, n: int) -> pa.Array:
     return pa.repeat(pa.scalar(value, typ), n)
 
 
-def _score_rows(
-    ctx: ScoringContext, table: pa.Table, missing: pa.Array, positions: pa.Array
-) -> Iterator[pa.Table]:
-    """The staged prediction batches of ``table`` (record batches of ``predict_batch_rows``), lazily."""
-    model, scorer = ctx.model, ctx.scorer
-    inputs = scorer.preprocessor.inputs.columns
-    for start in range(0, table.num_rows, ctx.batch_rows):
-        chunk = table.slice(start, ctx.batch_rows)
-        n = chunk.num_rows
-        encoded = scorer.preprocessor.encode(chunk)
-        scores = scorer.predict_encoded(encoded.numeric, encoded.categorical)
-        columns: dict[str, Any] = {
-            TRIP_KEY: chunk[TRIP_KEY],
-            EVENT_TIMESTAMP: chunk[EVENT_TIMESTAMP],
-            "trip_date": chunk["trip_date"],
-            "score": pa.array(scores, pa.float64()),
-            "decision": pa.array(scores >= model.threshold, pa.bool_()),
-            "threshold": _constant(model.threshold, pa.float64(), n),
-            "model_name": _constant(model.name, pa.string(), n),
-            "model_version": _constant(model.version, pa.string(), n),
-            "model_run_id": _constant(model.run_id, pa.string(), n),
-            "feature_service": _constant(model.feature_service, pa.string(), n),
-            "interval_start": _constant(ctx.interval.start, pa.date32(), n),
-            "interval_end": _constant(ctx.interval.end, pa.date32(), n),
-            MISSING_VIEWS: missing.slice(start, n),
-        }
-        for name in inputs:
-            columns[name] = chunk[name]
-        columns[POSITION] = positions.slice(start, n)
-        yield pa.table(columns).cast(ctx.staged)
+@dataclass(frozen=True)
+class JoinedDay:
+    """A shard's rows of one day with their point-in-time features, in the day's sorted order."""
+
+    day: dt.date
+    day_rows: int  # the day's trips (all shards)
+    table: pa.Table
+    positions: pa.Array  # int64: each row's position in the day's sorted order
+    missing: dict[str, int]  # per view, rows without a feature row
+    per_row: pa.Array  # int8: per row, the views without a feature row
+    inputs: list[dict[str, Any]]  # the manifest inputs the day is scored from
+
+    @property
+    def rows(self) -> int:
+        """The shard's rows of the day."""
+        return len(self.positions)
+
+    @property
+    def missing_features(self) -> int:
+        """Rows missing at least one view."""
+        return int(np.count_nonzero(self.per_row.to_numpy(zero_copy_only=False)))
 
 
-def _score_day(ctx: ScoringContext, day: dt.date, shard: int, shards: int, target: str) -> ShardDay:
-    """Score the shard's rows of ``day`` into ``target/dt=<day>``; the day's entry of ``_shard.json``."""
+@dataclass(frozen=True)
+class Batch:
+    """Up to ``predict_batch_rows`` rows of a day, encoded for the model (None: the day has no rows)."""
+
+    day: JoinedDay
+    start: int
+    rows: pa.Table
+    encoded: Encoded | None
+
+    @property
+    def last(self) -> bool:
+        """Whether this is the day's last batch."""
+        return bool(self.start + self.rows.num_rows >= self.day.table.num_rows)
+
+
+def join_day(ctx: ScoringContext, day: dt.date, shard: int, shards: int) -> JoinedDay:
+    """The shard's rows of ``day`` (label dropped), sorted, with their point-in-time features."""
     root = ctx.root
     entities = entity_frame(root, day)
     if LABEL in entities.column_names:
         entities = entities.drop_columns([LABEL])  # labels arrive later; prediction never reads them
     day_rows = entities.num_rows
     positions = shard_positions(day_rows, shard, shards)
-    rows = entities.take(sorted_order(entities).take(pa.array(positions)))
+    order = sorted_order(entities)
+    rows = entities.take(order if shards == 1 else order.take(pa.array(positions)))
     fast = functools.partial(pit.join, ctx.views, row=ROW) if ctx.fast_join else None
     table = join_features(
         ctx.handle,
@@ -223,29 +236,115 @@ def _score_day(ctx: ScoringContext, day: dt.date, shard: int, shards: int, targe
     missing, per_row = missing_views(table, ctx.view_columns)
     curated = input_record(root, root.partition_path(*CURATED, day))
     inputs = [curated, *feature_inputs(root, ctx.views, ctx.interval.single(day))]
-    path = f"{target}/dt={day.isoformat()}"
-    with root.write_partition(path) as writer:
-        for batch in _score_rows(ctx, table, per_row, pa.array(positions, pa.int64())):
-            writer.write(batch, schema=ctx.staged)
-        writer.write_empty(ctx.staged)
-        writer.manifest = Manifest(
-            dataset=f"{PREDICTIONS_LAYER}/{ctx.model.name}/{SHARDS_DIR}",
-            partition=day.isoformat(),
-            step="predict-shard",
-            inputs=[*inputs, ctx.model.record()],
-            row_counts={"rows": table.num_rows, "day_rows": day_rows},
-            params={"shard": shard, "shards": shards},
-        )
-        outputs = writer.outputs()
-        writer.manifest.outputs = outputs
-    return ShardDay(
-        day_rows=day_rows,
-        rows=table.num_rows,
-        missing=missing,
-        missing_features=int(np.count_nonzero(per_row.to_numpy(zero_copy_only=False))),
-        inputs=inputs,
-        file=StagedFile.model_validate(outputs[0]),
-    )
+    return JoinedDay(day, day_rows, table, pa.array(positions, pa.int64()), missing, per_row, inputs)
+
+
+def prepared_batches(
+    ctx: ScoringContext, days: Sequence[dt.date], shard: int, shards: int
+) -> Iterator[Batch]:
+    """Every day's rows in batches of ``predict_batch_rows``, joined and encoded (one empty batch for a day
+    without rows), lazily."""
+    for day in days:
+        joined = join_day(ctx, day, shard, shards)
+        if joined.table.num_rows == 0:
+            yield Batch(joined, 0, joined.table, None)
+        for start in range(0, joined.table.num_rows, ctx.batch_rows):
+            chunk = joined.table.slice(start, ctx.batch_rows)
+            yield Batch(joined, start, chunk, ctx.scorer.preprocessor.encode(chunk))
+
+
+def output_table(
+    ctx: ScoringContext, batch: Batch, scores: npt.NDArray[np.float64], *, staged: bool
+) -> pa.Table:
+    """The prediction rows of ``batch``: the partition's columns (and the position column when ``staged``)."""
+    model, chunk, n = ctx.model, batch.rows, batch.rows.num_rows
+    columns: dict[str, Any] = {
+        TRIP_KEY: chunk[TRIP_KEY],
+        EVENT_TIMESTAMP: chunk[EVENT_TIMESTAMP],
+        "trip_date": chunk["trip_date"],
+        "score": pa.array(scores, pa.float64()),
+        "decision": pa.array(scores >= model.threshold, pa.bool_()),
+        "threshold": _constant(model.threshold, pa.float64(), n),
+        "model_name": _constant(model.name, pa.string(), n),
+        "model_version": _constant(model.version, pa.string(), n),
+        "model_run_id": _constant(model.run_id, pa.string(), n),
+        "feature_service": _constant(model.feature_service, pa.string(), n),
+        "interval_start": _constant(ctx.interval.start, pa.date32(), n),
+        "interval_end": _constant(ctx.interval.end, pa.date32(), n),
+        MISSING_VIEWS: batch.day.per_row.slice(batch.start, n),
+    }
+    for name in ctx.scorer.preprocessor.inputs.columns:
+        columns[name] = chunk[name]
+    if staged:
+        columns[POSITION] = batch.day.positions.slice(batch.start, n)
+    return pa.table(columns).cast(ctx.staged if staged else ctx.schema)
+
+
+def score_batches(
+    ctx: ScoringContext,
+    days: Sequence[dt.date],
+    shard: int,
+    shards: int,
+    write: Callable[[Batch, npt.NDArray[np.float64]], None],
+) -> None:
+    """Score every batch of ``days`` in order, handing each with its scores to ``write``.
+
+    A bounded pipeline (:mod:`ml_tasks.prediction.pipeline`): the next batches are joined and encoded in
+    one thread and ``write`` runs in another, in order, while this thread scores.
+    """
+    batches = prefetch(prepared_batches(ctx, days, shard, shards), PREFETCH_BATCHES, "predict-prepare")
+    with OneBehind("predict-write") as writer, contextlib.closing(batches):
+        for batch in batches:
+            if batch.encoded is None:
+                scores = np.empty(0, dtype=np.float64)
+            else:
+                scores = ctx.scorer.predict_encoded(batch.encoded.numeric, batch.encoded.categorical)
+            writer.submit(write, batch, scores)
+
+
+def _score_shard_days(
+    ctx: ScoringContext, days: Sequence[dt.date], shard: int, shards: int, target: str
+) -> dict[str, ShardDay]:
+    """Score the shard's rows of ``days`` into ``target/dt=<day>``; each day's entry of ``_shard.json``."""
+    root = ctx.root
+    joined: dict[dt.date, JoinedDay] = {}
+
+    def write(batch: Batch, scores: npt.NDArray[np.float64]) -> None:
+        if batch.rows.num_rows:
+            writers[batch.day.day].write(output_table(ctx, batch, scores, staged=True), schema=ctx.staged)
+        if batch.last:  # the day's rows are written: keep its figures, not its table
+            joined[batch.day.day] = dataclasses.replace(batch.day, table=batch.day.table.slice(0, 0))
+
+    with contextlib.ExitStack() as stack:
+        # entered last day first, so the days are committed (the stack unwinds) in order
+        writers = {
+            day: stack.enter_context(root.write_partition(f"{target}/dt={day.isoformat()}"))
+            for day in reversed(days)
+        }
+        score_batches(ctx, days, shard, shards, write)
+        scored: dict[str, ShardDay] = {}
+        for day in days:
+            writer, entry = writers[day], joined[day]
+            writer.write_empty(ctx.staged)
+            writer.manifest = Manifest(
+                dataset=f"{PREDICTIONS_LAYER}/{ctx.model.name}/{SHARDS_DIR}",
+                partition=day.isoformat(),
+                step="predict-shard",
+                inputs=[*entry.inputs, ctx.model.record()],
+                row_counts={"rows": entry.rows, "day_rows": entry.day_rows},
+                params={"shard": shard, "shards": shards},
+            )
+            outputs = writer.outputs()
+            writer.manifest.outputs = outputs
+            scored[day.isoformat()] = ShardDay(
+                day_rows=entry.day_rows,
+                rows=entry.rows,
+                missing=entry.missing,
+                missing_features=entry.missing_features,
+                inputs=entry.inputs,
+                file=StagedFile.model_validate(outputs[0]),
+            )
+    return scored
 
 
 def predict_shard(
@@ -291,7 +390,7 @@ def predict_shard(
     target = shard_path(root, resolved.name, run_key, interval, shard, shards)
     if root.exists(target):
         root.fs.delete_dir(target)  # a re-run replaces the shard's output (and _shard.json goes first)
-    days_scored = {day.isoformat(): _score_day(ctx, day, shard, shards, target) for day in days}
+    days_scored = _score_shard_days(ctx, days, shard, shards, target)
     seconds = time.perf_counter() - started
     rows = sum(d.rows for d in days_scored.values())
     record = ShardRecord(
