@@ -223,6 +223,7 @@ def join_day(ctx: ScoringContext, day: dt.date, shard: int, shards: int) -> Join
     positions = shard_positions(day_rows, shard, shards)
     order = sorted_order(entities)
     rows = entities.take(order if shards == 1 else order.take(pa.array(positions)))
+    del entities, order  # the day's unsorted rows are not needed while joining
     fast = functools.partial(pit.join, ctx.views, row=ROW) if ctx.fast_join else None
     table = join_features(
         ctx.handle,
