@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -19,7 +20,7 @@ from ml_tasks.features.retrieval import ROW_GROUP_ROWS, require_curated
 from ml_tasks.intervals import Interval
 from ml_tasks.prediction.resolve import ResolvedModel, model_identity, resolve_loaded
 from ml_tasks.prediction.schema import POSITION, PredictionError
-from ml_tasks.prediction.score import Batch, output_table, score_batches, scoring_context
+from ml_tasks.prediction.score import Batch, DayTotals, output_table, score_batches, scoring_context
 from ml_tasks.prediction.shards import (
     ShardDay,
     ShardRecord,
@@ -184,20 +185,14 @@ def _score_partitions(
     ctx = scoring_context(settings, model, interval, handle, scorer)
     root, days = ctx.root, list(interval.days())
     groups: dict[dt.date, RowGroups] = {}
-    totals: dict[dt.date, dict[str, Any]] = {}
+    totals: dict[dt.date, DayTotals] = {}
 
     def write(batch: Batch, scores: npt.NDArray[np.float64]) -> None:
-        day = batch.day.day
+        DayTotals.tally(totals, batch)
         if batch.rows.num_rows:
-            groups[day].add(output_table(ctx, batch, scores, staged=False))
+            groups[batch.day.day].add(output_table(ctx, batch, scores, staged=False))
         if batch.last:
-            groups[day].flush()
-            totals[day] = {
-                "rows": batch.day.rows,
-                "missing": batch.day.missing,
-                "missing_features": batch.day.missing_features,
-                "inputs": batch.day.inputs,
-            }
+            groups[batch.day.day].flush()
 
     with contextlib.ExitStack() as stack:
         for day in reversed(days):  # entered last day first, so the stack commits them in day order
@@ -206,7 +201,8 @@ def _score_partitions(
             )
             groups[day] = RowGroups(writer, ctx.schema)
         score_batches(ctx, days, 0, 1, write)
-        return [(_set_manifest(groups[d].writer, d, totals[d], model, interval, 1), totals[d]) for d in days]
+        summed = {day: dataclasses.asdict(totals[day]) for day in days}
+        return [(_set_manifest(groups[d].writer, d, summed[d], model, interval, 1), summed[d]) for d in days]
 
 
 def commit_predictions(

@@ -133,40 +133,52 @@ def _micros(column: pa.ChunkedArray) -> npt.NDArray[np.int64]:
     return micros
 
 
-def join(views: Sequence[View], entities: pa.Table, *, row: str) -> pa.Table:
+def _read(path: str, columns: list[str], ts_field: str) -> pa.Table:
+    """A view's feature rows (``columns`` and the timestamp as ``_ts``) from its parquet glob, read by DuckDB
+    as Feast's DuckDB store reads it."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        return con.execute(
+            f"SELECT {', '.join(_quote(c) for c in columns)}, {_quote(ts_field)} AS _ts"
+            " FROM read_parquet($path, hive_partitioning = false)",
+            {"path": path},
+        ).to_arrow_table()
+    finally:
+        con.close()
+
+
+def join(
+    views: Sequence[View], entities: pa.Table, *, row: str, tables: dict[str, pa.Table] | None = None
+) -> pa.Table:
     """``row`` and every view's features ``<view>__<feature>`` for each entity row, in ``entities``' order.
 
     ``entities`` holds ``row`` (the row position, ascending), the event timestamp (no nulls) and the views'
     join keys. DuckDB reads each view's files; the match (latest feature row at or before the entity's
     time for the same key, within the ttl) is a vectorised search over the view's (key, time) order
-    (:func:`_latest`), and the features are gathered with Arrow's ``take``.
+    (:func:`_latest`), and the features are gathered with Arrow's ``take``. ``tables`` keeps each view's
+    feature rows between calls (one read per step; a step's inputs do not change while it runs).
     """
-    import duckdb
-
     e_ts = _micros(entities[EVENT_TIMESTAMP])
     out = entities.select([row])
-    con = duckdb.connect()
-    try:
-        for fv in views:
-            found = _source(fv)
-            assert found is not None  # checked by supported()
-            path, ts_field = found
-            keys = [c.name for c in fv.entity_columns]
-            features = [f.name for f in fv.features]
-            columns = ", ".join(_quote(c) for c in [*keys, *features])
-            table = con.execute(
-                f"SELECT {columns}, {_quote(ts_field)} AS _ts"
-                " FROM read_parquet($path, hive_partitioning = false)",
-                {"path": path},
-            ).to_arrow_table()
-            f_code, e_code = _codes([table[k] for k in keys], [entities[k] for k in keys])
-            f_code = np.where(table["_ts"].is_valid().to_numpy(zero_copy_only=False), f_code, -1)
-            f_ts = _micros(table["_ts"].fill_null(0))
-            ttl_us = int(fv.ttl.total_seconds() * 1_000_000) if fv.ttl else 0
-            match = _latest(f_code, f_ts, e_code, e_ts, ttl_us)
-            gathered = table.select(features).take(pa.array(match, mask=match < 0))  # no match: nulls
-            for name in features:
-                out = out.append_column(f"{fv.name}__{name}", gathered[name])
-        return out
-    finally:
-        con.close()
+    for fv in views:
+        found = _source(fv)
+        assert found is not None  # checked by supported()
+        path, ts_field = found
+        keys = [c.name for c in fv.entity_columns]
+        features = [f.name for f in fv.features]
+        table = (tables or {}).get(fv.name)
+        if table is None:
+            table = _read(path, [*keys, *features], ts_field)
+            if tables is not None:
+                tables[fv.name] = table
+        f_code, e_code = _codes([table[k] for k in keys], [entities[k] for k in keys])
+        f_code = np.where(table["_ts"].is_valid().to_numpy(zero_copy_only=False), f_code, -1)
+        f_ts = _micros(table["_ts"].fill_null(0))
+        ttl_us = int(fv.ttl.total_seconds() * 1_000_000) if fv.ttl else 0
+        match = _latest(f_code, f_ts, e_code, e_ts, ttl_us)
+        gathered = table.select(features).take(pa.array(match, mask=match < 0))  # no match: nulls
+        for name in features:
+            out = out.append_column(f"{fv.name}__{name}", gathered[name])
+    return out

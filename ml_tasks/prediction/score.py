@@ -85,8 +85,10 @@ class ScoringContext:
     interval: Interval
     batch_rows: int
     chunk_rows: int
-    #: the point-in-time join in DuckDB (:mod:`ml_tasks.prediction.pit`) instead of Feast's
+    #: the point-in-time join of :mod:`ml_tasks.prediction.pit` instead of Feast's
     fast_join: bool = False
+    #: the views' feature rows, read once per step by :func:`ml_tasks.prediction.pit.join`
+    feature_tables: dict[str, pa.Table] = dataclasses.field(default_factory=dict)
 
 
 def check_service_columns(model: ResolvedModel, inputs: Inputs, provided: list[str]) -> None:
@@ -176,36 +178,27 @@ def _constant(value: Any, typ: pa.DataType, n: int) -> pa.Array:
 
 
 @dataclass(frozen=True)
-class JoinedDay:
-    """A shard's rows of one day with their point-in-time features, in the day's sorted order."""
+class DayRows:
+    """A shard's entity rows of one day in the day's sorted order (features are joined per batch)."""
 
     day: dt.date
     day_rows: int  # the day's trips (all shards)
     table: pa.Table
     positions: pa.Array  # int64: each row's position in the day's sorted order
-    missing: dict[str, int]  # per view, rows without a feature row
-    per_row: pa.Array  # int8: per row, the views without a feature row
     inputs: list[dict[str, Any]]  # the manifest inputs the day is scored from
-
-    @property
-    def rows(self) -> int:
-        """The shard's rows of the day."""
-        return len(self.positions)
-
-    @property
-    def missing_features(self) -> int:
-        """Rows missing at least one view."""
-        return int(np.count_nonzero(self.per_row.to_numpy(zero_copy_only=False)))
 
 
 @dataclass(frozen=True)
 class Batch:
-    """Up to ``predict_batch_rows`` rows of a day, encoded for the model (None: the day has no rows)."""
+    """Up to ``predict_batch_rows`` rows of a day with their point-in-time features, encoded for the model
+    (None: the day has no rows)."""
 
-    day: JoinedDay
+    day: DayRows
     start: int
     rows: pa.Table
     encoded: Encoded | None
+    missing: dict[str, int]  # per view, rows without a feature row
+    per_row: pa.Array  # int8: per row, the views without a feature row
 
     @property
     def last(self) -> bool:
@@ -213,45 +206,73 @@ class Batch:
         return bool(self.start + self.rows.num_rows >= self.day.table.num_rows)
 
 
-def join_day(ctx: ScoringContext, day: dt.date, shard: int, shards: int) -> JoinedDay:
-    """The shard's rows of ``day`` (label dropped), sorted, with their point-in-time features."""
+@dataclass
+class DayTotals:
+    """What a day's batches add up to (:meth:`add` each batch once)."""
+
+    day_rows: int
+    inputs: list[dict[str, Any]]
+    missing: dict[str, int]
+    rows: int = 0
+    missing_features: int = 0  # rows missing at least one view
+
+    @classmethod
+    def tally(cls, totals: dict[dt.date, DayTotals], batch: Batch) -> DayTotals:
+        """Add ``batch`` to its day's entry of ``totals``; the entry."""
+        day = batch.day
+        entry = totals.setdefault(day.day, cls(day.day_rows, day.inputs, dict.fromkeys(batch.missing, 0)))
+        entry.rows += batch.rows.num_rows
+        entry.missing_features += int(np.count_nonzero(batch.per_row.to_numpy(zero_copy_only=False)))
+        for view, n in batch.missing.items():
+            entry.missing[view] += n
+        return entry
+
+
+def day_rows(ctx: ScoringContext, day: dt.date, shard: int, shards: int) -> DayRows:
+    """The shard's entity rows of ``day`` (label dropped), sorted."""
     root = ctx.root
     entities = entity_frame(root, day)
     if LABEL in entities.column_names:
         entities = entities.drop_columns([LABEL])  # labels arrive later; prediction never reads them
-    day_rows = entities.num_rows
-    positions = shard_positions(day_rows, shard, shards)
+    positions = shard_positions(entities.num_rows, shard, shards)
     order = sorted_order(entities)
     rows = entities.take(order if shards == 1 else order.take(pa.array(positions)))
-    del entities, order  # the day's unsorted rows are not needed while joining
-    fast = functools.partial(pit.join, ctx.views, row=ROW) if ctx.fast_join else None
+    curated = input_record(root, root.partition_path(*CURATED, day))
+    inputs = [curated, *feature_inputs(root, ctx.views, ctx.interval.single(day))]
+    return DayRows(day, entities.num_rows, rows, pa.array(positions, pa.int64()), inputs)
+
+
+def join_batch(ctx: ScoringContext, day: DayRows, start: int, rows: int) -> Batch:
+    """Rows ``start:start + rows`` of ``day`` with their point-in-time features, encoded."""
+    fast = (
+        functools.partial(pit.join, ctx.views, row=ROW, tables=ctx.feature_tables) if ctx.fast_join else None
+    )
     table = join_features(
         ctx.handle,
         ctx.service,
         ctx.views,
-        rows,
+        day.table.slice(start, rows),
         chunk_rows=ctx.chunk_rows,
         refusing="predictions",
         join=fast,
     )
     missing, per_row = missing_views(table, ctx.view_columns)
-    curated = input_record(root, root.partition_path(*CURATED, day))
-    inputs = [curated, *feature_inputs(root, ctx.views, ctx.interval.single(day))]
-    return JoinedDay(day, day_rows, table, pa.array(positions, pa.int64()), missing, per_row, inputs)
+    encoded = ctx.scorer.preprocessor.encode(table) if table.num_rows else None
+    return Batch(day, start, table, encoded, missing, per_row)
 
 
 def prepared_batches(
     ctx: ScoringContext, days: Sequence[dt.date], shard: int, shards: int
 ) -> Iterator[Batch]:
     """Every day's rows in batches of ``predict_batch_rows``, joined and encoded (one empty batch for a day
-    without rows), lazily."""
+    without rows), lazily: the first batch is ready after its own join, not the day's. Feast's join (the
+    fallback) costs much per call: its batches are ``training_set_chunk_rows`` long (onnxruntime still
+    scores ``predict_batch_rows`` at a time; the partitions' bytes do not depend on either)."""
+    step = ctx.batch_rows if ctx.fast_join else max(ctx.batch_rows, ctx.chunk_rows)
     for day in days:
-        joined = join_day(ctx, day, shard, shards)
-        if joined.table.num_rows == 0:
-            yield Batch(joined, 0, joined.table, None)
-        for start in range(0, joined.table.num_rows, ctx.batch_rows):
-            chunk = joined.table.slice(start, ctx.batch_rows)
-            yield Batch(joined, start, chunk, ctx.scorer.preprocessor.encode(chunk))
+        rows = day_rows(ctx, day, shard, shards)
+        for start in range(0, max(rows.table.num_rows, 1), step):
+            yield join_batch(ctx, rows, start, step)
 
 
 def output_table(
@@ -272,7 +293,7 @@ def output_table(
         "feature_service": _constant(model.feature_service, pa.string(), n),
         "interval_start": _constant(ctx.interval.start, pa.date32(), n),
         "interval_end": _constant(ctx.interval.end, pa.date32(), n),
-        MISSING_VIEWS: batch.day.per_row.slice(batch.start, n),
+        MISSING_VIEWS: batch.per_row,
     }
     for name in ctx.scorer.preprocessor.inputs.columns:
         columns[name] = chunk[name]
@@ -308,13 +329,12 @@ def _score_shard_days(
 ) -> dict[str, ShardDay]:
     """Score the shard's rows of ``days`` into ``target/dt=<day>``; each day's entry of ``_shard.json``."""
     root = ctx.root
-    joined: dict[dt.date, JoinedDay] = {}
+    totals: dict[dt.date, DayTotals] = {}
 
     def write(batch: Batch, scores: npt.NDArray[np.float64]) -> None:
+        DayTotals.tally(totals, batch)
         if batch.rows.num_rows:
             writers[batch.day.day].write(output_table(ctx, batch, scores, staged=True), schema=ctx.staged)
-        if batch.last:  # the day's rows are written: keep its figures, not its table
-            joined[batch.day.day] = dataclasses.replace(batch.day, table=batch.day.table.slice(0, 0))
 
     with contextlib.ExitStack() as stack:
         # entered last day first, so the days are committed (the stack unwinds) in order
@@ -325,7 +345,7 @@ def _score_shard_days(
         score_batches(ctx, days, shard, shards, write)
         scored: dict[str, ShardDay] = {}
         for day in days:
-            writer, entry = writers[day], joined[day]
+            writer, entry = writers[day], totals[day]
             writer.write_empty(ctx.staged)
             writer.manifest = Manifest(
                 dataset=f"{PREDICTIONS_LAYER}/{ctx.model.name}/{SHARDS_DIR}",

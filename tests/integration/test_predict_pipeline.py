@@ -60,7 +60,7 @@ def test_a_failure_in_any_stage_changes_no_partition(
     assert [k for k in before if k.endswith(".parquet")] == [f"dt={day(5)}/part-00000.parquet"]
     threads = set(threading.enumerate())
     stages: list[tuple[Any, str, Exception]] = [
-        (score, "join_day", RuntimeError("prepare: the join broke on the second day")),  # prepare thread
+        (score, "day_rows", RuntimeError("prepare: reading the second day failed")),  # prepare thread
         (commit, "output_table", OSError("write: disk full on the second batch")),  # write thread
         (OnnxScorer, "predict_encoded", MemoryError("score: onnxruntime out of memory")),  # scoring thread
     ]
