@@ -1,10 +1,10 @@
-"""Prediction's point-in-time join in DuckDB, from the registered feature views: Feast's join, faster.
+"""Prediction's point-in-time join from the registered feature views: Feast's join, faster.
 
 Feast's DuckDB offline store answers ``get_historical_features`` by an ibis inner join of the view's
 source with the entity rows on the join keys, ``event time <= entity time <= event time + ttl``, then the
 latest event time per entity row, converting the entity rows to pandas and back. Here the same semantics
-run as one DuckDB ``ASOF LEFT JOIN`` per view over the same files, entity rows staying in Arrow: the
-latest feature row at or before the entity's time, kept only while it is within the ttl. The views'
+run over the same files (read by DuckDB), entity rows staying in Arrow: per view, a vectorised search for
+the latest feature row at or before the entity's time, kept only while it is within the ttl. The views'
 join keys, features, ttl, timestamp field and source files are the ones the (checked) registry holds.
 Used only where Feast itself would run DuckDB over local parquet files (else :func:`supported` says no
 and prediction asks Feast). Design notes and the equality test: ``docs/prediction.md``.

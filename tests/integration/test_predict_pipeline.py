@@ -58,7 +58,6 @@ def test_a_failure_in_any_stage_changes_no_partition(
     predict_interval(settings, Interval(day(5), day(6)), f"{MODEL}@champion")
     before = _files(root)
     assert [k for k in before if k.endswith(".parquet")] == [f"dt={day(5)}/part-00000.parquet"]
-    threads = set(threading.enumerate())
     stages: list[tuple[Any, str, Exception]] = [
         (score, "day_rows", RuntimeError("prepare: reading the second day failed")),  # prepare thread
         (commit, "output_table", OSError("write: disk full on the second batch")),  # write thread
@@ -70,7 +69,7 @@ def test_a_failure_in_any_stage_changes_no_partition(
             with pytest.raises(type(error), match=str(error).split(":")[0]):
                 predict_interval(settings, INTERVAL, f"{MODEL}@champion")
         assert _files(root) == before, name  # day 5 unchanged, day 6 never appeared, nothing staged
-        assert set(threading.enumerate()) == threads, name
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("predict-")], name
     # and then the run goes through: both days written, nothing else left beside them
     summary = predict_interval(settings, INTERVAL, f"{MODEL}@champion")
     assert [p["dt"] for p in summary["partitions"]] == [day(5).isoformat(), day(6).isoformat()]
