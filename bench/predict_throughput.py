@@ -243,7 +243,7 @@ def run(
     from ml_tasks.intervals import Interval
     from ml_tasks.models.preprocess import Preprocessor
     from ml_tasks.models.scorer import OnnxScorer
-    from ml_tasks.prediction import checked_registry, commit, pit, resolve, score
+    from ml_tasks.prediction import batches, checked_registry, commit, pit, resolve, score
     from ml_tasks.settings import Settings
     from ml_tasks.storage import DataRoot
 
@@ -255,7 +255,7 @@ def run(
         (checked_registry, "checked_views", "checked_registry"),
         (score, "open_checked_store", "open_and_check_feast"),
         (score, "load_scorer", "load_scorer"),
-        (score, "entity_frame", "entity_frame"),
+        (batches, "entity_frame", "entity_frame"),
         (retrieval, "historical_join", "feast_pit_join"),
         (pit, "join", "pit_join"),
         (Preprocessor, "encode", "encode"),

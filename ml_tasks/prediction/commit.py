@@ -18,9 +18,10 @@ import pyarrow.compute as pc
 from ml_tasks.contract import PREDICTIONS_LAYER
 from ml_tasks.features.retrieval import ROW_GROUP_ROWS, require_curated
 from ml_tasks.intervals import Interval
+from ml_tasks.prediction.batches import Batch, DayTotals, output_table, score_batches
 from ml_tasks.prediction.resolve import ResolvedModel, model_identity, resolve_loaded
 from ml_tasks.prediction.schema import POSITION, PredictionError
-from ml_tasks.prediction.score import Batch, DayTotals, output_table, score_batches, scoring_context
+from ml_tasks.prediction.score import scoring_context
 from ml_tasks.prediction.shards import (
     ShardDay,
     ShardRecord,

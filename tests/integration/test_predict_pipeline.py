@@ -50,7 +50,7 @@ def test_a_failure_in_any_stage_changes_no_partition(
     root: PipelineRoot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ml_tasks.models.scorer import OnnxScorer
-    from ml_tasks.prediction import commit, score
+    from ml_tasks.prediction import batches, commit
     from ml_tasks.prediction.commit import predict_interval
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -59,7 +59,7 @@ def test_a_failure_in_any_stage_changes_no_partition(
     before = _files(root)
     assert [k for k in before if k.endswith(".parquet")] == [f"dt={day(5)}/part-00000.parquet"]
     stages: list[tuple[Any, str, Exception]] = [
-        (score, "day_rows", RuntimeError("prepare: reading the second day failed")),  # prepare thread
+        (batches, "day_rows", RuntimeError("prepare: reading the second day failed")),  # prepare thread
         (commit, "output_table", OSError("write: disk full on the second batch")),  # write thread
         (OnnxScorer, "predict_encoded", MemoryError("score: onnxruntime out of memory")),  # scoring thread
     ]
