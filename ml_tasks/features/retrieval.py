@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ml_tasks.contract import CURATED, EVENT_TIMESTAMP, FEATURES_LAYER, LABEL, MANIFEST, TRIP_KEY
-from ml_tasks.features.request import REQUEST_FEATURES, request_time_features
+from ml_tasks.features.request import REQUEST_FEATURES, REQUEST_INPUTS, request_time_features
 from ml_tasks.features.spec import VIEWS_BY_NAME
 from ml_tasks.features.store import FeatureStoreError, StoreHandle
 from ml_tasks.intervals import Interval
@@ -119,10 +119,16 @@ def require_curated(root: DataRoot, days: list[dt.date], interval: Interval) -> 
         )
 
 
+#: the curated columns the entity rows are made of (a curated partition holds more)
+_CURATED_READ = sorted(
+    {"trip_start_ts_utc" if n == EVENT_TIMESTAMP else n for n in ENTITY_COLUMNS} | set(REQUEST_INPUTS)
+)
+
+
 def entity_frame(root: DataRoot, day: dt.date) -> pa.Table:
     """The entity rows of one day: curated trips with labels and request-time features."""
     path = root.partition_path(*CURATED, day)
-    trips = root.read_partition(path)
+    trips = root.read_partition(path, columns=_CURATED_READ)
     if trips.num_rows == 0:
         return pa.schema(
             [pa.field(n, t) for n, t in ENTITY_COLUMNS.items()]

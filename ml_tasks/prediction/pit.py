@@ -1,10 +1,10 @@
-"""Prediction's point-in-time join in DuckDB, from the registered feature views: Feast's join, faster.
+"""Prediction's point-in-time join from the registered feature views: Feast's join, faster.
 
 Feast's DuckDB offline store answers ``get_historical_features`` by an ibis inner join of the view's
 source with the entity rows on the join keys, ``event time <= entity time <= event time + ttl``, then the
 latest event time per entity row, converting the entity rows to pandas and back. Here the same semantics
-run as one DuckDB ``ASOF LEFT JOIN`` per view over the same files, entity rows staying in Arrow: the
-latest feature row at or before the entity's time, kept only while it is within the ttl. The views'
+run over the same files (read by DuckDB), entity rows staying in Arrow: per view, a vectorised search for
+the latest feature row at or before the entity's time, kept only while it is within the ttl. The views'
 join keys, features, ttl, timestamp field and source files are the ones the (checked) registry holds.
 Used only where Feast itself would run DuckDB over local parquet files (else :func:`supported` says no
 and prediction asks Feast). Design notes and the equality test: ``docs/prediction.md``.
@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from ml_tasks.contract import EVENT_TIMESTAMP
@@ -26,9 +28,6 @@ if TYPE_CHECKING:
     from ml_tasks.features.store import StoreHandle
 
     View = FeatureView | RegisteredView
-
-#: the entity frame's row position column (``ml_tasks.features.retrieval.ROW``)
-_ENTITIES = "entities"
 
 
 def _source(fv: View) -> tuple[str, str] | None:
@@ -71,54 +70,115 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def join(views: Sequence[View], entities: pa.Table, *, row: str) -> pa.Table:
-    """``row`` and every view's features ``<view>__<feature>`` for each entity row, in ``entities``' order.
-
-    ``entities`` holds ``row`` (the row position, ascending), the event timestamp and the views' join keys.
-    DuckDB matches keys and times only (which feature row, if any); the features are then gathered with
-    Arrow's ``take`` (carrying 19 payload columns through the ASOF join cost 4x the join itself).
-    """
-    import duckdb
-    import numpy as np
+def _codes(
+    feature_keys: list[pa.ChunkedArray], entity_keys: list[pa.ChunkedArray]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Integer codes of the join-key tuples: equal tuples, equal codes; -1 for a null key, and for an entity
+    tuple no feature row has."""
     import pyarrow.compute as pc
+
+    n_f, n_e = len(feature_keys[0]), len(entity_keys[0])
+    f_code, e_code = np.zeros(n_f, dtype=np.int64), np.zeros(n_e, dtype=np.int64)
+    f_ok, e_ok = np.ones(n_f, dtype=bool), np.ones(n_e, dtype=bool)
+    for f_key, e_key in zip(feature_keys, entity_keys, strict=True):
+        values = pc.unique(f_key.cast(e_key.type)).drop_null()
+        f_part = pc.fill_null(pc.index_in(f_key.cast(e_key.type), value_set=values), -1).to_numpy()
+        e_part = pc.fill_null(pc.index_in(e_key, value_set=values), -1).to_numpy()
+        f_ok &= f_part >= 0
+        e_ok &= e_part >= 0
+        # combine with the codes so far, renumbered densely (the codes stay below the feature row count)
+        f_comb = f_code * len(values) + f_part
+        e_comb = e_code * len(values) + e_part
+        seen = np.unique(f_comb[f_ok])
+        f_code = np.searchsorted(seen, f_comb)
+        at = np.minimum(np.searchsorted(seen, e_comb), max(len(seen) - 1, 0))
+        e_ok &= len(seen) > 0
+        e_ok[e_ok] &= seen[at[e_ok]] == e_comb[e_ok]
+        e_code = at
+    return np.where(f_ok, f_code, -1), np.where(e_ok, e_code, -1)
+
+
+def _latest(
+    f_code: npt.NDArray[np.int64],
+    f_ts: npt.NDArray[np.int64],
+    e_code: npt.NDArray[np.int64],
+    e_ts: npt.NDArray[np.int64],
+    ttl_us: int,
+) -> npt.NDArray[np.int64]:
+    """Per entity, the feature row with the same key code and the latest time at or before the entity's
+    time, if that time is within ``ttl_us`` of it; else -1 (codes -1 match nothing)."""
+    usable = np.flatnonzero(f_code >= 0)
+    if len(usable) == 0:
+        return np.full(len(e_code), -1, dtype=np.int64)
+    f_code, f_ts = f_code[usable], f_ts[usable]
+    # a feature time's rank among the feature times; an entity time's: the rank of the latest feature time
+    # at or before it (-1: none). (key code, rank) then orders as (key, time) in one int64.
+    times = np.unique(f_ts)
+    f_key = f_code * len(times) + np.searchsorted(times, f_ts)
+    e_key = e_code * len(times) + np.searchsorted(times, e_ts, side="right") - 1
+    order = np.argsort(f_key, kind="stable")  # equal key and time: the last row read wins
+    at = np.searchsorted(f_key[order], e_key, side="right") - 1
+    best = order[np.maximum(at, 0)]
+    found = (at >= 0) & (e_code >= 0) & (f_code[best] == e_code) & (f_ts[best] + ttl_us >= e_ts)
+    matched: npt.NDArray[np.int64] = np.where(found, usable[best], -1)
+    return matched
+
+
+def _micros(column: pa.ChunkedArray) -> npt.NDArray[np.int64]:
+    """A timestamp column as int64 microseconds since the epoch, UTC (a naive time is UTC, as in Feast's
+    DuckDB store with the session in UTC)."""
+    micros: npt.NDArray[np.int64] = (
+        column.cast(pa.timestamp("us", tz="UTC"), safe=False).cast(pa.int64()).to_numpy()
+    )
+    return micros
+
+
+def _read(path: str, columns: list[str], ts_field: str) -> pa.Table:
+    """A view's feature rows (``columns`` and the timestamp as ``_ts``) from its parquet glob, read by DuckDB
+    as Feast's DuckDB store reads it."""
+    import duckdb
 
     con = duckdb.connect()
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.register(_ENTITIES, entities)
-        out = entities.select([row])
-        for fv in views:
-            found = _source(fv)
-            assert found is not None  # checked by supported()
-            path, ts_field = found
-            keys = [c.name for c in fv.entity_columns]
-            features = [f.name for f in fv.features]
-            columns = ", ".join(_quote(c) for c in [*keys, *features])
-            table = con.execute(
-                f"SELECT {columns}, {_quote(ts_field)} AS _ts"
-                " FROM read_parquet($path, hive_partitioning = false)",
-                {"path": path},
-            ).to_arrow_table()
-            table = table.append_column("_frow", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-            con.register("features", table.select([*keys, "_ts", "_frow"]))
-            ttl_us = int(fv.ttl.total_seconds() * 1_000_000) if fv.ttl else 0
-            on = " AND ".join(f"e.{_quote(k)} = f.{_quote(k)}" for k in keys)
-            at = f"e.{_quote(EVENT_TIMESTAMP)}"
-            matched = con.execute(
-                f"SELECT e.{_quote(row)} AS _row,"
-                f" CASE WHEN f._ts + to_microseconds({ttl_us}) >= {at} THEN f._frow END AS _frow"
-                f" FROM {_ENTITIES} e ASOF LEFT JOIN features f ON {on} AND {at} >= f._ts"
-            ).to_arrow_table()
-            con.unregister("features")
-            matched = matched.take(pc.sort_indices(matched["_row"]))
-            if matched.num_rows != entities.num_rows or not matched["_row"].equals(out[row]):
-                raise RuntimeError(
-                    f"the point-in-time join of {fv.name} returned {matched.num_rows} rows for"
-                    f" {entities.num_rows} entity rows, or other rows than those sent"
-                )
-            gathered = table.select(features).take(matched["_frow"])  # a null index gives nulls
-            for name in features:
-                out = out.append_column(f"{fv.name}__{name}", gathered[name])
-        return out
+        return con.execute(
+            f"SELECT {', '.join(_quote(c) for c in columns)}, {_quote(ts_field)} AS _ts"
+            " FROM read_parquet($path, hive_partitioning = false)",
+            {"path": path},
+        ).to_arrow_table()
     finally:
         con.close()
+
+
+def join(
+    views: Sequence[View], entities: pa.Table, *, row: str, tables: dict[str, pa.Table] | None = None
+) -> pa.Table:
+    """``row`` and every view's features ``<view>__<feature>`` for each entity row, in ``entities``' order.
+
+    ``entities`` holds ``row`` (the row position, ascending), the event timestamp (no nulls) and the views'
+    join keys. DuckDB reads each view's files; the match (latest feature row at or before the entity's
+    time for the same key, within the ttl) is a vectorised search over the view's (key, time) order
+    (:func:`_latest`), and the features are gathered with Arrow's ``take``. ``tables`` keeps each view's
+    feature rows between calls (one read per step; a step's inputs do not change while it runs).
+    """
+    e_ts = _micros(entities[EVENT_TIMESTAMP])
+    out = entities.select([row])
+    for fv in views:
+        found = _source(fv)
+        assert found is not None  # checked by supported()
+        path, ts_field = found
+        keys = [c.name for c in fv.entity_columns]
+        features = [f.name for f in fv.features]
+        table = (tables or {}).get(fv.name)
+        if table is None:
+            table = _read(path, [*keys, *features], ts_field)
+            if tables is not None:
+                tables[fv.name] = table
+        f_code, e_code = _codes([table[k] for k in keys], [entities[k] for k in keys])
+        f_code = np.where(table["_ts"].is_valid().to_numpy(zero_copy_only=False), f_code, -1)
+        f_ts = _micros(table["_ts"].fill_null(0))
+        ttl_us = int(fv.ttl.total_seconds() * 1_000_000) if fv.ttl else 0
+        match = _latest(f_code, f_ts, e_code, e_ts, ttl_us)
+        gathered = table.select(features).take(pa.array(match, mask=match < 0))  # no match: nulls
+        for name in features:
+            out = out.append_column(f"{fv.name}__{name}", gathered[name])
+    return out

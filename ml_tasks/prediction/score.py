@@ -2,44 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
-import functools
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from ml_tasks.contract import (
-    CURATED,
-    EVENT_TIMESTAMP,
-    LABEL,
     PREDICTIONS_LAYER,
     SHARD_JSON,
     SHARDS_DIR,
-    TRIP_KEY,
 )
 from ml_tasks.features.retrieval import (
-    ROW,
-    entity_frame,
     feature_columns,
-    feature_inputs,
     feature_schema,
-    join_features,
-    missing_views,
     require_curated,
     resolve_service,
-    sorted_order,
     view_columns,
 )
 from ml_tasks.features.store import FeatureStoreError
 from ml_tasks.intervals import Interval
 from ml_tasks.prediction import checked_registry, pit
+from ml_tasks.prediction.batches import Batch, DayTotals, output_table, score_batches
 from ml_tasks.prediction.resolve import ResolvedModel, as_model, load_scorer
-from ml_tasks.prediction.schema import MISSING_VIEWS, POSITION, FeatureServiceMismatch, output_schema
+from ml_tasks.prediction.schema import POSITION, FeatureServiceMismatch, output_schema
 from ml_tasks.prediction.shards import (
     ShardDay,
     ShardRecord,
@@ -47,10 +40,9 @@ from ml_tasks.prediction.shards import (
     check_shard,
     interval_dict,
     shard_path,
-    shard_positions,
 )
 from ml_tasks.settings import Settings
-from ml_tasks.storage import DataRoot, Manifest, input_record
+from ml_tasks.storage import DataRoot, Manifest
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureView
@@ -79,8 +71,10 @@ class ScoringContext:
     interval: Interval
     batch_rows: int
     chunk_rows: int
-    #: the point-in-time join in DuckDB (:mod:`ml_tasks.prediction.pit`) instead of Feast's
+    #: the point-in-time join of :mod:`ml_tasks.prediction.pit` instead of Feast's
     fast_join: bool = False
+    #: the views' feature rows, read once per step by :func:`ml_tasks.prediction.pit.join`
+    feature_tables: dict[str, pa.Table] = dataclasses.field(default_factory=dict)
 
 
 def check_service_columns(model: ResolvedModel, inputs: Inputs, provided: list[str]) -> None:
@@ -165,87 +159,48 @@ def scoring_context(
     )
 
 
-def _constant(value: Any, typ: pa.DataType, n: int) -> pa.Array:
-    return pa.repeat(pa.scalar(value, typ), n)
-
-
-def _score_rows(
-    ctx: ScoringContext, table: pa.Table, missing: pa.Array, positions: pa.Array
-) -> Iterator[pa.Table]:
-    """The staged prediction batches of ``table`` (record batches of ``predict_batch_rows``), lazily."""
-    model, scorer = ctx.model, ctx.scorer
-    inputs = scorer.preprocessor.inputs.columns
-    for start in range(0, table.num_rows, ctx.batch_rows):
-        chunk = table.slice(start, ctx.batch_rows)
-        n = chunk.num_rows
-        encoded = scorer.preprocessor.encode(chunk)
-        scores = scorer.predict_encoded(encoded.numeric, encoded.categorical)
-        columns: dict[str, Any] = {
-            TRIP_KEY: chunk[TRIP_KEY],
-            EVENT_TIMESTAMP: chunk[EVENT_TIMESTAMP],
-            "trip_date": chunk["trip_date"],
-            "score": pa.array(scores, pa.float64()),
-            "decision": pa.array(scores >= model.threshold, pa.bool_()),
-            "threshold": _constant(model.threshold, pa.float64(), n),
-            "model_name": _constant(model.name, pa.string(), n),
-            "model_version": _constant(model.version, pa.string(), n),
-            "model_run_id": _constant(model.run_id, pa.string(), n),
-            "feature_service": _constant(model.feature_service, pa.string(), n),
-            "interval_start": _constant(ctx.interval.start, pa.date32(), n),
-            "interval_end": _constant(ctx.interval.end, pa.date32(), n),
-            MISSING_VIEWS: missing.slice(start, n),
-        }
-        for name in inputs:
-            columns[name] = chunk[name]
-        columns[POSITION] = positions.slice(start, n)
-        yield pa.table(columns).cast(ctx.staged)
-
-
-def _score_day(ctx: ScoringContext, day: dt.date, shard: int, shards: int, target: str) -> ShardDay:
-    """Score the shard's rows of ``day`` into ``target/dt=<day>``; the day's entry of ``_shard.json``."""
+def _score_shard_days(
+    ctx: ScoringContext, days: Sequence[dt.date], shard: int, shards: int, target: str
+) -> dict[str, ShardDay]:
+    """Score the shard's rows of ``days`` into ``target/dt=<day>``; each day's entry of ``_shard.json``."""
     root = ctx.root
-    entities = entity_frame(root, day)
-    if LABEL in entities.column_names:
-        entities = entities.drop_columns([LABEL])  # labels arrive later; prediction never reads them
-    day_rows = entities.num_rows
-    positions = shard_positions(day_rows, shard, shards)
-    rows = entities.take(sorted_order(entities).take(pa.array(positions)))
-    fast = functools.partial(pit.join, ctx.views, row=ROW) if ctx.fast_join else None
-    table = join_features(
-        ctx.handle,
-        ctx.service,
-        ctx.views,
-        rows,
-        chunk_rows=ctx.chunk_rows,
-        refusing="predictions",
-        join=fast,
-    )
-    missing, per_row = missing_views(table, ctx.view_columns)
-    curated = input_record(root, root.partition_path(*CURATED, day))
-    inputs = [curated, *feature_inputs(root, ctx.views, ctx.interval.single(day))]
-    path = f"{target}/dt={day.isoformat()}"
-    with root.write_partition(path) as writer:
-        for batch in _score_rows(ctx, table, per_row, pa.array(positions, pa.int64())):
-            writer.write(batch, schema=ctx.staged)
-        writer.write_empty(ctx.staged)
-        writer.manifest = Manifest(
-            dataset=f"{PREDICTIONS_LAYER}/{ctx.model.name}/{SHARDS_DIR}",
-            partition=day.isoformat(),
-            step="predict-shard",
-            inputs=[*inputs, ctx.model.record()],
-            row_counts={"rows": table.num_rows, "day_rows": day_rows},
-            params={"shard": shard, "shards": shards},
-        )
-        outputs = writer.outputs()
-        writer.manifest.outputs = outputs
-    return ShardDay(
-        day_rows=day_rows,
-        rows=table.num_rows,
-        missing=missing,
-        missing_features=int(np.count_nonzero(per_row.to_numpy(zero_copy_only=False))),
-        inputs=inputs,
-        file=StagedFile.model_validate(outputs[0]),
-    )
+    totals: dict[dt.date, DayTotals] = {}
+
+    def write(batch: Batch, scores: npt.NDArray[np.float64]) -> None:
+        DayTotals.tally(totals, batch)
+        if batch.rows.num_rows:
+            writers[batch.day.day].write(output_table(ctx, batch, scores, staged=True), schema=ctx.staged)
+
+    with contextlib.ExitStack() as stack:
+        # entered last day first, so the days are committed (the stack unwinds) in order
+        writers = {
+            day: stack.enter_context(root.write_partition(f"{target}/dt={day.isoformat()}"))
+            for day in reversed(days)
+        }
+        score_batches(ctx, days, shard, shards, write)
+        scored: dict[str, ShardDay] = {}
+        for day in days:
+            writer, entry = writers[day], totals[day]
+            writer.write_empty(ctx.staged)
+            writer.manifest = Manifest(
+                dataset=f"{PREDICTIONS_LAYER}/{ctx.model.name}/{SHARDS_DIR}",
+                partition=day.isoformat(),
+                step="predict-shard",
+                inputs=[*entry.inputs, ctx.model.record()],
+                row_counts={"rows": entry.rows, "day_rows": entry.day_rows},
+                params={"shard": shard, "shards": shards},
+            )
+            outputs = writer.outputs()
+            writer.manifest.outputs = outputs
+            scored[day.isoformat()] = ShardDay(
+                day_rows=entry.day_rows,
+                rows=entry.rows,
+                missing=entry.missing,
+                missing_features=entry.missing_features,
+                inputs=entry.inputs,
+                file=StagedFile.model_validate(outputs[0]),
+            )
+    return scored
 
 
 def predict_shard(
@@ -291,7 +246,7 @@ def predict_shard(
     target = shard_path(root, resolved.name, run_key, interval, shard, shards)
     if root.exists(target):
         root.fs.delete_dir(target)  # a re-run replaces the shard's output (and _shard.json goes first)
-    days_scored = {day.isoformat(): _score_day(ctx, day, shard, shards, target) for day in days}
+    days_scored = _score_shard_days(ctx, days, shard, shards, target)
     seconds = time.perf_counter() - started
     rows = sum(d.rows for d in days_scored.values())
     record = ShardRecord(
