@@ -14,7 +14,7 @@ import os
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -191,12 +191,20 @@ class DataRoot:
         selector = pafs.FileSelector(path, recursive=False)
         return sorted(i.path for i in self.fs.get_file_info(selector) if i.path.endswith(".parquet"))
 
-    def read_partition(self, path: str, schema: pa.Schema | None = None) -> pa.Table:
-        """The whole partition as one table (partitions are one day: small enough)."""
+    def read_partition(
+        self, path: str, schema: pa.Schema | None = None, dictionary: Sequence[str] = ()
+    ) -> pa.Table:
+        """The whole partition as one table (partitions are one day: small enough).
+
+        ``dictionary``: columns to read dictionary-encoded (repetitive strings: a fraction of the memory).
+        """
         files = self.parquet_files(path)
         if not files:
             return (schema or pa.schema([])).empty_table()
-        tables = [pq.read_table(f, filesystem=self.fs, schema=schema) for f in files]
+        tables = [
+            pq.read_table(f, filesystem=self.fs, schema=schema, read_dictionary=list(dictionary) or None)
+            for f in files
+        ]
         return pa.concat_tables(tables)
 
     def iter_batches(self, path: str, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:

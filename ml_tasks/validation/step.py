@@ -71,7 +71,7 @@ def _read_day(root: DataRoot, day: dt.date) -> StagedDay:
     return StagedDay(day, staging_record, table, problems, source, rows)
 
 
-DEFAULT_MAX_CHUNK_ROWS = 300_000  # rows per GX run (whole days; a bigger day is a chunk of its own): RSS
+DEFAULT_MAX_CHUNK_ROWS = 300_000  # rows per GX run (whole days; a bigger day is judged in slices): RSS
 
 
 def plan_chunks(day_rows: list[tuple[dt.date, int]], max_chunk_rows: int) -> list[list[dt.date]]:
@@ -97,8 +97,9 @@ def validate_interval(
 ) -> dict[str, Any]:
     """Validate ``staging/trips/dt=D`` for every day D of ``interval``.
 
-    GX runs once per chunk of whole days of up to ``max_chunk_rows`` rows (see :func:`plan_chunks`);
-    every output but the volatile GX files is the same whatever the chunking.
+    GX runs once per chunk of whole days of up to ``max_chunk_rows`` rows (see :func:`plan_chunks`); a
+    day above that bound is judged in slices of ``max_chunk_rows`` rows (``judge.judge_day_in_slices``).
+    Every output but the volatile GX files is the same whatever the chunking.
 
     Returns:
         the step summary: per day the counts, per-reason counts, verdict and URIs; totals; seconds.
@@ -121,7 +122,11 @@ def validate_interval(
         staged = [_read_day(root, day) for day in chunk_days]
         good = [d for d in staged if not d.problems]
         judged = (
-            dict(zip([d.day for d in good], judge_chunk(root, good, config, suite), strict=True))
+            dict(
+                zip(
+                    [d.day for d in good], judge_chunk(root, good, config, suite, max_chunk_rows), strict=True
+                )
+            )
             if good
             else {}
         )

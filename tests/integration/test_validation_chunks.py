@@ -182,6 +182,42 @@ def test_day_gx_result_of_a_chunk_holds_the_days_counts_and_points_at_the_chunk(
     )
 
 
+def test_days_above_the_bound_judged_in_slices_give_the_bytes_of_one_gx_run_per_day(tmp_path: Path) -> None:
+    root = prepared(tmp_path, "data")
+    overrides = {"allow_empty": True, "max_reject_rate": 0.2}
+    one = run(root, max_chunk_rows=0, **overrides)
+    first = snapshot(root)
+    for layer in ("quarantine", "curated", "reports"):
+        shutil.rmtree(tmp_path / "data" / layer, ignore_errors=True)
+    shutil.rmtree(tmp_path / "data" / "staging" / "trips_accepted", ignore_errors=True)
+    sliced = run(root, max_chunk_rows=10, **overrides)  # days of 23, 24, 33, 0 and 11 rows
+    assert comparable(sliced) == comparable(one) and one["quarantined"] == 9
+    second = snapshot(root)
+    assert sorted(first) == sorted(second)
+    assert [k for k in first if first[k] != second[k]] == []
+    chunks = tmp_path / "data" / "reports" / "validation" / "chunks"
+    assert sorted(p.name for p in chunks.iterdir() if p.name.startswith(str(DAYS[1]))) == [
+        f"{DAYS[1]}_rows_0-10", f"{DAYS[1]}_rows_10-20", f"{DAYS[1]}_rows_20-24"
+    ]  # fmt: skip
+    assert len(list(chunks.iterdir())) == 3 + 3 + 4 + 2  # days 0, 1, 2, 4; the empty day: one GX run
+    report = Path(root.partition_path("reports", "validation", DAYS[1]))
+    result = json.loads((report / "gx_result.json").read_text())
+    by_code = {r["expectation_config"]["meta"].get("reject_code"): r for r in result["results"]}
+    # the day's own row ids, found in the first and the last slice
+    assert by_code["outside_partition"]["result"]["unexpected_index_list"] == [{"_row_id": [0, 24 - 1]}]
+    assert by_code["zero_seconds_positive_miles"]["result"]["unexpected_count"] == 1
+    assert [s["rows"] for s in result["flywheel_chunk"]["slices"]] == [[0, 10], [10, 20], [20, 24]]
+    last = json.loads(Path(result["flywheel_chunk"]["slices"][2]["gx_result_uri"]).read_text())
+    outside = next(
+        r
+        for r in last["results"]
+        if r["expectation_config"]["meta"].get("reject_code") == "outside_partition"
+    )
+    assert outside["result"]["unexpected_index_list"] == [{"_row_id": [3]}]  # position in the slice
+    docs = (report / "data_docs.html").read_text()
+    assert all(s["data_docs_uri"] in docs for s in result["flywheel_chunk"]["slices"])
+
+
 def test_plan_chunks_keeps_whole_days_within_the_row_bound() -> None:
     days = [(D0 + dt.timedelta(days=i), n) for i, n in enumerate([300, 300, 500, 1200, 0, 10])]
     assert [len(c) for c in plan_chunks(days, 600)] == [2, 1, 1, 2]
