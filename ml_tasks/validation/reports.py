@@ -145,7 +145,9 @@ def chunk_day_docs_html(day: str, payload: dict[str, Any]) -> bytes:
         for r in payload["results"]
     ]
     table = _table(rows, ("code", "expectation", "status", "rows"))
-    if "slices" in chunk:  # one big day, GX run per slice of its rows
+    if chunk["data_docs_uri"] is None:  # no rows: nothing for GX to run on
+        how = f"<p>No GX run: {esc(chunk['note'])}.</p>"
+    elif "slices" in chunk:  # one big day, GX run per slice of its rows
         links = "".join(
             f'<li>rows {s["rows"][0]}..{s["rows"][1] - 1}: <a href="{esc(s["data_docs_uri"])}">'
             f"{esc(s['data_docs_uri'])}</a></li>"
