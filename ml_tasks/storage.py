@@ -385,7 +385,7 @@ def use_system_allocator() -> None:
     """Let Arrow allocate with the C library's malloc in this process (the ingest steps: peak memory).
 
     pyarrow's default pool (mimalloc) keeps freed pages for reuse: reading, sorting and splitting a
-    1M-row day held 90-270 MB more peak RSS than with malloc, at the same speed (``docs/ingest.md``).
+    1M-row day held 90-135 MB more peak RSS than with malloc, at the same speed (``docs/ingest.md``).
     """
     pa.set_memory_pool(pa.system_memory_pool())
 
