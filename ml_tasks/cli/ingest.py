@@ -19,6 +19,14 @@ from ml_tasks.cli.app import (
 from ml_tasks.jsonout import emit
 
 
+def _ingest_root(settings: Any) -> Any:
+    """The data root, with Arrow on the system allocator (peak RSS, ``storage.use_system_allocator``)."""
+    from ml_tasks.storage import use_system_allocator
+
+    use_system_allocator()
+    return open_root(settings)
+
+
 @app.command()
 def extract(
     start: Start,
@@ -66,7 +74,7 @@ def extract(
         if value:
             options[key] = value
     src = get_source(source, settings, options)
-    emit(run(open_root(settings), src, parse_interval(start, end, settings)))
+    emit(run(_ingest_root(settings), src, parse_interval(start, end, settings)))
 
 
 @app.command()
@@ -75,7 +83,7 @@ def transform(start: Start, end: End = None, data_root: DataRootOpt = None) -> N
     from ml_tasks.transform import transform as run
 
     settings = make_settings(data_root)
-    emit(run(open_root(settings), parse_interval(start, end, settings), settings))
+    emit(run(_ingest_root(settings), parse_interval(start, end, settings), settings))
 
 
 @app.command()
@@ -97,7 +105,7 @@ def validate(
     settings = make_settings(
         data_root, max_reject_rate=max_reject_rate, allow_empty=allow_empty, max_fare=max_fare
     )
-    emit(run(open_root(settings), parse_interval(start, end, settings), settings))
+    emit(run(_ingest_root(settings), parse_interval(start, end, settings), settings))
 
 
 @app.command()
@@ -106,4 +114,4 @@ def publish(start: Start, end: End = None, data_root: DataRootOpt = None) -> Non
     from ml_tasks.publish import publish as run
 
     settings = make_settings(data_root)
-    emit(run(open_root(settings), parse_interval(start, end, settings), settings))
+    emit(run(_ingest_root(settings), parse_interval(start, end, settings), settings))

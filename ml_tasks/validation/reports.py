@@ -128,7 +128,7 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}
 
 
 def chunk_day_docs_html(day: str, payload: dict[str, Any]) -> bytes:
-    """The day's page when GX validated it within a multi-day chunk: its counts, a link to GX's docs.
+    """The day's page when GX validated it within a multi-day chunk or in slices: its counts, GX's docs.
 
     GX's own data docs page (``ValidationResultsPageRenderer``, ~0.2 s each) is rendered once per chunk.
     """
@@ -145,13 +145,29 @@ def chunk_day_docs_html(day: str, payload: dict[str, Any]) -> bytes:
         for r in payload["results"]
     ]
     table = _table(rows, ("code", "expectation", "status", "rows"))
+    if chunk["data_docs_uri"] is None:  # no rows: nothing for GX to run on
+        how = f"<p>No GX run: {esc(chunk['note'])}.</p>"
+    elif "slices" in chunk:  # one big day, GX run per slice of its rows
+        links = "".join(
+            f'<li>rows {s["rows"][0]}..{s["rows"][1] - 1}: <a href="{esc(s["data_docs_uri"])}">'
+            f"{esc(s['data_docs_uri'])}</a></li>"
+            for s in chunk["slices"]
+        )
+        how = (
+            f"<p>Validated by great_expectations in {len(chunk['slices'])} runs over slices of this day's"
+            f" rows; the counts below are the whole day's. GX's data docs per slice (its row ids are"
+            f" positions in the slice):</p><ul>{links}</ul>"
+        )
+    else:
+        first, last = esc(chunk["days"][0]), esc(chunk["days"][1])
+        how = f"""<p>Validated by great_expectations in one run over {chunk["n_days"]} days ({first} ..
+{last}); the counts below are this day's.
+GX's data docs for that run: <a href="{esc(chunk["data_docs_uri"])}">{esc(chunk["data_docs_uri"])}</a>
+(its row ids are positions in the run, this day starts at {chunk["row_offset"]}).</p>"""
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>GX result trips dt={esc(day)}</title></head><body>
 <h1>trips dt={esc(day)}: GX expectations {"passed" if payload["success"] else "failed"}</h1>
-<p>Validated by great_expectations in one run over {chunk["n_days"]} days ({esc(chunk["days"][0])} ..
-{esc(chunk["days"][1])}); the counts below are this day's.
-GX's data docs for that run: <a href="{esc(chunk["data_docs_uri"])}">{esc(chunk["data_docs_uri"])}</a>
-(its row ids are positions in the run, this day starts at {chunk["row_offset"]}).</p>
+{how}
 {table}
 </body></html>
 """

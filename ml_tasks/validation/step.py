@@ -71,7 +71,7 @@ def _read_day(root: DataRoot, day: dt.date) -> StagedDay:
     return StagedDay(day, staging_record, table, problems, source, rows)
 
 
-DEFAULT_MAX_CHUNK_ROWS = 300_000  # rows per GX run (whole days; a bigger day is a chunk of its own): RSS
+DEFAULT_MAX_CHUNK_ROWS = 300_000  # rows per GX run (whole days; a bigger day is judged in slices): RSS
 
 
 def plan_chunks(day_rows: list[tuple[dt.date, int]], max_chunk_rows: int) -> list[list[dt.date]]:
@@ -97,8 +97,9 @@ def validate_interval(
 ) -> dict[str, Any]:
     """Validate ``staging/trips/dt=D`` for every day D of ``interval``.
 
-    GX runs once per chunk of whole days of up to ``max_chunk_rows`` rows (see :func:`plan_chunks`);
-    every output but the volatile GX files is the same whatever the chunking.
+    GX runs once per chunk of whole days of up to ``max_chunk_rows`` rows (see :func:`plan_chunks`); a
+    day above that bound is judged in slices of ``max_chunk_rows`` rows (``judge.judge_day_in_slices``).
+    Every output but the volatile GX files is the same whatever the chunking.
 
     Returns:
         the step summary: per day the counts, per-reason counts, verdict and URIs; totals; seconds.
@@ -117,24 +118,35 @@ def validate_interval(
     records = {day: input_record(root, partition(root, STAGING, day)) for day in interval.days()}
     day_rows = [(day, int(rec["rows"].get("rows", 0))) for day, rec in records.items()]
     for chunk_days in plan_chunks(day_rows, max_chunk_rows):
-        t0 = time.perf_counter()
-        staged = [_read_day(root, day) for day in chunk_days]
-        good = [d for d in staged if not d.problems]
-        judged = (
-            dict(zip([d.day for d in good], judge_chunk(root, good, config, suite), strict=True))
-            if good
-            else {}
-        )
-        for day_data in staged:
-            acc = write_day(root, day_data, config, judged.get(day_data.day))
-            _summarise_day(partitions, failures, acc, judged.get(day_data.day))
-        gx_total += sum(j.seconds for j in judged.values())
-        log.info(
-            "validate %s..%s: %d day(s), %d rows in %.2f s",
-            chunk_days[0], chunk_days[-1], len(chunk_days), sum(d.rows for d in staged),
-            time.perf_counter() - t0,
-        )  # fmt: skip
+        # a function per chunk: its rows are freed before the next chunk is read (one chunk in memory)
+        gx_total += _validate_chunk(root, chunk_days, config, suite, max_chunk_rows, partitions, failures)
     return _summary(interval, partitions, failures, gx_total, started)
+
+
+def _validate_chunk(
+    root: DataRoot,
+    chunk_days: list[dt.date],
+    config: RuleConfig,
+    suite: TripSuite,
+    max_chunk_rows: int,
+    partitions: list[dict[str, Any]],
+    failures: list[dict[str, Any]],
+) -> float:
+    """Read, judge and split one chunk of days; append their summaries; return the chunk's GX seconds."""
+    t0 = time.perf_counter()
+    staged = [_read_day(root, day) for day in chunk_days]
+    good = [d for d in staged if not d.problems]
+    judgements = judge_chunk(root, good, config, suite, max_chunk_rows) if good else []
+    judged = dict(zip([d.day for d in good], judgements, strict=True))
+    for day_data in staged:
+        acc = write_day(root, day_data, config, judged.get(day_data.day))
+        _summarise_day(partitions, failures, acc, judged.get(day_data.day))
+    log.info(
+        "validate %s..%s: %d day(s), %d rows in %.2f s",
+        chunk_days[0], chunk_days[-1], len(chunk_days), sum(d.rows for d in staged),
+        time.perf_counter() - t0,
+    )  # fmt: skip
+    return sum(j.seconds for j in judgements)
 
 
 def _summarise_day(

@@ -110,18 +110,30 @@ def gx_frame(table: pa.Table, day_shift: pa.Array | None = None) -> pd.DataFrame
     return frame
 
 
+def suite_expectations(config: RuleConfig) -> list[Any]:
+    """The suite's expectations in order: one per row rule, then the row count (``empty_partition``)."""
+    return [rule.expectation(config) for rule in ROW_RULES] + [row_count_expectation(config)]
+
+
 class TripSuite:
     """The trips expectation suite in an ephemeral GX context, reusable across day partitions."""
 
     def __init__(self, config: RuleConfig) -> None:
         self.config = config
-        self.context = gx.get_context(mode="ephemeral")
-        # tqdm bars on stderr would drown the step's own log lines
-        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        asset = self.context.data_sources.add_pandas("flywheel").add_dataframe_asset("staging_trips")
-        self.batch_definition = asset.add_batch_definition_whole_dataframe("day_partition")
-        expectations = [rule.expectation(config) for rule in ROW_RULES] + [row_count_expectation(config)]
-        self.suite = self.context.suites.add(gx.ExpectationSuite(name=SUITE_NAME, expectations=expectations))
+        self._batch_definition: Any = None  # the GX context, made on the first run (not for empty days)
+        self.suite: gx.ExpectationSuite | None = None
+
+    def _batch(self, frame: pd.DataFrame) -> Any:
+        """A GX batch of ``frame``; the ephemeral context and the suite are made on the first call."""
+        if self._batch_definition is None:
+            context = gx.get_context(mode="ephemeral")
+            # tqdm bars on stderr would drown the step's own log lines
+            context.variables.progress_bars = ProgressBarsConfig(globally=False)
+            asset = context.data_sources.add_pandas("flywheel").add_dataframe_asset("staging_trips")
+            self._batch_definition = asset.add_batch_definition_whole_dataframe("day_partition")
+            suite = gx.ExpectationSuite(name=SUITE_NAME, expectations=suite_expectations(self.config))
+            self.suite = context.suites.add(suite)
+        return self._batch_definition.get_batch(batch_parameters={"dataframe": frame})
 
     def run(self, table: pa.Table, day: dt.date) -> GxOutcome:
         """Validate one day's rows; return GX's result and the failing row ids per reject code."""
@@ -150,12 +162,18 @@ class TripSuite:
             )
             shift = pa.array(offsets.astype("timedelta64[us]"), pa.duration("us"))
         frame = gx_frame(table, shift)
-        batch = self.batch_definition.get_batch(batch_parameters={"dataframe": frame})
+        batch = self._batch(frame)
         bounds = {
             PARTITION_START: dt.datetime.combine(first, dt.time()),
             PARTITION_END: dt.datetime.combine(first + dt.timedelta(days=1), dt.time()),
         }
         result = batch.validate(self.suite, result_format=RESULT_FORMAT, expectation_parameters=bounds)
+        # GX's execution engine keeps the last batch's frame, and through its zero-copy columns the
+        # Arrow buffers of the whole day it came from: drop it (one day in memory, not two)
+        manager = batch.data.execution_engine.batch_manager
+        manager.reset_batch_cache()
+        manager.batch_data_cache.clear()
+        del batch, frame
         seconds = time.perf_counter() - started
         row_ids: dict[str, npt.NDArray[np.int64]] = {}
         counts: dict[str, int] = {}

@@ -15,6 +15,7 @@ from ml_tasks.publish import publish
 from ml_tasks.storage import DataRoot
 from ml_tasks.transform import transform
 from ml_tasks.validation import ValidationFailed
+from ml_tasks.validation.rules import ROW_CODES
 from ml_tasks.validation.step import plan_chunks, validate_interval
 from tests.unit.validation.trip_rows import partition_bytes, settings, trip, trips, write_raw
 
@@ -180,6 +181,67 @@ def test_day_gx_result_of_a_chunk_holds_the_days_counts_and_points_at_the_chunk(
         "Data documentation compiled by Great Expectations"
         in Path(result["flywheel_chunk"]["data_docs_uri"]).read_text()
     )
+
+
+def test_days_above_the_bound_judged_in_slices_give_the_bytes_of_one_gx_run_per_day(tmp_path: Path) -> None:
+    root = prepared(tmp_path, "data")
+    overrides = {"allow_empty": True, "max_reject_rate": 0.2}
+    one = run(root, max_chunk_rows=0, **overrides)
+    first = snapshot(root)
+    for layer in ("quarantine", "curated", "reports"):
+        shutil.rmtree(tmp_path / "data" / layer, ignore_errors=True)
+    shutil.rmtree(tmp_path / "data" / "staging" / "trips_accepted", ignore_errors=True)
+    # days of 23, 24, 33, 0 and 11 rows: the first three in slices of 10 rows, the last two in one chunk
+    sliced = run(root, max_chunk_rows=20, **overrides)
+    assert comparable(sliced) == comparable(one) and one["quarantined"] == 9
+    second = snapshot(root)
+    assert sorted(first) == sorted(second)
+    assert [k for k in first if first[k] != second[k]] == []
+    chunks = tmp_path / "data" / "reports" / "validation" / "chunks"
+    assert sorted(p.name for p in chunks.iterdir() if p.name.startswith(str(DAYS[1]))) == [
+        f"{DAYS[1]}_rows_0-10", f"{DAYS[1]}_rows_10-20", f"{DAYS[1]}_rows_20-24"
+    ]  # fmt: skip
+    assert len(list(chunks.iterdir())) == 3 + 3 + 4 + 1  # days 0, 1, 2 in slices; days 3 and 4
+    report = Path(root.partition_path("reports", "validation", DAYS[1]))
+    result = json.loads((report / "gx_result.json").read_text())
+    by_code = {r["expectation_config"]["meta"].get("reject_code"): r for r in result["results"]}
+    # the day's own row ids, found in the first and the last slice
+    assert by_code["outside_partition"]["result"]["unexpected_index_list"] == [{"_row_id": [0, 24 - 1]}]
+    assert by_code["zero_seconds_positive_miles"]["result"]["unexpected_count"] == 1
+    assert [s["rows"] for s in result["flywheel_chunk"]["slices"]] == [[0, 10], [10, 20], [20, 24]]
+    last = json.loads(Path(result["flywheel_chunk"]["slices"][2]["gx_result_uri"]).read_text())
+    outside = next(
+        r
+        for r in last["results"]
+        if r["expectation_config"]["meta"].get("reject_code") == "outside_partition"
+    )
+    assert outside["result"]["unexpected_index_list"] == [{"_row_id": [3]}]  # position in the slice
+    docs = (report / "data_docs.html").read_text()
+    assert all(s["data_docs_uri"] in docs for s in result["flywheel_chunk"]["slices"])
+
+
+@pytest.mark.parametrize("allow_empty", [True, False])
+def test_a_day_without_rows_is_judged_on_its_count_without_a_gx_run(
+    tmp_path: Path, allow_empty: bool
+) -> None:
+    root = prepared(tmp_path, "data")
+    summary = run(root, max_chunk_rows=0, allow_empty=allow_empty, max_reject_rate=0.2)
+    empty = next(p for p in summary["partitions"] if p["dt"] == DAYS[3].isoformat())
+    assert empty["rows_in"] == 0 and empty["gx_seconds"] == 0.0
+    assert empty["verdict"] == ("passed" if allow_empty else "failed")
+    report = Path(root.partition_path("reports", "validation", DAYS[3]))
+    result = json.loads((report / "gx_result.json").read_text())
+    assert result["success"] is allow_empty and result["flywheel_chunk"]["gx_result_uri"] is None
+    counts = {
+        r["expectation_config"]["meta"].get("reject_code", "empty_partition"): (
+            r["success"],
+            r["result"].get("unexpected_count", r["result"].get("observed_value")),
+        )
+        for r in result["results"]
+    }
+    assert counts.pop("empty_partition") == (allow_empty, 0)
+    assert counts == {code: (True, 0) for code in ROW_CODES}
+    assert "No GX run" in (report / "data_docs.html").read_text()
 
 
 def test_plan_chunks_keeps_whole_days_within_the_row_bound() -> None:

@@ -12,10 +12,11 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from ml_tasks import transform as transform_module
 from ml_tasks.intervals import Interval
 from ml_tasks.schema import CURATED_SCHEMA, RAW_SCHEMA, SchemaError
 from ml_tasks.storage import DataRoot, Manifest, PartitionError
-from ml_tasks.transform import HASHED_COLUMNS, transform, trips_with_derived_columns
+from ml_tasks.transform import HASHED_COLUMNS, staged_slices, transform, trips_with_derived_columns
 from tests.unit.validation.trip_rows import (
     DAY,
     ONE_DAY,
@@ -343,3 +344,59 @@ def test_transform_never_mutates_its_input() -> None:
     trips_with_derived_columns(table, CHICAGO)
     assert table.to_pylist() == before
     assert table.schema == RAW_SCHEMA
+
+
+def test_staged_slices_are_the_staging_table_cut_in_order() -> None:
+    rows = [
+        *trips(20),
+        trip(20, trip_id=None),
+        {**trip(3), "_source_row": 99},
+        trip(21, trip_start_timestamp=None),
+    ]
+    raw = raw_table(list(reversed(rows)))
+    whole = trips_with_derived_columns(raw, CHICAGO)
+    slices = list(staged_slices(raw, CHICAGO, slice_rows=5))
+    assert [s.num_rows for s in slices] == [5, 5, 5, 5, 3]
+    assert pa.concat_tables(slices).equals(whole)
+    assert sum(s["_is_duplicate"].to_pylist().count(True) for s in slices) == 1
+    assert [s.num_rows for s in staged_slices(raw_table([]), CHICAGO, slice_rows=5)] == [0]
+
+
+def test_transform_writes_the_same_rows_and_counts_whatever_the_slice_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [
+        *trips(20),
+        trip(20, trip_id=None),
+        {**trip(3), "_source_row": 99},
+        trip(21, trip_start_timestamp=None),
+    ]
+    staged, counts = [], []
+    for slice_rows in (1_000, 4):
+        root = DataRoot(str(tmp_path / str(slice_rows)))
+        write_raw(root, rows)
+        monkeypatch.setattr(transform_module, "SLICE_ROWS", slice_rows)
+        transform(root, ONE_DAY, settings(tmp_path / str(slice_rows)))
+        staged.append(read(root, "staging", "trips"))
+        counts.append(root.read_manifest(root.partition_path("staging", "trips", DAY)).row_counts)
+    assert staged[1].num_rows == 23 and staged[1].equals(staged[0])
+    assert counts[0] == counts[1] == {"rows": 23, "duplicates": 1, "hashed_keys": 1, "rows_without_start": 1}
+
+
+def test_dictionary_encoded_raw_strings_give_the_same_keys_and_rows() -> None:
+    """transform reads repetitive strings dictionary-encoded (memory): hashes and order must not change."""
+    rows = [
+        *trips(6),
+        trip(6, trip_id=None, company="A"),
+        trip(7, trip_id=None, company="B"),
+        trip(8, trip_id=None),
+    ]
+    raw = raw_table(rows)
+    encoded = raw
+    for name in transform_module.DICTIONARY_COLUMNS:
+        i = raw.schema.get_field_index(name)
+        encoded = encoded.set_column(i, name, raw[name].dictionary_encode())
+    assert pa.types.is_dictionary(encoded.schema.field("taxi_id").type)
+    plain = trips_with_derived_columns(raw, CHICAGO)
+    assert trips_with_derived_columns(encoded, CHICAGO).equals(plain)
+    assert len({k for k in plain["trip_key"].to_pylist() if k.startswith("h_")}) == 3
