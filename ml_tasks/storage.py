@@ -14,7 +14,7 @@ import os
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -387,15 +387,6 @@ class PartitionWriter:
         return result
 
 
-def use_system_allocator() -> None:
-    """Let Arrow allocate with the C library's malloc in this process (the ingest steps: peak memory).
-
-    pyarrow's default pool (mimalloc) keeps freed pages for reuse: reading, sorting and splitting a
-    1M-row day held 90-135 MB more peak RSS than with malloc, at the same speed (``docs/ingest.md``).
-    """
-    pa.set_memory_pool(pa.system_memory_pool())
-
-
 def input_record(root: DataRoot, path: str) -> dict[str, Any]:
     """A manifest ``inputs`` entry for a partition: its URI and the hashes of its files."""
     manifest = root.read_manifest(path)
@@ -404,10 +395,3 @@ def input_record(root: DataRoot, path: str) -> dict[str, Any]:
         "files": {o["uri"].rsplit("/", 1)[1]: o["sha256"] for o in manifest.outputs},
         "rows": manifest.row_counts,
     }
-
-
-def sha256_of(parts: Iterable[bytes]) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part)
-    return digest.hexdigest()
