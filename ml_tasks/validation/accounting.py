@@ -321,7 +321,7 @@ def write_day(
         {
             "code": rule.code,
             "engine": "great_expectations",
-            "expectation": rule.expectation(config).expectation_type,
+            "expectation": rule.expectation_type,
             "columns": list(rule.columns),
             "unexpected_count": outcome.unexpected_counts.get(rule.code, 0),
             "description": rule.description,

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
 from ml_tasks.contract import DATA_DOCS_FILE, GX_RESULT_FILE, VALIDATION_REPORTS
 from ml_tasks.storage import DataRoot, Manifest
@@ -25,8 +24,10 @@ from ml_tasks.validation.reports import (
     json_bytes,
     trim_result,
 )
-from ml_tasks.validation.rules import ROW_RULES, RuleConfig
-from ml_tasks.validation.suite import ROW_ID, SUITE_NAME, GxOutcome, TripSuite, suite_expectations
+from ml_tasks.validation.rules import ROW_ID, ROW_RULES, SUITE_NAME, ExpectationSpec, RuleConfig, suite_specs
+
+if TYPE_CHECKING:  # GX runs only for days with rows: the step imports .suite (and GX) only then
+    from ml_tasks.validation.suite import GxOutcome, TripSuite
 
 
 @dataclass
@@ -92,7 +93,7 @@ def _chunk_report(root: DataRoot, days: list[StagedDay], outcome: GxOutcome) -> 
 
 
 def _day_gx_files(
-    day: StagedDay, judged: DayJudgement, configs: list[ExpectationConfiguration], pointer: dict[str, Any]
+    day: StagedDay, judged: DayJudgement, configs: list[ExpectationSpec], pointer: dict[str, Any]
 ) -> dict[str, bytes]:
     """The day's gx_result.json / data_docs.html when its GX run(s) did not cover exactly the day.
 
@@ -106,7 +107,7 @@ def _day_gx_files(
     n = day.table.num_rows
     results: list[dict[str, Any]] = []
     for cfg in configs:
-        meta = dict(cfg.meta or {}) if cfg else {}
+        meta = dict(cfg.meta)
         code = meta.get("reject_code")
         if code is None:  # the row-count expectation: judged on the day's own row count
             body: dict[str, Any] = {"observed_value": n}
@@ -124,8 +125,8 @@ def _day_gx_files(
         results.append(
             {
                 "expectation_config": {
-                    "type": cfg.type if cfg else None,
-                    "kwargs": dict(cfg.kwargs) if cfg else {},
+                    "type": cfg.type,
+                    "kwargs": dict(cfg.kwargs),
                     "meta": meta,
                 },
                 "success": success,
@@ -147,17 +148,22 @@ def _day_gx_files(
     }
 
 
-def _configs(outcome: GxOutcome) -> list[ExpectationConfiguration]:
-    return [res.expectation_config for res in outcome.result.results if res.expectation_config]
+def _configs(outcome: GxOutcome) -> list[ExpectationSpec]:
+    """The expectations of a GX run's result, in its order (kwargs as GX reports them: with batch_id)."""
+    return [
+        ExpectationSpec(cfg.type, dict(cfg.kwargs), dict(cfg.meta or {}), str(cfg.notes or ""))
+        for cfg in (res.expectation_config for res in outcome.result.results)
+        if cfg
+    ]
 
 
-def _judge_without_rows(chunk: list[StagedDay], config: RuleConfig) -> list[DayJudgement]:
-    """Days with no row at all: no row rule has anything to judge, so GX is not run (~0.4 s saved).
+def judge_without_rows(chunk: list[StagedDay], config: RuleConfig) -> list[DayJudgement]:
+    """Days with no row at all: no row rule has anything to judge, so GX is neither run nor imported.
 
     The row-count rule is judged on each day's row count, as for a day in a multi-day chunk; the
-    day's gx_result.json lists every expectation with its count, 0.
+    day's gx_result.json lists every expectation (as GX's configuration would) with its count, 0.
     """
-    configs = [exp.configuration for exp in suite_expectations(config)]
+    configs = suite_specs(config)
     ok = config.allow_empty
     pointer = {
         "note": "the day has no rows: no GX run (no row to validate); empty_partition is judged on the"
@@ -189,7 +195,7 @@ def judge_chunk(
     if len(chunk) == 1 and 0 < max_chunk_rows < chunk[0].table.num_rows:
         return [judge_day_in_slices(root, chunk[0], suite, max(max_chunk_rows // 2, 1))]
     if all(d.table.num_rows == 0 for d in chunk):
-        return _judge_without_rows(chunk, config)
+        return judge_without_rows(chunk, config)
     days = [(d.day, d.table.num_rows) for d in chunk]
     tables = [d.table.replace_schema_metadata(None) for d in chunk]
     outcome = suite.run_chunk(pa.concat_tables(tables), days)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import html
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from great_expectations.core import ExpectationSuiteValidationResult
-from great_expectations.render.renderer.page_renderer import ValidationResultsPageRenderer
-from great_expectations.render.view.view import DefaultJinjaPageView
+from ml_tasks.validation.rules import RESULT_FORMAT, ROW_ID
 
-from ml_tasks.validation.suite import RESULT_FORMAT, ROW_ID
+if TYPE_CHECKING:  # a GX run's result; this module imports no great_expectations (empty days need none)
+    from great_expectations.core import ExpectationSuiteValidationResult
 
 # Row ids kept per expectation in the report files (the quarantine partition holds every row).
 MAX_LISTED_ROWS = 1000
@@ -69,6 +68,9 @@ def gx_result_json(result: ExpectationSuiteValidationResult) -> bytes:
 
 def data_docs_html(result: ExpectationSuiteValidationResult) -> bytes:
     """GX's data docs validation page for ``result`` (trim it first)."""
+    from great_expectations.render.renderer.page_renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view.view import DefaultJinjaPageView
+
     document = ValidationResultsPageRenderer().render(result)
     page: str = DefaultJinjaPageView().render(document)  # type: ignore[no-untyped-call]
     return page.encode()

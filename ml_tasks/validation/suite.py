@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import great_expectations as gx
+import great_expectations.expectations as gxe
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -20,29 +21,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from great_expectations.core import ExpectationSuiteValidationResult
 from great_expectations.data_context.types.base import ProgressBarsConfig
+from great_expectations.expectations.expectation import Expectation
 
 from ml_tasks.errors import FlywheelError
 from ml_tasks.validation.rules import (
     EMPTY_PARTITION,
     PARTITION_END,
     PARTITION_START,
-    ROW_RULES,
+    RESULT_FORMAT,
+    ROW_ID,
+    SUITE_NAME,
+    ExpectationSpec,
     RuleConfig,
     gx_columns,
-    row_count_expectation,
+    suite_specs,
 )
 
 log = logging.getLogger(__name__)
-
-ROW_ID = "_row_id"
-SUITE_NAME = "flywheel_taxi_trips"
-RESULT_FORMAT: dict[str, Any] = {
-    "result_format": "COMPLETE",
-    "unexpected_index_column_names": [ROW_ID],
-    "exclude_unexpected_values": True,
-    "return_unexpected_index_query": False,
-    "partial_unexpected_count": 20,
-}
 
 
 class GxEvaluationError(FlywheelError, RuntimeError):
@@ -110,9 +105,18 @@ def gx_frame(table: pa.Table, day_shift: pa.Array | None = None) -> pd.DataFrame
     return frame
 
 
-def suite_expectations(config: RuleConfig) -> list[Any]:
+def gx_expectation(spec: ExpectationSpec) -> Expectation:
+    """The GX expectation object of ``spec`` (its class by GX's expectation type name)."""
+    cls = getattr(gxe, "".join(part.capitalize() for part in spec.type.split("_")))
+    exp: Expectation = cls(**spec.kwargs)
+    exp.meta = dict(spec.meta)
+    exp.notes = spec.notes
+    return exp
+
+
+def suite_expectations(config: RuleConfig) -> list[Expectation]:
     """The suite's expectations in order: one per row rule, then the row count (``empty_partition``)."""
-    return [rule.expectation(config) for rule in ROW_RULES] + [row_count_expectation(config)]
+    return [gx_expectation(spec) for spec in suite_specs(config)]
 
 
 class TripSuite:

@@ -120,3 +120,26 @@ print(json.dumps({
     proc = run_python(["-c", code], tmp_path)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"instrumented": True, "views": ["company_stats", "pickup_area_stats"]}
+
+
+def test_validate_of_an_empty_day_imports_no_great_expectations(tmp_path: Path) -> None:
+    # a day with zero trips: validate judges it on its row count, with no GX run and no GX import
+    day = ["--start", "2024-05-01"]
+    extract = ["-m", "ml_tasks.cli", "extract", *day, "--source", "synthetic", "--trips-per-day", "0"]
+    run_python(extract, tmp_path)
+    run_python(["-m", "ml_tasks.cli", "transform", *day], tmp_path)
+    names, summary = imported_modules(["-m", "ml_tasks.cli", "validate", *day, "--allow-empty"], tmp_path)
+    assert summary["step"] == "validate"
+    assert (summary["rows_in"], summary["accepted"], summary["quarantined"]) == (0, 0, 0)
+    assert summary["verdict"] == "passed"
+    partitions = summary["partitions"]
+    assert isinstance(partitions, list)
+    assert [p["dt"] for p in partitions] == ["2024-05-01"]
+    assert {"ml_tasks.validation.step", "ml_tasks.validation.judge", "ml_tasks.validation.rules"} <= names
+    assert "ml_tasks.validation.suite" not in names
+    assert heavy(names) == []
+    accounting = json.loads((tmp_path / "data/reports/validation/dt=2024-05-01/accounting.json").read_text())
+    assert [r["expectation"] for r in accounting["row_rules"]][:2] == [
+        "expect_column_values_to_be_null",
+        "expect_column_values_to_not_be_null",
+    ]
