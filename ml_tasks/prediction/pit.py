@@ -55,8 +55,9 @@ def _join_key_map(fv: View) -> dict[str, str]:
 
 def views_supported(views: Sequence[View]) -> bool:
     """Whether :func:`join` computes what Feast's DuckDB offline store would for ``views``: local parquet
-    files, no field mapping, no created-timestamp tie-break, no projection renaming keys, a ttl."""
-    return all(_source(fv) is not None and not _join_key_map(fv) and fv.ttl is not None for fv in views)
+    files, no field mapping, no created-timestamp tie-break, no projection renaming keys, a ttl (Feast reads a
+    zero ttl as none: no age limit, which this match does not do)."""
+    return all(_source(fv) is not None and not _join_key_map(fv) and bool(fv.ttl) for fv in views)
 
 
 def supported(handle: StoreHandle, views: Sequence[View]) -> bool:

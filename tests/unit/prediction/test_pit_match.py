@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from ml_tasks.prediction.pit import _codes, _latest
+from ml_tasks.prediction.checked_registry import Named, RegisteredView
+from ml_tasks.prediction.pit import _codes, _latest, views_supported
 
 TTL = 50
 
@@ -84,3 +87,15 @@ def test_ttl_edges_ties_and_no_feature_rows() -> None:
     assert _match(f_keys, f_ts, e_keys, e_ts) == [0, 2, 2, -1, -1, 3, -1]
     assert _match([pa.chunked_array([pa.array([], pa.string())])], [], e_keys, e_ts) == [-1] * 7
     assert _match(f_keys, [None] * 4, e_keys, e_ts) == [-1] * 7
+
+
+@pytest.mark.parametrize(
+    ("ttl", "supported"), [(dt.timedelta(days=28), True), (dt.timedelta(0), False), (None, False)]
+)
+def test_only_views_with_an_age_limit_are_matched_here(ttl: dt.timedelta | None, supported: bool) -> None:
+    """Feast reads a zero ttl as no age limit: such a view goes to Feast's own join, not this match."""
+    view = RegisteredView(
+        name="area", entity_columns=(Named("area"),), features=(Named("trips"),), ttl=ttl,
+        path="/data/features/area/dt=*/part-*.parquet", timestamp_field="event_timestamp",
+    )  # fmt: skip
+    assert views_supported([view]) is supported
