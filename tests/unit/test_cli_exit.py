@@ -13,7 +13,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import atexit, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from ml_tasks.cli import entry
+
+pool = ThreadPoolExecutor(max_workers=1)  # never shut down: its idle worker must not hold the exit
+pool.submit(print, "pool job ran", flush=True).result()
 
 def late() -> None:
     time.sleep(0.5)
@@ -39,7 +43,7 @@ def test_entry_exits_with_the_code_after_threads_handlers_and_output(
         capture_output=True,
         text=True,
         cwd=REPO,
-        timeout=120,
+        timeout=30,
         check=False,
     )
     assert proc.returncode == code, proc.stderr[-2000:]
