@@ -348,7 +348,4 @@ def read_predictions(
     root: DataRoot, model_name: str, day: dt.date, columns: list[str] | None = None
 ) -> pa.Table:
     """A day's predictions partition (complete partitions only), optionally projected to ``columns``."""
-    import pyarrow.parquet as pq
-
-    files = root.parquet_files(root.partition_path(PREDICTIONS_LAYER, model_name, day))
-    return pa.concat_tables([pq.read_table(f, filesystem=root.fs, columns=columns) for f in files])
+    return root.read_partition(root.partition_path(PREDICTIONS_LAYER, model_name, day), columns=columns)
