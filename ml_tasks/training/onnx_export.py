@@ -389,9 +389,7 @@ def corrupt_onnx(path: str | Path, n_bytes: int = 64) -> dict[str, Any]:
     target = Path(path)
     data = bytearray(target.read_bytes())
     if len(data) < 2 * n_bytes:
-        raise ValueError(
-            f"{target} has {len(data)} bytes: too small to corrupt {n_bytes} bytes in the middle"
-        )
+        raise ValueError(f"{target} has {len(data)} bytes: too small to corrupt {n_bytes} in the middle")
     start = len(data) // 2 - n_bytes // 2
     for i in range(start, start + n_bytes):
         data[i] ^= 0xFF
