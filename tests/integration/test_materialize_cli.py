@@ -1,6 +1,6 @@
 """materialize's refusals (a missing partition, an unknown view, an old registry), the CLI, the local Redis.
 
-Same module data root and stores as test_materialize.py (the ``stores`` / ``empty`` fixtures in conftest.py).
+Its own data root and stores, built like test_materialize.py's (``stores`` / ``empty`` in conftest.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """build-training-set's outputs and refusals: manifest, Feast views, reruns, chunked joins, bad input.
 
-Same module data root as test_training_set.py (the ``pipeline`` fixture in conftest.py).
+Its own data root, built like test_training_set.py's (the ``pipeline`` fixture in conftest.py).
 """
 
 from __future__ import annotations
