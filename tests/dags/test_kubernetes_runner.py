@@ -1,12 +1,12 @@
 """The Kubernetes runner (``FLYWHEEL_RUNNER=kubernetes``): pods built by the real KubernetesPodOperator.
 
 There is no cluster here, so the pods are built, not run: operators come from the real ``ml_step(...)``
-(and from the repo's DAG files), templates are rendered for a DAG run the way the worker renders them
-(a ``RuntimeTaskInstance`` made with ``model_construct`` as ``task_runner.startup`` makes it, then
-``get_template_context()`` and ``render_templates()``), the provider's own ``build_pod_request_obj(context)``
-builds the pod against a dummy kubeconfig, the kubernetes client serializes it to a manifest, and
-``kubernetes-validate --strict`` checks it for the target Kubernetes versions. Only upstream XCom values
-are stand-ins (the XCom store lives in the API server).
+(the repo's DAG files: test_kubernetes_runner_dags.py); templates are rendered for a DAG run as the worker
+renders them (a ``RuntimeTaskInstance`` made with ``model_construct`` as ``task_runner.startup`` makes it,
+then ``get_template_context()`` and ``render_templates()``: _kubernetes_runner.py), the provider's own
+``build_pod_request_obj(context)`` builds the pod against a dummy kubeconfig, the kubernetes client
+serializes it to a manifest, and ``kubernetes-validate --strict`` checks it for the target Kubernetes
+versions. Only upstream XCom values are stand-ins (the XCom store lives in the API server).
 """
 
 from __future__ import annotations
