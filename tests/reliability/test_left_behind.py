@@ -1,5 +1,6 @@
 """Finding 8: ``ml-tasks features-pending`` lists the curated days whose feature partitions are missing or
-older than their curated data; taxi_features plans them with its events (tests/dags/test_taxi_features)."""
+older than their curated data; taxi_features plans them with its events
+(tests/dags/test_taxi_features_planning)."""
 
 from __future__ import annotations
 
