@@ -74,6 +74,7 @@ def run_child(request: dict[str, Any], fds: list[int], server_fds: list[int]) ->
     """In the forked child: close the server's sockets, become ``ml-tasks <argv>``, never return."""
     code = 1
     try:
+        signal.set_wakeup_fd(-1)  # the server's SIGCHLD wake-up pipe is not the step's
         for fd in server_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -135,6 +136,9 @@ class StepServer:
         #: child pid -> (its caller's connection, when SIGTERM was sent after the caller went away)
         self.children: dict[int, tuple[socket.socket, float | None]] = {}
         self.stopping = False
+        self.wake, self.wake_writer = socket.socketpair()
+        for end in (self.wake, self.wake_writer):
+            end.setblocking(False)
 
     def serve(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -146,6 +150,10 @@ class StepServer:
             os.umask(old_umask)
         listener.listen(16)
         self.selector.register(listener, selectors.EVENT_READ, "accept")
+        # a step's exit wakes the loop at once (SIGCHLD -> the wake-up socket), not at the next 0.1 s tick
+        signal.set_wakeup_fd(self.wake_writer.fileno())
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.selector.register(self.wake, selectors.EVENT_READ, "wake")
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         log.info("ready on %s (pid %d)", self.path, os.getpid())
         try:
@@ -153,7 +161,10 @@ class StepServer:
                 if self.stopping:
                     self.terminate_all()
                 for key, _ in self.selector.select(timeout=0.1):
-                    if key.data == "accept" and not self.stopping:
+                    if key.data == "wake":
+                        with contextlib.suppress(BlockingIOError):
+                            self.wake.recv(4096)
+                    elif key.data == "accept" and not self.stopping:
                         self.accept(listener)
                     elif isinstance(key.data, int):
                         self.caller_gone(key.data)
@@ -161,6 +172,9 @@ class StepServer:
         finally:
             self.path.unlink(missing_ok=True)
             listener.close()
+            signal.set_wakeup_fd(-1)
+            self.wake.close()
+            self.wake_writer.close()
         log.info("stopped")
 
     def accept(self, listener: socket.socket) -> None:
@@ -181,6 +195,7 @@ class StepServer:
             self.restart()
             return
         server_fds = [listener.fileno(), self.selector.fileno(), conn.fileno()]
+        server_fds += [self.wake.fileno(), self.wake_writer.fileno()]
         server_fds += [c.fileno() for c, _ in self.children.values()]
         pid = os.fork()
         if pid == 0:
