@@ -15,7 +15,8 @@ from tests.integration._pipeline import MODEL, PipelineRoot
 BATCH_ROWS = 700  # several record batches per day
 
 
-def _copy(pipeline_root: PipelineRoot, target: Path) -> PipelineRoot:
+def copy_root(pipeline_root: PipelineRoot, target: Path) -> PipelineRoot:
+    """A copy of the shared pipeline root at ``target`` (tests that change a root work on their own)."""
     copy = pipeline_root.copy_to(target)
     return copy
 

@@ -46,7 +46,7 @@ from ml_tasks.transform import transform
 from ml_tasks.validation import validate
 from tests.integration._materialize import WINDOW, Stores, empty_stores
 from tests.integration._pipeline import PipelineRoot
-from tests.integration._predict import _copy
+from tests.integration._predict import copy_root
 from tests.integration._servers.redis import redis_server
 from tests.integration._training_set import (
     ALL,
@@ -197,7 +197,7 @@ def env() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def root(pipeline_root: PipelineRoot, tmp_path_factory: pytest.TempPathFactory, env: None) -> PipelineRoot:
-    return _copy(pipeline_root, tmp_path_factory.mktemp("predict") / "data")
+    return copy_root(pipeline_root, tmp_path_factory.mktemp("predict") / "data")
 
 
 # -- the training-set tests' data root (test_training_set*.py) ---------------------------------------------

@@ -14,7 +14,7 @@ from ml_tasks.intervals import Interval
 from ml_tasks.settings import Settings
 from tests.integration._pipeline import MODEL, PipelineRoot, day
 from tests.integration._predict import (
-    _copy,
+    copy_root,
     own_tracking_uri,  # noqa: F401  (autouse: every test here)
     partition_dir,
     settings_of,
@@ -63,7 +63,7 @@ def test_no_champion_and_unknown_version(tmp_path: Path, root: PipelineRoot, env
 
 @pytest.fixture
 def broken(pipeline_root: PipelineRoot, tmp_path: Path, env: None) -> PipelineRoot:
-    return _copy(pipeline_root, tmp_path / "data")
+    return copy_root(pipeline_root, tmp_path / "data")
 
 
 def test_corrupt_or_unloadable_onnx_fails_and_writes_nothing(broken: PipelineRoot) -> None:
