@@ -106,11 +106,10 @@ def step_server(tmp: Path, env: dict[str, str]) -> Iterator[str]:
             proc.wait(timeout=60)
 
 
-def served(argv: list[str], sock: str, env: dict[str, str]) -> float:
+def served(argv: list[str], sock: str) -> float:
     """Wall seconds of ``ml-tasks argv`` run by the step server at ``sock``; exit != 0 is fatal."""
     from _lib import stepclient
 
-    os.environ.update(env)  # the client sends this process's environment and working directory
     started = time.perf_counter()
     step, why = stepclient.start(argv, sock)
     if step is None:
@@ -211,10 +210,11 @@ def served_figures(
 ) -> list[Figure]:
     """Each step again, through a step server (the local platform's runner), against the same floors."""
     figures: list[Figure] = []
+    os.environ.update(env)  # the client sends this process's environment and working directory
     with step_server(tmp, env) as sock:
         for template, heavy in STEPS:
             step = template.format(day=args.day).split()
-            seconds = statistics.median(served(step, sock, env) for _ in range(args.repeat))
+            seconds = statistics.median(served(step, sock) for _ in range(args.repeat))
             floor = floors[heavy]
             light = heavy is None
             figures.append(

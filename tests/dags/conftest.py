@@ -88,7 +88,7 @@ def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def env(kubeconfig: Path) -> Iterator[dict[str, str]]:
+def kube_runner_env(kubeconfig: Path) -> Iterator[dict[str, str]]:
     """The kubernetes runner's environment for the whole module (DAGs read it at parse time)."""
     values = kube_env(kubeconfig)
     with pytest.MonkeyPatch.context() as mp:

@@ -67,7 +67,7 @@ def build_demo_dag() -> Any:
 
 
 @pytest.fixture(scope="module")
-def demo(env: dict[str, str]) -> dict[str, Any]:
+def demo(kube_runner_env: dict[str, str]) -> dict[str, Any]:
     """The demo DAG built with each runner (same DAG code, only FLYWHEEL_RUNNER differs)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("FLYWHEEL_RUNNER")
@@ -76,7 +76,9 @@ def demo(env: dict[str, str]) -> dict[str, Any]:
 
 
 # -- the pod of a gpu step -----------------------------------------------------------------------------------
-def test_gpu_pod_manifest_is_valid_and_complete(demo: dict[str, Any], env: dict[str, str]) -> None:
+def test_gpu_pod_manifest_is_valid_and_complete(
+    demo: dict[str, Any], kube_runner_env: dict[str, str]
+) -> None:
     dag = demo["kubernetes"]
     op, manifest = pod_manifest(dag, dag.get_task("train"))
     validate(manifest)
@@ -116,10 +118,10 @@ def test_gpu_pod_manifest_is_valid_and_complete(demo: dict[str, Any], env: dict[
     # env: settings the CLI reads, the XCom file; secrets only through envFrom
     pod_env = {e["name"]: e["value"] for e in container["env"]}
     assert pod_env["FLYWHEEL_DATA_ROOT"] == DATA_ROOT
-    assert pod_env["MLFLOW_TRACKING_URI"] == env["MLFLOW_TRACKING_URI"]
+    assert pod_env["MLFLOW_TRACKING_URI"] == kube_runner_env["MLFLOW_TRACKING_URI"]
     assert pod_env["FLYWHEEL_XCOM_FILE"] == "/airflow/xcom/return.json"
     assert pod_env["FLYWHEEL_FEAST_ENV"] == "production"
-    assert pod_env["FLYWHEEL_CODE_VERSION"] == env["FLYWHEEL_CODE_VERSION"]
+    assert pod_env["FLYWHEEL_CODE_VERSION"] == kube_runner_env["FLYWHEEL_CODE_VERSION"]
     assert pod_env["HOME"] == "/tmp"
     assert not {"FLYWHEEL_RUNNER", "FLYWHEEL_POSTGRES_URI", "FLYWHEEL_CHICAGO_APP_TOKEN"} & set(pod_env)
     assert not [name for name in pod_env if name.startswith("FLYWHEEL_K8S_")]

@@ -13,7 +13,7 @@ from tests.dags.conftest import DAG_FILES, DAGS
 
 # -- the repo's DAG files under the kubernetes runner ------------------------------------------------------
 @pytest.fixture(scope="module")
-def bags(env: dict[str, str]) -> dict[str, Any]:
+def bags(kube_runner_env: dict[str, str]) -> dict[str, Any]:
     """Every DAG file parsed with each runner, as the dag-processor parses them."""
     from airflow.dag_processing.dagbag import BundleDagBag
 

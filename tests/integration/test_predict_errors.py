@@ -47,7 +47,7 @@ def test_feature_service_mismatch_is_a_clear_error(root: PipelineRoot) -> None:
     assert not (root.data_root / "predictions" / MODEL / "_shards" / "mismatch").exists()
 
 
-def test_no_champion_and_unknown_version(tmp_path: Path, root: PipelineRoot, env: None) -> None:
+def test_no_champion_and_unknown_version(tmp_path: Path, root: PipelineRoot, predict_env: None) -> None:
     from ml_tasks.models.registry import RegistryError
     from ml_tasks.prediction.resolve import NoModelError, resolve_model
 
@@ -62,7 +62,7 @@ def test_no_champion_and_unknown_version(tmp_path: Path, root: PipelineRoot, env
 
 
 @pytest.fixture
-def broken(pipeline_root: PipelineRoot, tmp_path: Path, env: None) -> PipelineRoot:
+def broken(pipeline_root: PipelineRoot, tmp_path: Path, predict_env: None) -> PipelineRoot:
     return copy_root(pipeline_root, tmp_path / "data")
 
 
