@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._samples import add_samples_argument  # noqa: E402
 from ml_tasks.training.frames import rows_between, training_frame_from_csv  # noqa: E402
 from tests.integration import _drift_rates as rates  # noqa: E402
 
@@ -29,13 +29,7 @@ from tests.integration import _drift_rates as rates  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=400)
-    parser.add_argument(
-        "--samples",
-        type=Path,
-        default=Path(
-            os.environ.get("FLYWHEEL_CHICAGO_SAMPLES", REPO.parent / "shared/datasets/chicago_taxi")
-        ),
-    )
+    add_samples_argument(parser)
     ns = parser.parse_args()
     started = time.perf_counter()
     out: dict[str, object] = {"draws": ns.draws}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +28,7 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._samples import add_samples_argument  # noqa: E402
 from bench.model_quality import frames  # noqa: E402
 
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
@@ -125,13 +125,7 @@ def main() -> int:
     parser.add_argument("--splits", default="tfdv,tfx")
     parser.add_argument("--draws", type=int, default=4)
     parser.add_argument("--target", type=float, default=0.96)
-    parser.add_argument(
-        "--samples",
-        type=Path,
-        default=Path(
-            os.environ.get("FLYWHEEL_CHICAGO_SAMPLES", REPO.parent / "shared/datasets/chicago_taxi")
-        ),
-    )
+    add_samples_argument(parser)
     ns = parser.parse_args()
     import torch
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 import tempfile
 import time
@@ -32,6 +31,8 @@ import pyarrow as pa
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench._samples import add_samples_argument  # noqa: E402
 
 #: the configuration before issue 15 (the ModelConfig defaults of that time)
 TODAY = {
@@ -198,13 +199,7 @@ def main() -> int:
     parser.add_argument("--configs", default="today,new")
     parser.add_argument("--splits", default="tfdv,tfx")
     parser.add_argument("--wide", type=int, default=0)
-    parser.add_argument(
-        "--samples",
-        type=Path,
-        default=Path(
-            os.environ.get("FLYWHEEL_CHICAGO_SAMPLES", REPO.parent / "shared/datasets/chicago_taxi")
-        ),
-    )
+    add_samples_argument(parser)
     ns = parser.parse_args()
     results = []
     for split in ns.splits.split(","):

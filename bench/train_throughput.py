@@ -31,11 +31,9 @@ import numpy as np
 import pyarrow as pa
 
 from bench._results import Figure, emit
+from bench._samples import CHICAGO_SAMPLES as SAMPLES
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = Path(
-    os.environ.get("FLYWHEEL_CHICAGO_SAMPLES", REPO.parent / "shared" / "datasets" / "chicago_taxi")
-)
 
 
 def synthetic_trips(n: int, seed: int = 0) -> pa.Table:
