@@ -3,7 +3,7 @@
 Per split (TFDV train -> eval; 2013-2015 -> 2016 of tfx_simple_data.csv), trained with the default
 configuration on one thread: ROC-AUC above the payment-type rule beyond the noise; on TFDV at least the
 tuned tree's minus 0.002 and the gate's paired rule (the DeLong interval of network minus tree has its
-lower bound above -0.005); on 2016 within 0.005 of the tuned tree (0.0026 short: the issue's 0.002 missed).
+lower bound above -0.005); on 2016 within 0.005 of the tuned tree (0.0036 short: the issue's 0.002 missed).
 An ensemble (TabM-mini, 4 members) exports to one ONNX model with parity. ~1 minute in all.
 """
 
@@ -62,8 +62,10 @@ def test_network_holds_its_own_against_the_tree_and_beats_the_rule(
     assert result.config.numeric_bin_method == "target" and result.config.bin_inputs == "trip"
     if name == "tfdv":  # 4,978 rows: the interval is narrow enough for the gate's "beats" (margin 0.005)
         assert tree["auc_a"] >= tree["auc_b"] - 0.002 and tree["auc_a"] >= 0.955 and tree["low"] > -0.005
+        # the tree's search holds small trees, its best here (0.9574; 0.9554 without them): a fair bar
+        assert tree["auc_b"] >= 0.957
     else:
-        # against the tree tuned by its own search (0.9323; 0.9298 untuned) the network is 0.0026 short:
+        # against the tree tuned by its own search (0.9323; 0.9298 untuned) the network is 0.0036 short:
         # the issue's -0.002 is missed here (measured, reported), within the gate's margin of 0.005, and on
         # 830 rows of 2016 the interval spans both signs
         assert tree["auc_a"] >= tree["auc_b"] - 0.005
