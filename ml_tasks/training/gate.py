@@ -15,6 +15,9 @@ from typing import Any
 
 from ml_tasks.contract import CHALLENGER, CHAMPION
 
+#: how a forced decision's reasons begin: each is a blocking reason the force overrode
+FORCED_PREFIX = "forced promotion despite: "
+
 # Metrics where a larger value is better; for the others (log loss, ECE, brier) smaller is better.
 HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "accuracy", "f1", "precision", "recall", "average_precision"}
 LOWER_IS_BETTER = {"log_loss", "ece", "brier"}
@@ -193,6 +196,6 @@ def decide(
     if not blocking:
         return Decision(promote=True, reasons=passing, forced=False, details=details)
     if force:
-        reasons = [f"forced promotion despite: {r}" for r in blocking]
+        reasons = [f"{FORCED_PREFIX}{r}" for r in blocking]
         return Decision(promote=True, reasons=reasons, forced=True, details=details)
     return Decision(promote=False, reasons=blocking, forced=False, details=details)

@@ -24,6 +24,7 @@ from ml_tasks.contract import (
     REGISTERED_MODEL,
     VALIDATION_REPORTS,
 )
+from ml_tasks.training.gate import FORCED_PREFIX
 from scripts.demo.stages import Demo, loop_days
 
 FEATURE_VIEWS = {"pickup_area_stats": "pickup_community_area", "company_stats": "company"}
@@ -230,6 +231,8 @@ def summarize_training(demo: Demo, runs: list[dict[str, Any]]) -> str:
         verdict += f" (forced: {decision.get('force_reason')})"
     lines.append(f"registry: {decision['model']} version {decision['version']} -> {verdict}")
     gate = "; ".join(decision["reasons"]) or "promote: it beat every baseline and passed the ONNX checks"
+    if decision.get("forced"):  # the reasons it overrode are the gate's own refusal
+        gate = "refused: " + gate.replace(FORCED_PREFIX, "")
     lines.append(f"the gate alone: {gate}")
     lines.append(f"model card: {Path(trained['bundle']) / 'model_card.md'}")
     if demo.platform.mlflow_url:
