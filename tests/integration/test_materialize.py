@@ -37,9 +37,9 @@ from tests.integration._materialize import (
 )
 
 
-def redis_hashes(stores: Stores) -> dict[bytes, dict[bytes, bytes]]:
+def redis_hashes(online_stores: Stores) -> dict[bytes, dict[bytes, bytes]]:
     """Every hash of the Redis online store."""
-    client = stores.server.client()
+    client = online_stores.server.client()
     try:
         hashes: dict[bytes, dict[bytes, bytes]] = {}
         for key in client.scan_iter(count=1000):
@@ -49,8 +49,8 @@ def redis_hashes(stores: Stores) -> dict[bytes, dict[bytes, bytes]]:
         client.close()
 
 
-def snapshot(stores: Stores, kind: str) -> Any:
-    return sqlite_rows(stores) if kind == "sqlite" else redis_hashes(stores)
+def snapshot(online_stores: Stores, kind: str) -> Any:
+    return sqlite_rows(online_stores) if kind == "sqlite" else redis_hashes(online_stores)
 
 
 def by_view(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -59,12 +59,14 @@ def by_view(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 # -- tests --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_online_values_equal_the_latest_feature_rows(empty: Stores, kind: str) -> None:
-    summary = run(empty, kind, WINDOW, batch_rows=17)  # many small batches: batching must not matter
+def test_online_values_equal_the_latest_feature_rows(empty_online_stores: Stores, kind: str) -> None:
+    summary = run(
+        empty_online_stores, kind, WINDOW, batch_rows=17
+    )  # many small batches: batching must not matter
     views = by_view(summary)
     assert summary["online_store"] == kind
     for view in VIEWS:
-        expected = latest_per_entity(empty.root, view, DAYS)
+        expected = latest_per_entity(empty_online_stores.root, view, DAYS)
         assert len(expected) > 10
         assert views[view.name] | {"seconds": 0} == {
             "view": view.name,
@@ -75,7 +77,7 @@ def test_online_values_equal_the_latest_feature_rows(empty: Stores, kind: str) -
             "rows_skipped_older": 0,
             "seconds": 0,
         }
-        got = online_values(empty.handle(kind), view, list(expected))
+        got = online_values(empty_online_stores.handle(kind), view, list(expected))
         assert got == {k: expected_values(row, view) for k, row in expected.items()}
         assert any(v is None for values in got.values() for v in values.values())  # nulls are served
     assert summary["rows"] == sum(v["rows_read"] for v in summary["views"])
@@ -83,20 +85,22 @@ def test_online_values_equal_the_latest_feature_rows(empty: Stores, kind: str) -
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_stored_bytes_equal_feasts_own_write_path(empty: Stores, kind: str) -> None:
+def test_stored_bytes_equal_feasts_own_write_path(empty_online_stores: Stores, kind: str) -> None:
     """The fast writers store exactly what Feast's _convert_arrow_to_proto + online_write_batch store."""
-    handle = empty.handle(kind)
+    handle = empty_online_stores.handle(kind)
     for spec in VIEWS:
         writer = online_writer(handle.store, handle.store.get_feature_view(spec.name), fast=False)
         assert writer.name == "feast"
-        for batch in latest_rows(empty.root, spec, interval_files(empty.root, spec, WINDOW), 1000):
+        for batch in latest_rows(
+            empty_online_stores.root, spec, interval_files(empty_online_stores.root, spec, WINDOW), 1000
+        ):
             write_batch(writer, batch)
-    feasts = snapshot(empty, kind)
+    feasts = snapshot(empty_online_stores, kind)
     assert sum(len(rows) for rows in feasts.values()) > 100
-    empty_again = snapshot(empty_stores(empty), kind)
+    empty_again = snapshot(empty_stores(empty_online_stores), kind)
     assert sum(len(rows) for rows in empty_again.values()) == 0
-    run(empty, kind, WINDOW)
-    assert snapshot(empty, kind) == feasts
+    run(empty_online_stores, kind, WINDOW)
+    assert snapshot(empty_online_stores, kind) == feasts
 
 
 def edge_batch(view: ViewSpec) -> pa.RecordBatch:
@@ -122,10 +126,10 @@ def edge_batch(view: ViewSpec) -> pa.RecordBatch:
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_edge_rows_are_stored_exactly_as_feast_stores_them(empty: Stores, kind: str) -> None:
-    handle = empty.handle(kind)
+def test_edge_rows_are_stored_exactly_as_feast_stores_them(empty_online_stores: Stores, kind: str) -> None:
+    handle = empty_online_stores.handle(kind)
     for fast in (False, True):
-        empty_stores(empty)
+        empty_stores(empty_online_stores)
         for view in VIEWS:
             fv = handle.store.get_feature_view(view.name)
             writer = online_writer(handle.store, fv, fast=fast)
@@ -133,13 +137,13 @@ def test_edge_rows_are_stored_exactly_as_feast_stores_them(empty: Stores, kind: 
             assert write_batch(writer, edge_batch(view)) == (6, 0)
             writer.close()
         if not fast:
-            feasts = snapshot(empty, kind)
+            feasts = snapshot(empty_online_stores, kind)
     features = len(VIEWS[0].feature_columns())
     if kind == "sqlite":  # a row per entity and feature
         assert sum(len(rows) for rows in feasts.values()) == 6 * len(VIEWS) * features
     else:  # a hash per entity and view: the features and the view's _ts field
         assert len(feasts) == 6 * len(VIEWS) and {len(h) for h in feasts.values()} == {features + 1}
-    assert snapshot(empty, kind) == feasts
+    assert snapshot(empty_online_stores, kind) == feasts
     # and Feast reads them back: NaN and null as missing, infinities and -0.0 as values
     view = VIEWS_BY_NAME["pickup_area_stats"]
     rows = edge_batch(view).to_pylist()
@@ -149,71 +153,79 @@ def test_edge_rows_are_stored_exactly_as_feast_stores_them(empty: Stores, kind: 
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_materializing_a_window_twice_is_idempotent(empty: Stores, kind: str) -> None:
-    first = run(empty, kind, WINDOW)
-    stored = snapshot(empty, kind)
+def test_materializing_a_window_twice_is_idempotent(empty_online_stores: Stores, kind: str) -> None:
+    first = run(empty_online_stores, kind, WINDOW)
+    stored = snapshot(empty_online_stores, kind)
     values = {
-        v.name: online_values(empty.handle(kind), v, list(latest_per_entity(empty.root, v, DAYS)))
+        v.name: online_values(
+            empty_online_stores.handle(kind), v, list(latest_per_entity(empty_online_stores.root, v, DAYS))
+        )
         for v in VIEWS
     }
-    second = run(empty, kind, WINDOW)
+    second = run(empty_online_stores, kind, WINDOW)
     # the same rows again: written again (same timestamps), nothing older, nothing changed
     for a, b in zip(first["views"], second["views"], strict=True):
         assert b["rows_read"] == b["rows_written"] == a["rows_written"] > 0
         assert b["rows_skipped_older"] == 0
-    assert snapshot(empty, kind) == stored
+    assert snapshot(empty_online_stores, kind) == stored
     assert {
-        v.name: online_values(empty.handle(kind), v, list(latest_per_entity(empty.root, v, DAYS)))
+        v.name: online_values(
+            empty_online_stores.handle(kind), v, list(latest_per_entity(empty_online_stores.root, v, DAYS))
+        )
         for v in VIEWS
     } == values
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_backfill_of_n_days_equals_n_daily_runs(empty: Stores, kind: str) -> None:
+def test_backfill_of_n_days_equals_n_daily_runs(empty_online_stores: Stores, kind: str) -> None:
     """Each day alone (without the later days build-features rebuilds): the guard keeps the newest."""
-    run(empty, kind, WINDOW)
-    whole = snapshot(empty, kind)
+    run(empty_online_stores, kind, WINDOW)
+    whole = snapshot(empty_online_stores, kind)
     for order in (DAYS, list(reversed(DAYS))):
-        empty_stores(empty)
+        empty_stores(empty_online_stores)
         skipped = 0
         for day in order:
-            summary = run(empty, kind, WINDOW.single(day), dependents=False)
+            summary = run(empty_online_stores, kind, WINDOW.single(day), dependents=False)
             for view in summary["views"]:
                 assert view["rows_read"] == view["rows_written"] + view["rows_skipped_older"]
                 skipped += view["rows_skipped_older"]
-        assert snapshot(empty, kind) == whole, [d.isoformat() for d in order]
+        assert snapshot(empty_online_stores, kind) == whole, [d.isoformat() for d in order]
         # forwards every day is newer than the last; backwards every older day is skipped
         assert (skipped == 0) if order == DAYS else (skipped > 0)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_an_older_window_after_a_newer_one_leaves_the_newer_values(empty: Stores, kind: str) -> None:
+def test_an_older_window_after_a_newer_one_leaves_the_newer_values(
+    empty_online_stores: Stores, kind: str
+) -> None:
     newest, oldest = DAYS[-1], DAYS[0]
-    run(empty, kind, WINDOW.single(newest))
-    after_newest = snapshot(empty, kind)
-    summary = by_view(run(empty, kind, WINDOW.single(oldest), dependents=False))
+    run(empty_online_stores, kind, WINDOW.single(newest))
+    after_newest = snapshot(empty_online_stores, kind)
+    summary = by_view(run(empty_online_stores, kind, WINDOW.single(oldest), dependents=False))
     for view in VIEWS:
-        old = {r[view.entity] for r in partition_rows(empty.root, view, oldest)}
-        new = {r[view.entity] for r in partition_rows(empty.root, view, newest)}
+        old = {r[view.entity] for r in partition_rows(empty_online_stores.root, view, oldest)}
+        new = {r[view.entity] for r in partition_rows(empty_online_stores.root, view, newest)}
         assert summary[view.name]["rows_read"] == len(old)
         assert summary[view.name]["rows_skipped_older"] == len(old & new) > 0
         assert summary[view.name]["rows_written"] == len(old - new)
-        latest = latest_per_entity(empty.root, view, [newest])
-        got = online_values(empty.handle(kind), view, list(latest))
+        latest = latest_per_entity(empty_online_stores.root, view, [newest])
+        got = online_values(empty_online_stores.handle(kind), view, list(latest))
         assert got == {k: expected_values(row, view) for k, row in latest.items()}
     if all(summary[v.name]["rows_written"] == 0 for v in VIEWS):
-        assert snapshot(empty, kind) == after_newest
+        assert snapshot(empty_online_stores, kind) == after_newest
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_an_older_day_takes_the_later_days_whose_windows_include_it(empty: Stores, kind: str) -> None:
+def test_an_older_day_takes_the_later_days_whose_windows_include_it(
+    empty_online_stores: Stores, kind: str
+) -> None:
     """With dependents (the default) a late day's run also loads the later, rebuilt days: the store ends
     as after the whole window, and the summary names every partition it read."""
-    run(empty, kind, WINDOW)
-    whole = snapshot(empty, kind)
-    empty_stores(empty)
+    run(empty_online_stores, kind, WINDOW)
+    whole = snapshot(empty_online_stores, kind)
+    empty_stores(empty_online_stores)
     for day in reversed(DAYS):
-        summary = run(empty, kind, WINDOW.single(day))
+        summary = run(empty_online_stores, kind, WINDOW.single(day))
         read = sorted({p["dt"] for p in summary["partitions"]})
         assert read == [d.isoformat() for d in DAYS if d >= day]
         assert summary["window_end"] == WINDOW.end.isoformat()
@@ -221,4 +233,4 @@ def test_an_older_day_takes_the_later_days_whose_windows_include_it(empty: Store
             "start": day.isoformat(),
             "end": (day + dt.timedelta(days=1)).isoformat(),
         }
-    assert snapshot(empty, kind) == whole
+    assert snapshot(empty_online_stores, kind) == whole

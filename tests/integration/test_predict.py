@@ -34,22 +34,22 @@ SCORED = Interval(day(5), day(7))
 
 
 @pytest.fixture(scope="module")
-def unsharded(root: PipelineRoot) -> dict[str, Any]:
+def unsharded(predict_root: PipelineRoot) -> dict[str, Any]:
     from ml_tasks.prediction.commit import predict_interval
 
-    summary = predict_interval(settings_of(root), SCORED, f"{MODEL}@champion", run_key="unsharded")
-    return {"summary": summary, "files": snapshot(root, SCORED)}
+    summary = predict_interval(settings_of(predict_root), SCORED, f"{MODEL}@champion", run_key="unsharded")
+    return {"summary": summary, "files": snapshot(predict_root, SCORED)}
 
 
 @pytest.fixture(scope="module")
-def sharded(root: PipelineRoot, unsharded: dict[str, Any]) -> dict[str, Any]:
+def sharded(predict_root: PipelineRoot, unsharded: dict[str, Any]) -> dict[str, Any]:
     """3 shards (shard 1 run twice, a commit attempted while shard 2 is missing), then the commit."""
     from ml_tasks.prediction.commit import commit_predictions
     from ml_tasks.prediction.resolve import resolve_model
     from ml_tasks.prediction.schema import PredictionError
     from ml_tasks.prediction.score import predict_shard
 
-    settings = settings_of(root)
+    settings = settings_of(predict_root)
     model = resolve_model(settings, f"{MODEL}@champion")
     shards = [predict_shard(settings, SCORED, model, i, 3, "scheduled__x:y+1") for i in (0, 1)]
     with pytest.raises(PredictionError, match=r"shard\(s\) \[2\] of 3 have no complete output") as missing:
@@ -62,12 +62,12 @@ def sharded(root: PipelineRoot, unsharded: dict[str, Any]) -> dict[str, Any]:
         "shards": shards,
         "rerun": rerun,
         "missing_error": str(missing.value),
-        "files": snapshot(root, SCORED),
+        "files": snapshot(predict_root, SCORED),
     }
 
 
-def curated_rows(root: PipelineRoot, when: dt.date) -> int:
-    path = root.data_root / "curated" / "trips" / f"dt={when.isoformat()}"
+def curated_rows(predict_root: PipelineRoot, when: dt.date) -> int:
+    path = predict_root.data_root / "curated" / "trips" / f"dt={when.isoformat()}"
     return sum(pq.ParquetFile(p).metadata.num_rows for p in path.glob("*.parquet"))
 
 
@@ -78,21 +78,21 @@ CONTRACT = [
 ]  # fmt: skip
 
 
-def test_partitions_follow_the_contract(root: PipelineRoot, unsharded: dict[str, Any]) -> None:
+def test_partitions_follow_the_contract(predict_root: PipelineRoot, unsharded: dict[str, Any]) -> None:
     from ml_tasks.models.scorer import OnnxScorer
 
     summary = unsharded["summary"]
-    version = root.version
+    version = predict_root.version
     assert summary["model"]["version"] == version and summary["model"]["feature_service"] == "taxi_tips_v1"
-    assert summary["model"]["run_id"] == root.steps["train"]["run_id"]
-    expected_rows = {when.isoformat(): curated_rows(root, when) for when in SCORED.days()}
+    assert summary["model"]["run_id"] == predict_root.steps["train"]["run_id"]
+    expected_rows = {when.isoformat(): curated_rows(predict_root, when) for when in SCORED.days()}
     assert {p["dt"]: p["rows"] for p in summary["partitions"]} == expected_rows
     assert summary["rows"] == sum(expected_rows.values()) > 2000
     assert summary["shards"] == 1 and summary["postgres_rows"] is None and summary["empty_days"] == []
-    scorer = OnnxScorer(root.bundle / "model.onnx")
+    scorer = OnnxScorer(predict_root.bundle / "model.onnx")
     inputs = list(scorer.preprocessor.inputs.columns)
     for when in SCORED.days():
-        table = pq.read_table(partition_dir(root, when) / "part-00000.parquet")
+        table = pq.read_table(partition_dir(predict_root, when) / "part-00000.parquet")
         assert table.column_names == CONTRACT + inputs
         assert table.schema.field("event_timestamp").type == pa.timestamp("us", tz="UTC")
         assert table.schema.field("missing_feature_views").type == pa.int8()
@@ -111,8 +111,11 @@ def test_partitions_follow_the_contract(root: PipelineRoot, unsharded: dict[str,
         assert np.all((scores > 0) & (scores < 1))
         np.testing.assert_array_equal(table["decision"].to_numpy(), scores >= scorer.threshold)
         # one row group per day here (fixed size: 131,072 rows), whatever the batch size was
-        assert pq.ParquetFile(partition_dir(root, when) / "part-00000.parquet").metadata.num_row_groups == 1
-        manifest = json.loads((partition_dir(root, when) / "_manifest.json").read_text())
+        assert (
+            pq.ParquetFile(partition_dir(predict_root, when) / "part-00000.parquet").metadata.num_row_groups
+            == 1
+        )
+        manifest = json.loads((partition_dir(predict_root, when) / "_manifest.json").read_text())
         assert manifest["dataset"] == f"predictions/{MODEL}" and manifest["step"] == "predict"
         assert manifest["row_counts"]["rows"] == table.num_rows
         assert manifest["params"]["interval"] == {
@@ -132,7 +135,7 @@ def test_partitions_follow_the_contract(root: PipelineRoot, unsharded: dict[str,
 
 
 def test_scores_equal_the_training_path_and_the_registered_model(
-    root: PipelineRoot, unsharded: dict[str, Any]
+    predict_root: PipelineRoot, unsharded: dict[str, Any]
 ) -> None:
     """The same rows through training's PIT join score identically with the registry's ONNX file."""
     from ml_tasks.features.store import open_store
@@ -140,25 +143,25 @@ def test_scores_equal_the_training_path_and_the_registered_model(
     from ml_tasks.models.loading import load_champion_scorer
     from ml_tasks.models.network import load_bundle
 
-    settings = settings_of(root)
+    settings = settings_of(predict_root)
     from ml_tasks.storage import DataRoot
 
-    built = build_training_set(open_store(settings), DataRoot(str(root.data_root)), SCORED, settings,
+    built = build_training_set(open_store(settings), DataRoot(str(predict_root.data_root)), SCORED, settings,
                                "taxi_tips_v1", name="predict_check")  # fmt: skip
     reference = pq.read_table(Path(built["uri"]) / "part-00000.parquet")
     # one intra-op thread, as the prediction step runs it (predict_threads default): onnxruntime's Gemm split
     # over several threads may differ by one ulp (measured: 1 row of 3030, 3e-8, with 16 PLE bins)
     scorer, info = load_champion_scorer(settings, MODEL, threads=1)
-    assert scorer is not None and info is not None and info["version"] == root.version
+    assert scorer is not None and info is not None and info["version"] == predict_root.version
     predicted = pa.concat_tables(
-        [pq.read_table(partition_dir(root, when) / "part-00000.parquet") for when in SCORED.days()]
+        [pq.read_table(partition_dir(predict_root, when) / "part-00000.parquet") for when in SCORED.days()]
     )
     assert predicted["trip_key"].equals(reference["trip_key"])
     for column in scorer.preprocessor.inputs.columns:
         assert predicted[column].equals(reference[column].cast(predicted[column].type)), column
     expected = scorer.predict_proba(reference)
     np.testing.assert_array_equal(predicted["score"].to_numpy(), expected)
-    torch_scores = load_bundle(root.bundle).predict_proba(reference)
+    torch_scores = load_bundle(predict_root.bundle).predict_proba(reference)
     np.testing.assert_allclose(predicted["score"].to_numpy(), torch_scores, atol=1e-5)
     # missing features: a row's count is the number of views whose columns are all null
     views = {"pickup_area_stats", "company_stats"}
@@ -174,7 +177,7 @@ def test_scores_equal_the_training_path_and_the_registered_model(
 
 
 def test_sharded_equals_unsharded_byte_for_byte(
-    root: PipelineRoot, unsharded: dict[str, Any], sharded: dict[str, Any]
+    predict_root: PipelineRoot, unsharded: dict[str, Any], sharded: dict[str, Any]
 ) -> None:
     assert "run (or re-run) them first" in sharded["missing_error"]
     rows = [s["rows"] for s in sharded["shards"]]
@@ -192,61 +195,61 @@ def test_sharded_equals_unsharded_byte_for_byte(
             assert one["params"].pop("shards") == 1 and three["params"].pop("shards") == 3
             assert one == three
     # the staging area is gone
-    assert not (root.data_root / "predictions" / MODEL / "_shards").exists()
+    assert not (predict_root.data_root / "predictions" / MODEL / "_shards").exists()
 
 
 def test_rerun_gives_identical_bytes(
-    root: PipelineRoot, unsharded: dict[str, Any], sharded: dict[str, Any]
+    predict_root: PipelineRoot, unsharded: dict[str, Any], sharded: dict[str, Any]
 ) -> None:
     from ml_tasks.prediction.commit import predict_interval
 
-    predict_interval(settings_of(root), SCORED, f"{MODEL}/{root.version}")
-    assert snapshot(root, SCORED) == unsharded["files"]
+    predict_interval(settings_of(predict_root), SCORED, f"{MODEL}/{predict_root.version}")
+    assert snapshot(predict_root, SCORED) == unsharded["files"]
     # another batch size: the same bytes (fixed row groups)
-    predict_interval(settings_of(root, predict_batch_rows=64), SCORED, f"models:/{MODEL}@champion")
-    assert snapshot(root, SCORED) == unsharded["files"]
+    predict_interval(settings_of(predict_root, predict_batch_rows=64), SCORED, f"models:/{MODEL}@champion")
+    assert snapshot(predict_root, SCORED) == unsharded["files"]
 
 
-def test_commit_refuses_shards_of_another_model(root: PipelineRoot, sharded: dict[str, Any]) -> None:
+def test_commit_refuses_shards_of_another_model(predict_root: PipelineRoot, sharded: dict[str, Any]) -> None:
     from ml_tasks.prediction.commit import commit_predictions
     from ml_tasks.prediction.resolve import resolve_model
     from ml_tasks.prediction.schema import PredictionError
     from ml_tasks.prediction.score import predict_shard
 
-    settings = settings_of(root)
+    settings = settings_of(predict_root)
     one = Interval(day(6), day(7))
     model = resolve_model(settings, f"{MODEL}@champion")
     for shard in (0, 1):
         predict_shard(settings, one, model, shard, 2, "mixed")
-    shard_json = (root.data_root / "predictions" / MODEL / "_shards" / "mixed" / "2024-04-07_2024-04-08"
-                  / "shard-0001-of-0002" / "_shard.json")  # fmt: skip
+    shards = predict_root.data_root / "predictions" / MODEL / "_shards" / "mixed"
+    shard_json = shards / "2024-04-07_2024-04-08" / "shard-0001-of-0002" / "_shard.json"
     record = json.loads(shard_json.read_text())
     record["model"]["version"] = "999"
     shard_json.write_text(json.dumps(record))
-    before = snapshot(root, one)
+    before = snapshot(predict_root, one)
     with pytest.raises(PredictionError, match="different models"):
         commit_predictions(settings, one, model, 2, "mixed")
-    assert snapshot(root, one) == before
+    assert snapshot(predict_root, one) == before
 
 
-def test_a_day_without_feature_rows_is_counted_and_scored(root: PipelineRoot) -> None:
+def test_a_day_without_feature_rows_is_counted_and_scored(predict_root: PipelineRoot) -> None:
     """The fixture's first day has no earlier features: every trip misses both views."""
     from ml_tasks.models.scorer import OnnxScorer
     from ml_tasks.prediction.commit import predict_interval
 
     first = Interval(day(0), day(1))
-    summary = predict_interval(settings_of(root), first, f"{MODEL}@champion")
-    rows = curated_rows(root, day(0))
+    summary = predict_interval(settings_of(predict_root), first, f"{MODEL}@champion")
+    rows = curated_rows(predict_root, day(0))
     assert summary["rows"] == rows > 1000
     assert summary["missing_features"] == {"pickup_area_stats": rows, "company_stats": rows}
     assert summary["rows_with_missing_features"] == rows
-    table = pq.read_table(partition_dir(root, day(0)) / "part-00000.parquet")
+    table = pq.read_table(partition_dir(predict_root, day(0)) / "part-00000.parquet")
     assert set(table["missing_feature_views"].to_pylist()) == {2}
     assert all(table[c].null_count == rows for c in table.column_names if "__" in c)
-    scorer = OnnxScorer(root.bundle / "model.onnx")
+    scorer = OnnxScorer(predict_root.bundle / "model.onnx")
     np.testing.assert_array_equal(table["score"].to_numpy(), scorer.predict_proba(table))
     assert np.all(np.isfinite(table["score"].to_numpy()))
-    manifest = json.loads((partition_dir(root, day(0)) / "_manifest.json").read_text())
+    manifest = json.loads((partition_dir(predict_root, day(0)) / "_manifest.json").read_text())
     assert manifest["row_counts"] == {
         "rows": rows,
         "missing_features": rows,
@@ -255,28 +258,30 @@ def test_a_day_without_feature_rows_is_counted_and_scored(root: PipelineRoot) ->
     }
 
 
-def test_empty_day_writes_an_empty_partition(root: PipelineRoot, unsharded: dict[str, Any]) -> None:
+def test_empty_day_writes_an_empty_partition(predict_root: PipelineRoot, unsharded: dict[str, Any]) -> None:
     from ml_tasks.prediction.commit import commit_predictions
     from ml_tasks.prediction.resolve import resolve_model
     from ml_tasks.prediction.score import predict_shard
     from ml_tasks.storage import DataRoot, Manifest
 
-    data = DataRoot(str(root.data_root))
+    data = DataRoot(str(predict_root.data_root))
     empty_day = day(7)
-    schema = pq.read_schema(root.data_root / "curated" / "trips" / f"dt={day(6)}" / "part-00000.parquet")
+    schema = pq.read_schema(
+        predict_root.data_root / "curated" / "trips" / f"dt={day(6)}" / "part-00000.parquet"
+    )
     data.write_table(data.partition_path("curated", "trips", empty_day), schema.empty_table(), schema,
                      Manifest(dataset="curated/trips", partition=empty_day.isoformat(), step="publish",
                               row_counts={"rows": 0}))  # fmt: skip
-    settings = settings_of(root)
+    settings = settings_of(predict_root)
     interval = Interval(day(6), day(8))
     model = resolve_model(settings, f"{MODEL}@champion")
     for shard in range(3):
         predict_shard(settings, interval, model, shard, 3, "with-empty")
     summary = commit_predictions(settings, interval, model, 3, "with-empty")
     assert summary["empty_days"] == [empty_day.isoformat()]
-    assert [p["rows"] for p in summary["partitions"]] == [curated_rows(root, day(6)), 0]
-    table = pq.read_table(partition_dir(root, empty_day) / "part-00000.parquet")
-    full = pq.read_table(partition_dir(root, day(6)) / "part-00000.parquet")
+    assert [p["rows"] for p in summary["partitions"]] == [curated_rows(predict_root, day(6)), 0]
+    table = pq.read_table(partition_dir(predict_root, empty_day) / "part-00000.parquet")
+    full = pq.read_table(partition_dir(predict_root, day(6)) / "part-00000.parquet")
     assert table.num_rows == 0 and table.schema == full.schema
     # day 6 was scored before in SCORED's run: the same bytes from a different interval's shards, except
     # the interval columns (the run's interval)

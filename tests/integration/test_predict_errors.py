@@ -1,6 +1,6 @@
 """Batch prediction's refusals: a missing curated day, a feature-service mismatch, no champion, a bad ONNX.
 
-On the module's own copy of the shared ``pipeline_root`` (the ``root`` fixture in conftest.py).
+On the module's own copy of the shared ``pipeline_root`` (the ``predict_root`` fixture in conftest.py).
 """
 
 from __future__ import annotations
@@ -24,30 +24,32 @@ from tests.integration._predict import (
 pytestmark = [pytest.mark.timeout(1200)]
 
 
-def test_missing_curated_day_is_refused(root: PipelineRoot) -> None:
+def test_missing_curated_day_is_refused(predict_root: PipelineRoot) -> None:
     from ml_tasks.prediction.commit import predict_interval
     from ml_tasks.storage import PartitionError
 
     with pytest.raises(PartitionError, match="no curated trips for 1 day"):
-        predict_interval(settings_of(root), Interval(day(8), day(9)), f"{MODEL}@champion")
-    assert not partition_dir(root, day(8)).exists()
+        predict_interval(settings_of(predict_root), Interval(day(8), day(9)), f"{MODEL}@champion")
+    assert not partition_dir(predict_root, day(8)).exists()
 
 
-def test_feature_service_mismatch_is_a_clear_error(root: PipelineRoot) -> None:
+def test_feature_service_mismatch_is_a_clear_error(predict_root: PipelineRoot) -> None:
     from ml_tasks.prediction.resolve import resolve_model
     from ml_tasks.prediction.schema import FeatureServiceMismatch
     from ml_tasks.prediction.score import predict_shard
 
-    settings = settings_of(root)
+    settings = settings_of(predict_root)
     model = dataclasses.replace(resolve_model(settings, f"{MODEL}@champion"), feature_service="taxi_tips_v9")
     with pytest.raises(
         FeatureServiceMismatch, match=r"'taxi_tips_v9'.*not in the Feast registry.*taxi_tips_v1"
     ):
         predict_shard(settings, Interval(day(6), day(7)), model, 0, 1, "mismatch")
-    assert not (root.data_root / "predictions" / MODEL / "_shards" / "mismatch").exists()
+    assert not (predict_root.data_root / "predictions" / MODEL / "_shards" / "mismatch").exists()
 
 
-def test_no_champion_and_unknown_version(tmp_path: Path, root: PipelineRoot, predict_env: None) -> None:
+def test_no_champion_and_unknown_version(
+    tmp_path: Path, predict_root: PipelineRoot, predict_env: None
+) -> None:
     from ml_tasks.models.registry import RegistryError
     from ml_tasks.prediction.resolve import NoModelError, resolve_model
 
@@ -56,9 +58,9 @@ def test_no_champion_and_unknown_version(tmp_path: Path, root: PipelineRoot, pre
         resolve_model(empty, f"{MODEL}@champion")
     assert isinstance(info.value, RegistryError)
     with pytest.raises(NoModelError, match="taxi_tips/99 does not exist"):
-        resolve_model(settings_of(root), f"{MODEL}/99")
+        resolve_model(settings_of(predict_root), f"{MODEL}/99")
     with pytest.raises(NoModelError, match="no alias 'staging'"):
-        resolve_model(settings_of(root), f"{MODEL}@staging")
+        resolve_model(settings_of(predict_root), f"{MODEL}@staging")
 
 
 @pytest.fixture

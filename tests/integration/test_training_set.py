@@ -69,12 +69,12 @@ def by_trip(table: pa.Table) -> dict[str, dict[str, Any]]:
 
 
 # -- tests ---------------------------------------------------------------------------------------------
-def test_every_feature_value_is_the_latest_row_at_or_before_the_trip(pipeline: Pipeline) -> None:
-    rows = pipeline.table.to_pylist()
-    assert len(rows) == curated_rows(pipeline.root, ALL) > 900
+def test_every_feature_value_is_the_latest_row_at_or_before_the_trip(training_set_pipeline: Pipeline) -> None:
+    rows = training_set_pipeline.table.to_pylist()
+    assert len(rows) == curated_rows(training_set_pipeline.root, ALL) > 900
     served = dict.fromkeys((v.name for v in VIEWS), 0)
     for view in VIEWS:
-        history = feature_history(pipeline.root, view)
+        history = feature_history(training_set_pipeline.root, view)
         names = [n for n in view.schema().names if n not in (view.entity, EVENT_TIMESTAMP)]
         for row in rows:
             start = row[EVENT_TIMESTAMP]
@@ -91,8 +91,8 @@ def test_every_feature_value_is_the_latest_row_at_or_before_the_trip(pipeline: P
     assert served["pickup_area_stats"] > 0.8 * len(rows) and served["company_stats"] > 0.5 * len(rows), served
 
 
-def test_hand_trips_around_midnight_see_yesterday_not_today(pipeline: Pipeline) -> None:
-    trips = by_trip(pipeline.table)
+def test_hand_trips_around_midnight_see_yesterday_not_today(training_set_pipeline: Pipeline) -> None:
+    trips = by_trip(training_set_pipeline.table)
     got = {k: trips[k]["company_stats__trips_1d"] for k in EXPECTED_ALPHA_TRIPS_1D}
     assert got == EXPECTED_ALPHA_TRIPS_1D
     for key, leaked in LEAKED_ALPHA_TRIPS_1D.items():
@@ -109,8 +109,8 @@ def test_hand_trips_around_midnight_see_yesterday_not_today(pipeline: Pipeline) 
     assert trips["h16"][EVENT_TIMESTAMP] == dt.datetime(2024, 11, 4, 5, 59, tzinfo=UTC)
 
 
-def test_ttl_and_missing_entities_give_nulls(pipeline: Pipeline) -> None:
-    trips = by_trip(pipeline.table)
+def test_ttl_and_missing_entities_give_nulls(training_set_pipeline: Pipeline) -> None:
+    trips = by_trip(training_set_pipeline.table)
     area, company = "pickup_area_stats__trips_28d", "company_stats__trips_28d"
     assert trips["h21"][company] is not None and trips["h21"][area] is not None  # age == ttl
     assert trips["h22"][company] is None and trips["h22"][area] is None  # age > ttl
@@ -121,13 +121,13 @@ def test_ttl_and_missing_entities_give_nulls(pipeline: Pipeline) -> None:
     assert trips["h12"][area] is None and trips["h12"][company] is None
     assert trips["h04"][company] is None  # Beta's first trip: no Beta row before it
     # the first synthetic day has no feature row before it: nothing is served
-    first = [r for r in pipeline.table.to_pylist() if r["trip_date"] == SYNTHETIC.start]
+    first = [r for r in training_set_pipeline.table.to_pylist() if r["trip_date"] == SYNTHETIC.start]
     assert first and all(r[area] is None and r[company] is None for r in first)
 
 
-def test_rows_in_equal_rows_out_with_duplicates_and_null_keys(pipeline: Pipeline) -> None:
-    summary, table = pipeline.summary, pipeline.table
-    n = curated_rows(pipeline.root, ALL)
+def test_rows_in_equal_rows_out_with_duplicates_and_null_keys(training_set_pipeline: Pipeline) -> None:
+    summary, table = training_set_pipeline.summary, training_set_pipeline.table
+    n = curated_rows(training_set_pipeline.root, ALL)
     assert summary["entity_rows"] == summary["rows"] == table.num_rows == n
     keys = table[TRIP_KEY].to_pylist()
     assert len(set(keys)) == n  # every trip once
@@ -143,9 +143,9 @@ def test_rows_in_equal_rows_out_with_duplicates_and_null_keys(pipeline: Pipeline
     assert order.to_pylist() == list(range(n))
 
 
-def test_missing_features_are_counted_and_equal_the_nulls(pipeline: Pipeline) -> None:
-    summary, table = pipeline.summary, pipeline.table
-    manifest = pipeline.root.read_manifest(summary["uri"])
+def test_missing_features_are_counted_and_equal_the_nulls(training_set_pipeline: Pipeline) -> None:
+    summary, table = training_set_pipeline.summary, training_set_pipeline.table
+    manifest = training_set_pipeline.root.read_manifest(summary["uri"])
     for view in VIEWS:
         columns = [c for c in table.column_names if c.startswith(f"{view.name}__")]
         assert len(columns) == len(view.feature_columns())
